@@ -1,0 +1,66 @@
+//! A workload's or gateway's own identity: its certificate chain and the
+//! private key that belongs to it, checked to match when loaded.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::issue::key_matches;
+use crate::{CaError, SpiffeId, files};
+
+/// A certificate chain (leaf first) with its private key.
+#[derive(Debug)]
+pub struct Identity {
+    pub id: SpiffeId,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub not_after: SystemTime,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            id: self.id.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            not_after: self.not_after,
+        }
+    }
+}
+
+impl Identity {
+    /// Loads `cert` (leaf then intermediates) and `key`, and checks that the
+    /// key belongs to the leaf and that the leaf is an X.509-SVID.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, CaError> {
+        let chain = files::read_certificates(cert)?;
+        let key_der = files::read_private_key(key)?;
+        let key_pair = rcgen::KeyPair::try_from(&key_der).map_err(|e| CaError::BadKey {
+            path: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if !key_matches(&key_pair, &chain[0]) {
+            return Err(CaError::KeyMismatch {
+                key: key.to_owned(),
+                cert: cert.to_owned(),
+            });
+        }
+        let (id, not_after) = leaf_facts(&chain[0]).map_err(|reason| CaError::Verify {
+            context: cert.display().to_string(),
+            reason,
+        })?;
+        Ok(Identity {
+            id,
+            chain,
+            key: key_der,
+            not_after,
+        })
+    }
+}
+
+fn leaf_facts(leaf: &[u8]) -> Result<(SpiffeId, SystemTime), crate::VerifyError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| crate::VerifyError::Malformed(e.to_string()))?;
+    let id = crate::verify::svid_id(&cert)?;
+    Ok((id, crate::time::from_unix(cert.validity().not_after.timestamp())))
+}

@@ -1,0 +1,43 @@
+//! strait-ca: the certificate authority of a strait mesh, and the one place
+//! that decides who a peer is.
+//!
+//! It creates and loads CAs (a root, optionally an intermediate), issues
+//! SPIFFE X.509-SVIDs with keys it makes or from CSRs, reads trust bundles,
+//! parses SPIFFE IDs and verifies presented chains ([`verify_chain`]), also
+//! as rustls verifiers ([`tls::SvidVerifier`]). It reads externally issued
+//! SPIFFE certificates the same way as its own.
+//!
+//! It never touches the network and never reads the clock: every function
+//! that depends on time takes `now`.
+
+#![forbid(unsafe_code)]
+
+mod authority;
+mod bundle;
+mod error;
+pub mod files;
+mod identity;
+mod inspect;
+mod issue;
+mod key;
+mod spiffe;
+pub mod time;
+pub mod tls;
+mod verify;
+
+pub use authority::{
+    CA_BUNDLE, CaFiles, CaOptions, CertificateAuthority, DEFAULT_CA_VALIDITY, INTERMEDIATE_CERT,
+    INTERMEDIATE_KEY, ROOT_CERT, ROOT_KEY,
+};
+pub use bundle::{TrustBundle, fingerprint};
+pub use error::{CaError, VerifyError};
+pub use files::Overwrite;
+pub use identity::Identity;
+pub use inspect::{CertificateInfo, describe, inspect_file};
+pub use issue::{
+    BUNDLE_FILE, CERT_FILE, CSR_FILE, DEFAULT_SVID_TTL, IssuedSvid, KEY_FILE, SvidRequest,
+    generate_csr,
+};
+pub use key::KeyType;
+pub use spiffe::{IdentityKind, SpiffeId, SpiffeIdError, TrustDomain};
+pub use verify::{PeerRequirement, PeerRole, check_leaf, verify_chain};

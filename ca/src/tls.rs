@@ -1,0 +1,192 @@
+//! rustls glue: certificate verifiers that accept a peer only through
+//! [`verify_chain`], and TLS 1.3 configs built from an [`Identity`].
+//!
+//! rustls' own WebPKI verifiers check the chain but never the SPIFFE ID, so
+//! both directions of a handshake go through this crate's verifier instead.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+};
+
+use crate::verify::{PeerRequirement, PeerRole, verify_chain};
+use crate::{CaError, Identity, TrustBundle, VerifyError};
+
+/// The crypto provider strait uses everywhere (ring). Configs are built with
+/// it explicitly so that no process-wide default is needed.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Verifies peers' X.509-SVIDs against a trust bundle and a
+/// [`PeerRequirement`]; usable on both the client and the server side.
+#[derive(Debug)]
+pub struct SvidVerifier {
+    bundle: TrustBundle,
+    requirement: PeerRequirement,
+    algorithms: WebPkiSupportedAlgorithms,
+    root_subjects: Vec<DistinguishedName>,
+}
+
+impl SvidVerifier {
+    pub fn new(bundle: TrustBundle, requirement: PeerRequirement) -> Self {
+        let root_subjects = bundle
+            .anchors()
+            .iter()
+            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            .collect();
+        SvidVerifier {
+            bundle,
+            requirement,
+            algorithms: crypto_provider().signature_verification_algorithms,
+            root_subjects,
+        }
+    }
+
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        role: PeerRole,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        verify_chain(&chain, &self.bundle, &self.requirement, role, now)
+            .map(|_| ())
+            .map_err(to_rustls_error)
+    }
+}
+
+fn to_rustls_error(e: VerifyError) -> rustls::Error {
+    let cert_error = match e {
+        VerifyError::UnknownIssuer => CertificateError::UnknownIssuer,
+        VerifyError::BadSignature => CertificateError::BadSignature,
+        VerifyError::Malformed(_) => CertificateError::BadEncoding,
+        other => CertificateError::Other(OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(cert_error)
+}
+
+impl ServerCertVerifier for SvidVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // SPIFFE authenticates by ID, not by DNS name: the requirement says
+        // which IDs are acceptable.
+        self.verify(end_entity, intermediates, PeerRole::Server, now)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for SvidVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.root_subjects
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, PeerRole::Client, now)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A TLS 1.3-only server config that requires and verifies client SVIDs.
+pub fn server_config(
+    identity: &Identity,
+    verifier: Arc<SvidVerifier>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, CaError> {
+    let mut config = ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(tls_error)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A TLS 1.3-only client config that presents `identity` and verifies the
+/// server's SVID.
+pub fn client_config(
+    identity: &Identity,
+    verifier: Arc<SvidVerifier>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, CaError> {
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(tls_error)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+fn tls_error(e: rustls::Error) -> CaError {
+    CaError::Tls(e.to_string())
+}
