@@ -6,7 +6,7 @@
 //! peers trust; more than one during a rotation). When an intermediate is
 //! present it signs everything, so `ca-key.pem` can be moved offline.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -97,7 +97,10 @@ fn ca_params(
     let serial = crate::issue::random_serial()?;
     // A short tag from the serial keeps two CAs of one trust domain apart by
     // name, so a chain from the wrong one reads as an unknown issuer.
-    let tag: String = serial.to_bytes()[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let tag: String = serial.to_bytes()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     params.distinguished_name = subject(&format!("{common_name} {tag}"));
     params.serial_number = Some(serial);
     params.not_before = crate::time::to_offset(not_before);
@@ -163,7 +166,13 @@ impl CertificateAuthority {
     /// Creates a CA and writes it into `dir`. An existing CA is never
     /// overwritten: if any CA file is present, nothing is written.
     pub fn init(dir: &Path, opts: &CaOptions, now: SystemTime) -> Result<Self, CaError> {
-        for name in [ROOT_CERT, ROOT_KEY, INTERMEDIATE_CERT, INTERMEDIATE_KEY, CA_BUNDLE] {
+        for name in [
+            ROOT_CERT,
+            ROOT_KEY,
+            INTERMEDIATE_CERT,
+            INTERMEDIATE_KEY,
+            CA_BUNDLE,
+        ] {
             let existing = dir.join(name);
             if existing.exists() {
                 return Err(CaError::CaExists {
@@ -225,13 +234,12 @@ impl CertificateAuthority {
                 bundle: bundle_path,
             });
         }
-        let signer = Issuer::from_ca_cert_der(&signer_der, key).map_err(|e| {
-            CaError::BadCertificate {
+        let signer =
+            Issuer::from_ca_cert_der(&signer_der, key).map_err(|e| CaError::BadCertificate {
                 path: signer_path.clone(),
                 index: 1,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(CertificateAuthority {
             trust_domain,
             signer,
@@ -292,7 +300,11 @@ impl CertificateAuthority {
         Ok(self.finish(req, leaf.der().clone(), None, now))
     }
 
-    fn checked_params(&self, req: &SvidRequest, now: SystemTime) -> Result<CertificateParams, CaError> {
+    fn checked_params(
+        &self,
+        req: &SvidRequest,
+        now: SystemTime,
+    ) -> Result<CertificateParams, CaError> {
         if req.id.trust_domain() != &self.trust_domain {
             return Err(CaError::ForeignTrustDomain {
                 id: req.id.to_string(),
@@ -342,9 +354,9 @@ fn first(mut certs: Vec<CertificateDer<'static>>) -> CertificateDer<'static> {
 
 /// The trust domain (from the CA certificate's `spiffe://<td>` URI SAN) and
 /// expiry of a signing certificate.
-fn read_ca_facts(path: &PathBuf, der: &[u8]) -> Result<(TrustDomain, SystemTime), CaError> {
+fn read_ca_facts(path: &Path, der: &[u8]) -> Result<(TrustDomain, SystemTime), CaError> {
     let bad = |reason: String| CaError::BadCertificate {
-        path: path.clone(),
+        path: path.to_owned(),
         index: 1,
         reason,
     };
@@ -353,7 +365,9 @@ fn read_ca_facts(path: &PathBuf, der: &[u8]) -> Result<(TrustDomain, SystemTime)
     let td = uris
         .iter()
         .find_map(|uri| uri.strip_prefix("spiffe://").map(TrustDomain::parse))
-        .ok_or_else(|| CaError::CaWithoutTrustDomain { path: path.clone() })??;
+        .ok_or_else(|| CaError::CaWithoutTrustDomain {
+            path: path.to_owned(),
+        })??;
     let not_after = crate::time::from_unix(cert.validity().not_after.timestamp());
     Ok((td, not_after))
 }

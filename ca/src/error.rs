@@ -101,14 +101,22 @@ pub enum VerifyError {
     #[error("not an X.509-SVID: the leaf may sign certificates or CRLs (keyCertSign/cRLSign)")]
     LeafCanSign,
     #[error("certificate expired at {} (now {})", crate::time::rfc3339(*not_after), crate::time::rfc3339(*now))]
-    Expired { not_after: SystemTime, now: SystemTime },
+    Expired {
+        not_after: SystemTime,
+        now: SystemTime,
+    },
     #[error("certificate is not valid until {} (now {})", crate::time::rfc3339(*not_before), crate::time::rfc3339(*now))]
-    NotYetValid { not_before: SystemTime, now: SystemTime },
+    NotYetValid {
+        not_before: SystemTime,
+        now: SystemTime,
+    },
     #[error("unknown issuer: the chain does not end in a root of the trust bundle")]
     UnknownIssuer,
     #[error("an intermediate certificate of the chain expired or is not yet valid")]
     IssuerNotValidNow,
-    #[error("a signature in the chain does not verify against the bundle (issued by another CA of the same name?)")]
+    #[error(
+        "a signature in the chain does not verify against the bundle (issued by another CA of the same name?)"
+    )]
     BadSignature,
     #[error("the certificate is not valid for {usage} (extended key usage)")]
     WrongUsage { usage: &'static str },

@@ -153,6 +153,29 @@ pub fn write(path: &Path, contents: &[u8], mode: u32, overwrite: Overwrite) -> R
     }
 }
 
+/// One file of a set written together.
+pub struct Output {
+    pub path: PathBuf,
+    pub contents: String,
+    pub mode: u32,
+}
+
+/// Writes a set of files that belong together (a key and its certificate).
+/// With [`Overwrite::Never`] nothing is written if any of them exists.
+pub fn write_set(outputs: &[Output], overwrite: Overwrite) -> Result<(), CaError> {
+    if overwrite == Overwrite::Never
+        && let Some(existing) = outputs.iter().find(|o| o.path.exists())
+    {
+        return Err(CaError::FileExists {
+            path: existing.path.clone(),
+        });
+    }
+    for out in outputs {
+        write(&out.path, out.contents.as_bytes(), out.mode, overwrite)?;
+    }
+    Ok(())
+}
+
 fn temp_sibling(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".tmp{}", std::process::id()));

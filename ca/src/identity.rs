@@ -62,5 +62,8 @@ fn leaf_facts(leaf: &[u8]) -> Result<(SpiffeId, SystemTime), crate::VerifyError>
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| crate::VerifyError::Malformed(e.to_string()))?;
     let id = crate::verify::svid_id(&cert)?;
-    Ok((id, crate::time::from_unix(cert.validity().not_after.timestamp())))
+    Ok((
+        id,
+        crate::time::from_unix(cert.validity().not_after.timestamp()),
+    ))
 }

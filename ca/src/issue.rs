@@ -9,7 +9,7 @@ use rcgen::{
 };
 use rustls_pki_types::CertificateDer;
 
-use crate::files::{self, KEY_MODE, Overwrite, PUBLIC_MODE};
+use crate::files::{self, KEY_MODE, Output, Overwrite, PUBLIC_MODE};
 use crate::{CaError, KeyType, SpiffeId};
 
 /// Default lifetime of an issued SVID.
@@ -63,22 +63,18 @@ impl IssuedSvid {
     /// nothing is written if any of them already exists.
     pub fn write_to(&self, dir: &Path, overwrite: Overwrite) -> Result<(), CaError> {
         files::create_dir(dir)?;
-        let mut outputs = vec![
-            (dir.join(CERT_FILE), self.chain_pem(), PUBLIC_MODE),
-            (dir.join(BUNDLE_FILE), self.bundle_pem.clone(), PUBLIC_MODE),
-        ];
+        let output = |name: &str, contents: String, mode| Output {
+            path: dir.join(name),
+            contents,
+            mode,
+        };
+        let mut outputs = Vec::with_capacity(3);
         if let Some(key) = &self.key_pem {
-            outputs.insert(0, (dir.join(KEY_FILE), key.clone(), KEY_MODE));
+            outputs.push(output(KEY_FILE, key.clone(), KEY_MODE));
         }
-        if overwrite == Overwrite::Never {
-            if let Some((path, ..)) = outputs.iter().find(|(p, ..)| p.exists()) {
-                return Err(CaError::FileExists { path: path.clone() });
-            }
-        }
-        for (path, contents, mode) in outputs {
-            files::write(&path, contents.as_bytes(), mode, overwrite)?;
-        }
-        Ok(())
+        outputs.push(output(CERT_FILE, self.chain_pem(), PUBLIC_MODE));
+        outputs.push(output(BUNDLE_FILE, self.bundle_pem.clone(), PUBLIC_MODE));
+        files::write_set(&outputs, overwrite)
     }
 }
 

@@ -78,6 +78,9 @@ mod tests {
             assert_eq!(KeyType::of(&key), Some(t));
             assert_eq!(t.as_str().parse::<KeyType>().unwrap(), t);
         }
-        assert!(matches!("rsa".parse::<KeyType>(), Err(CaError::UnknownKeyType(_))));
+        assert!(matches!(
+            "rsa".parse::<KeyType>(),
+            Err(CaError::UnknownKeyType(_))
+        ));
     }
 }

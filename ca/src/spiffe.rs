@@ -254,17 +254,35 @@ mod tests {
         assert_eq!(rule("http://example.org/x"), SpiffeIdError::WrongScheme);
         assert_eq!(rule("SPIFFE://example.org/x"), SpiffeIdError::WrongScheme);
         assert_eq!(rule("spiffe:///x"), SpiffeIdError::EmptyTrustDomain);
-        assert_eq!(rule("spiffe://Example.org/x"), SpiffeIdError::TrustDomainChar('E'));
+        assert_eq!(
+            rule("spiffe://Example.org/x"),
+            SpiffeIdError::TrustDomainChar('E')
+        );
         assert_eq!(rule("spiffe://example.org:8443/x"), SpiffeIdError::Port);
         assert_eq!(rule("spiffe://user@example.org/x"), SpiffeIdError::UserInfo);
         assert_eq!(rule("spiffe://example.org/x?y=1"), SpiffeIdError::Query);
         assert_eq!(rule("spiffe://example.org/x#frag"), SpiffeIdError::Fragment);
-        assert_eq!(rule("spiffe://example.org/a//b"), SpiffeIdError::EmptySegment);
+        assert_eq!(
+            rule("spiffe://example.org/a//b"),
+            SpiffeIdError::EmptySegment
+        );
         assert_eq!(rule("spiffe://example.org/a/"), SpiffeIdError::EmptySegment);
-        assert_eq!(rule("spiffe://example.org/a/../b"), SpiffeIdError::DotSegment);
-        assert_eq!(rule("spiffe://example.org/a/./b"), SpiffeIdError::DotSegment);
-        assert_eq!(rule("spiffe://example.org/a b"), SpiffeIdError::PathChar(' '));
-        assert_eq!(rule("spiffe://example.org/a%20b"), SpiffeIdError::PathChar('%'));
+        assert_eq!(
+            rule("spiffe://example.org/a/../b"),
+            SpiffeIdError::DotSegment
+        );
+        assert_eq!(
+            rule("spiffe://example.org/a/./b"),
+            SpiffeIdError::DotSegment
+        );
+        assert_eq!(
+            rule("spiffe://example.org/a b"),
+            SpiffeIdError::PathChar(' ')
+        );
+        assert_eq!(
+            rule("spiffe://example.org/a%20b"),
+            SpiffeIdError::PathChar('%')
+        );
         let long = format!("spiffe://example.org/{}", "a".repeat(2048));
         assert_eq!(rule(&long), SpiffeIdError::TooLong(long.len()));
         let long_td = format!("spiffe://{}", "a".repeat(256));
@@ -291,14 +309,23 @@ mod tests {
             }
         );
         assert_eq!(wl.short_name(), "web");
-        assert_eq!(parse_id("spiffe://example.org/x").unwrap().kind(), IdentityKind::Other);
+        assert_eq!(
+            parse_id("spiffe://example.org/x").unwrap().kind(),
+            IdentityKind::Other
+        );
         assert!(SpiffeId::gateway(&td, "eu west", "gw").is_err());
     }
 
     #[test]
     fn trust_domain_accepts_both_forms() {
-        assert_eq!(TrustDomain::parse("spiffe://example.org").unwrap().as_str(), "example.org");
-        assert_eq!(TrustDomain::parse("example.org").unwrap().id(), "spiffe://example.org");
+        assert_eq!(
+            TrustDomain::parse("spiffe://example.org").unwrap().as_str(),
+            "example.org"
+        );
+        assert_eq!(
+            TrustDomain::parse("example.org").unwrap().id(),
+            "spiffe://example.org"
+        );
         assert!(TrustDomain::parse("example.org/path").is_err());
     }
 }

@@ -190,3 +190,26 @@ pub fn client_config(
 fn tls_error(e: rustls::Error) -> CaError {
     CaError::Tls(e.to_string())
 }
+
+/// The strait reason inside a rustls error when a handshake failed on the
+/// peer's identity, for logs that say why (rustls' own text prints Debug).
+pub fn rejection_reason(err: &rustls::Error) -> Option<&VerifyError> {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) => {
+            inner.downcast_ref::<VerifyError>()
+        }
+        _ => None,
+    }
+}
+
+/// A readable message for a handshake error: strait's reason when there is
+/// one, rustls' text otherwise.
+pub fn describe_tls_error(err: &rustls::Error) -> String {
+    match (err, rejection_reason(err)) {
+        (_, Some(reason)) => format!("peer certificate rejected: {reason}"),
+        (rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer), _) => {
+            format!("peer certificate rejected: {}", VerifyError::UnknownIssuer)
+        }
+        (other, None) => other.to_string(),
+    }
+}

@@ -153,8 +153,8 @@ fn verify_path(
     role: PeerRole,
     now: SystemTime,
 ) -> Result<(), VerifyError> {
-    let ee = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let ee =
+        webpki::EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(e.to_string()))?;
     let usage = match role {
         PeerRole::Client => webpki::KeyUsage::client_auth(),
         PeerRole::Server => webpki::KeyUsage::server_auth(),
@@ -175,14 +175,12 @@ fn verify_path(
             VerifyError::IssuerNotValidNow
         }
         webpki::Error::InvalidSignatureForPublicKey => VerifyError::BadSignature,
-        webpki::Error::RequiredEkuNotFoundContext(_) => {
-            VerifyError::WrongUsage {
-                usage: match role {
-                    PeerRole::Client => "TLS client authentication",
-                    PeerRole::Server => "TLS server authentication",
-                },
-            }
-        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => VerifyError::WrongUsage {
+            usage: match role {
+                PeerRole::Client => "TLS client authentication",
+                PeerRole::Server => "TLS server authentication",
+            },
+        },
         webpki::Error::CaUsedAsEndEntity => VerifyError::LeafIsCa,
         other => VerifyError::Chain(format!("{other:?}")),
     })

@@ -38,8 +38,8 @@ fn init_writes_keys_0600_and_never_overwrites() {
         .map(|f| fs::read(ca_dir.join(f)).unwrap())
         .collect();
 
-    let err = CertificateAuthority::init(&ca_dir, &CaOptions::new(td()), SystemTime::now())
-        .unwrap_err();
+    let err =
+        CertificateAuthority::init(&ca_dir, &CaOptions::new(td()), SystemTime::now()).unwrap_err();
     assert!(matches!(err, CaError::CaExists { .. }), "{err}");
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");
     let after: Vec<_> = ["ca.pem", "ca-key.pem", "intermediate-key.pem", "bundle.pem"]
@@ -70,7 +70,11 @@ fn issued_svid_follows_the_spiffe_rules_for_every_key_type() {
             assert_eq!(info.key_usage, vec!["digitalSignature"]);
             assert_eq!(info.extended_key_usage, vec!["serverAuth", "clientAuth"]);
             // 24 h default lifetime, give or take the test's own runtime.
-            assert!((86_000..=86_400).contains(&info.seconds_left), "{}", info.seconds_left);
+            assert!(
+                (86_000..=86_400).contains(&info.seconds_left),
+                "{}",
+                info.seconds_left
+            );
             // 128-bit serial: 16 bytes, or 17 when DER adds a sign byte.
             let serial_len = info.serial.split(':').count();
             assert!((16..=17).contains(&serial_len), "{}", info.serial);
@@ -110,7 +114,11 @@ fn load_round_trips_and_keeps_issuing() {
     let ca = CertificateAuthority::load(dir.path()).unwrap();
     assert_eq!(ca.trust_domain(), &td());
     let svid = ca
-        .issue(&SvidRequest::new(gateway_id("us-east", "gw-2")), KeyType::P384, now)
+        .issue(
+            &SvidRequest::new(gateway_id("us-east", "gw-2")),
+            KeyType::P384,
+            now,
+        )
         .unwrap();
     let out = dir.path().join("gw-2");
     svid.write_to(&out, Overwrite::Never).unwrap();
@@ -137,7 +145,10 @@ fn ttl_may_not_outlive_the_ca() {
     req.ttl = Duration::from_secs(1800);
     ca.issue(&req, KeyType::P256, now).unwrap();
     req.ttl = Duration::ZERO;
-    assert!(matches!(ca.issue(&req, KeyType::P256, now), Err(CaError::ZeroLifetime)));
+    assert!(matches!(
+        ca.issue(&req, KeyType::P256, now),
+        Err(CaError::ZeroLifetime)
+    ));
 }
 
 #[test]
@@ -145,7 +156,9 @@ fn ids_of_another_trust_domain_are_not_issued() {
     let now = SystemTime::now();
     let (ca, _) = CertificateAuthority::create(&CaOptions::new(td()), now).unwrap();
     let other = SpiffeId::parse("spiffe://other.org/ns/a/sa/b").unwrap();
-    let err = ca.issue(&SvidRequest::new(other), KeyType::P256, now).unwrap_err();
+    let err = ca
+        .issue(&SvidRequest::new(other), KeyType::P256, now)
+        .unwrap_err();
     assert!(matches!(err, CaError::ForeignTrustDomain { .. }), "{err}");
 }
 
@@ -169,12 +182,21 @@ fn csr_is_signed_with_the_cas_choice_of_id() {
     let (key_pem, csr_pem) = generate_csr(&asked, KeyType::Ed25519).unwrap();
     let granted = SpiffeId::parse("spiffe://example.org/ns/shop/sa/web").unwrap();
     let svid = ca
-        .sign_csr(&csr_pem, Path::new("csr.pem"), &SvidRequest::new(granted.clone()), now)
+        .sign_csr(
+            &csr_pem,
+            Path::new("csr.pem"),
+            &SvidRequest::new(granted.clone()),
+            now,
+        )
         .unwrap();
-    assert!(svid.key_pem.is_none(), "the CA never holds the requester's key");
+    assert!(
+        svid.key_pem.is_none(),
+        "the CA never holds the requester's key"
+    );
     svid.write_to(dir.path(), Overwrite::Never).unwrap();
     fs::write(dir.path().join("key.pem"), key_pem).unwrap();
-    let identity = Identity::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
+    let identity =
+        Identity::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap();
     assert_eq!(identity.id, granted);
 }
 
@@ -189,7 +211,12 @@ fn csr_with_a_bad_signature_is_refused() {
     *der.last_mut().unwrap() ^= 0x01;
     let tampered = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
     let err = ca
-        .sign_csr(&tampered, Path::new("bad/csr.pem"), &SvidRequest::new(id), now)
+        .sign_csr(
+            &tampered,
+            Path::new("bad/csr.pem"),
+            &SvidRequest::new(id),
+            now,
+        )
         .unwrap_err();
     assert!(matches!(err, CaError::CsrSignature { .. }), "{err}");
     assert!(err.to_string().contains("bad/csr.pem"), "{err}");
@@ -200,11 +227,27 @@ fn key_that_does_not_match_its_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();
     let (ca, _) = CertificateAuthority::create(&CaOptions::new(td()), now).unwrap();
-    let a = ca.issue(&SvidRequest::new(gateway_id("eu-west", "a")), KeyType::P256, now).unwrap();
-    let b = ca.issue(&SvidRequest::new(gateway_id("eu-west", "b")), KeyType::P256, now).unwrap();
+    let a = ca
+        .issue(
+            &SvidRequest::new(gateway_id("eu-west", "a")),
+            KeyType::P256,
+            now,
+        )
+        .unwrap();
+    let b = ca
+        .issue(
+            &SvidRequest::new(gateway_id("eu-west", "b")),
+            KeyType::P256,
+            now,
+        )
+        .unwrap();
     a.write_to(&dir.path().join("a"), Overwrite::Never).unwrap();
     b.write_to(&dir.path().join("b"), Overwrite::Never).unwrap();
-    let err = Identity::load(&dir.path().join("a/cert.pem"), &dir.path().join("b/key.pem")).unwrap_err();
+    let err = Identity::load(
+        &dir.path().join("a/cert.pem"),
+        &dir.path().join("b/key.pem"),
+    )
+    .unwrap_err();
     assert!(matches!(err, CaError::KeyMismatch { .. }), "{err}");
     assert!(err.to_string().contains("b/key.pem"), "{err}");
 
@@ -221,7 +264,13 @@ fn garbage_and_truncated_pem_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let now = SystemTime::now();
     let (ca, _) = CertificateAuthority::create(&CaOptions::new(td()), now).unwrap();
-    let svid = ca.issue(&SvidRequest::new(gateway_id("eu-west", "a")), KeyType::P256, now).unwrap();
+    let svid = ca
+        .issue(
+            &SvidRequest::new(gateway_id("eu-west", "a")),
+            KeyType::P256,
+            now,
+        )
+        .unwrap();
     let pem = svid.chain_pem();
 
     let garbage = dir.path().join("garbage.pem");
@@ -229,7 +278,11 @@ fn garbage_and_truncated_pem_name_the_file() {
     let truncated = dir.path().join("truncated.pem");
     fs::write(&truncated, &pem[..pem.len() / 2]).unwrap();
     let bad_der = dir.path().join("bad-der.pem");
-    fs::write(&bad_der, "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n").unwrap();
+    fs::write(
+        &bad_der,
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
 
     for (path, expect) in [
         (&garbage, "no \"BEGIN CERTIFICATE\""),
@@ -252,7 +305,8 @@ fn verification_gives_the_precise_reason() {
     let (ca, _) = CertificateAuthority::create(&CaOptions::new(td()), now - 10 * day).unwrap();
     let (other_ca, _) = CertificateAuthority::create(&CaOptions::new(td()), now).unwrap();
     let other_td = TrustDomain::parse("other.org").unwrap();
-    let (foreign_ca, _) = CertificateAuthority::create(&CaOptions::new(other_td.clone()), now).unwrap();
+    let (foreign_ca, _) =
+        CertificateAuthority::create(&CaOptions::new(other_td.clone()), now).unwrap();
     let gw = SvidRequest::new(gateway_id("eu-west", "gw-1"));
     let any_gw = PeerRequirement::Gateway(td());
     let check = |chain: &[_], bundle, req: &PeerRequirement, at| {
@@ -261,10 +315,16 @@ fn verification_gives_the_precise_reason() {
 
     let good = ca.issue(&gw, KeyType::P256, now).unwrap();
     let stranger = other_ca.issue(&gw, KeyType::P256, now).unwrap();
-    assert_eq!(check(&stranger.chain, ca.bundle(), &any_gw, now), VerifyError::UnknownIssuer);
+    assert_eq!(
+        check(&stranger.chain, ca.bundle(), &any_gw, now),
+        VerifyError::UnknownIssuer
+    );
 
     let expired = ca.issue(&gw, KeyType::P256, now - 2 * day).unwrap();
-    assert!(matches!(check(&expired.chain, ca.bundle(), &any_gw, now), VerifyError::Expired { .. }));
+    assert!(matches!(
+        check(&expired.chain, ca.bundle(), &any_gw, now),
+        VerifyError::Expired { .. }
+    ));
     assert!(matches!(
         check(&good.chain, ca.bundle(), &any_gw, now - day),
         VerifyError::NotYetValid { .. }
@@ -272,41 +332,73 @@ fn verification_gives_the_precise_reason() {
 
     let workload = SvidRequest::new(SpiffeId::workload(&td(), "shop", "web").unwrap());
     let wl = ca.issue(&workload, KeyType::P256, now).unwrap();
-    assert!(matches!(check(&wl.chain, ca.bundle(), &any_gw, now), VerifyError::NotAGateway { .. }));
     assert!(matches!(
-        check(&good.chain, ca.bundle(), &PeerRequirement::GatewayInRegion(td(), "us-east".into()), now),
+        check(&wl.chain, ca.bundle(), &any_gw, now),
+        VerifyError::NotAGateway { .. }
+    ));
+    assert!(matches!(
+        check(
+            &good.chain,
+            ca.bundle(),
+            &PeerRequirement::GatewayInRegion(td(), "us-east".into()),
+            now
+        ),
         VerifyError::WrongRegion { .. }
     ));
 
     // A bundle that trusts both roots still holds each ID to our trust domain.
     let foreign = foreign_ca
-        .issue(&SvidRequest::new(SpiffeId::gateway(&other_td, "eu-west", "gw-1").unwrap()), KeyType::P256, now)
+        .issue(
+            &SvidRequest::new(SpiffeId::gateway(&other_td, "eu-west", "gw-1").unwrap()),
+            KeyType::P256,
+            now,
+        )
         .unwrap();
     let mut roots = ca.bundle().roots().to_vec();
     roots.extend(foreign_ca.bundle().roots().iter().cloned());
     let both = strait_ca::TrustBundle::from_roots(Path::new("both.pem"), roots).unwrap();
-    assert!(matches!(check(&foreign.chain, &both, &any_gw, now), VerifyError::WrongTrustDomain { .. }));
+    assert!(matches!(
+        check(&foreign.chain, &both, &any_gw, now),
+        VerifyError::WrongTrustDomain { .. }
+    ));
     assert!(verify_chain(&good.chain, &both, &any_gw, PeerRole::Client, now).is_ok());
-    assert_eq!(check(&[], ca.bundle(), &any_gw, now), VerifyError::EmptyChain);
+    assert_eq!(
+        check(&[], ca.bundle(), &any_gw, now),
+        VerifyError::EmptyChain
+    );
 }
 
 /// Certificates strait would never issue, made with rcgen directly, to show
 /// the verifier's SVID rules hold for external certificates too.
 #[test]
 fn non_svid_leaves_are_refused() {
-    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    use rcgen::{
+        CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    };
     let now = SystemTime::now();
     let root_key = KeyPair::generate().unwrap();
     let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
     root.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    root.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let root_cert = root.self_signed(&root_key).unwrap();
     let issuer = Issuer::new(root, root_key);
-    let bundle = strait_ca::TrustBundle::from_roots(Path::new("x.pem"), vec![root_cert.der().clone()]).unwrap();
+    let bundle =
+        strait_ca::TrustBundle::from_roots(Path::new("x.pem"), vec![root_cert.der().clone()])
+            .unwrap();
     let leaf = |uris: &[&str], ca: bool, usages: Vec<KeyUsagePurpose>| {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = uris.iter().map(|u| SanType::URI((*u).try_into().unwrap())).collect();
-        p.is_ca = if ca { IsCa::Ca(rcgen::BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
+        p.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        p.is_ca = if ca {
+            IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
         p.key_usages = usages;
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap();
@@ -314,22 +406,46 @@ fn non_svid_leaves_are_refused() {
     };
     let req = PeerRequirement::AnyInTrustDomain(td());
     let ds = || vec![KeyUsagePurpose::DigitalSignature];
-    let err = |chain: Vec<_>| verify_chain(&chain, &bundle, &req, PeerRole::Client, now).unwrap_err();
+    let err =
+        |chain: Vec<_>| verify_chain(&chain, &bundle, &req, PeerRole::Client, now).unwrap_err();
 
-    assert!(verify_chain(&leaf(&["spiffe://example.org/x"], false, ds()), &bundle, &req, PeerRole::Client, now).is_ok());
+    assert!(
+        verify_chain(
+            &leaf(&["spiffe://example.org/x"], false, ds()),
+            &bundle,
+            &req,
+            PeerRole::Client,
+            now
+        )
+        .is_ok()
+    );
     assert_eq!(
-        err(leaf(&["spiffe://example.org/a", "spiffe://example.org/b"], false, ds())),
+        err(leaf(
+            &["spiffe://example.org/a", "spiffe://example.org/b"],
+            false,
+            ds()
+        )),
         VerifyError::MultipleUriSans { count: 2 }
     );
     assert_eq!(err(leaf(&[], false, ds())), VerifyError::NoUriSan);
-    assert_eq!(err(leaf(&["spiffe://example.org/x"], true, ds())), VerifyError::LeafIsCa);
     assert_eq!(
-        err(leaf(&["spiffe://example.org/x"], false, vec![KeyUsagePurpose::KeyEncipherment])),
+        err(leaf(&["spiffe://example.org/x"], true, ds())),
+        VerifyError::LeafIsCa
+    );
+    assert_eq!(
+        err(leaf(
+            &["spiffe://example.org/x"],
+            false,
+            vec![KeyUsagePurpose::KeyEncipherment]
+        )),
         VerifyError::MissingDigitalSignature
     );
     assert!(matches!(
         err(leaf(&["https://example.org/x"], false, ds())),
-        VerifyError::InvalidSpiffeId { rule: SpiffeIdError::WrongScheme, .. }
+        VerifyError::InvalidSpiffeId {
+            rule: SpiffeIdError::WrongScheme,
+            ..
+        }
     ));
     // Client-auth only: refused as a server.
     let chain = leaf(&["spiffe://example.org/x"], false, ds());

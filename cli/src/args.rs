@@ -1,0 +1,238 @@
+//! The command line, as clap derive structs. Values are parsed into typed
+//! forms here (durations, key types, SPIFFE IDs) so commands never re-parse.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strait_ca::{KeyType, SpiffeId, TrustDomain};
+
+/// strait: a cross-region mTLS tunnel gateway.
+///
+/// Gateways in different regions hold mutually authenticated QUIC tunnels and
+/// carry TCP service streams over them. This command issues the certificates
+/// they use, runs gateways and opens ad-hoc tunnels.
+#[derive(Debug, Parser)]
+#[command(name = "strait", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and manage the certificate authority of a mesh.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue, request, sign, inspect and verify SPIFFE certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a new CA (root, and optionally an intermediate) in a directory.
+    ///
+    /// Writes ca.pem and ca-key.pem (the root), intermediate.pem and
+    /// intermediate-key.pem with --intermediate, and bundle.pem (what peers
+    /// trust). Keys are written with mode 0600. An existing CA is never
+    /// overwritten.
+    Init(CaInit),
+}
+
+#[derive(Debug, Args)]
+pub struct CaInit {
+    /// Trust domain of the mesh, e.g. example.org.
+    #[arg(long, value_parser = parse_trust_domain)]
+    pub trust_domain: TrustDomain,
+    /// Directory to create the CA in.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Also create an intermediate CA that signs all certificates, so the
+    /// root key (ca-key.pem) can be kept offline.
+    #[arg(long)]
+    pub intermediate: bool,
+    /// Key type of the CA keys.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+    pub key_type: KeyTypeArg,
+    /// How long the CA is valid (e.g. 10y, 90d, 1h).
+    #[arg(long, default_value = "10y", value_parser = parse_duration)]
+    pub validity: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Issue a certificate and a new private key from a CA directory.
+    ///
+    /// Writes cert.pem (leaf, then intermediates), key.pem (mode 0600) and
+    /// bundle.pem into --out.
+    Issue(CertIssue),
+    /// Make a private key and a certificate signing request locally.
+    ///
+    /// Writes key.pem (mode 0600) and csr.pem into --out; only csr.pem needs
+    /// to reach the CA.
+    Csr(CertCsr),
+    /// Sign a CSR with a CA. The CA decides the SPIFFE ID and lifetime; the
+    /// CSR only proves possession of the key.
+    ///
+    /// Writes cert.pem and bundle.pem into --out.
+    Sign(CertSign),
+    /// Show the certificates in a PEM file: subject, SPIFFE ID, issuer,
+    /// validity and time left, key type, usages and SHA-256 fingerprint.
+    Inspect(CertInspect),
+    /// Verify a certificate chain against a trust bundle. Prints the SPIFFE
+    /// ID and exits 0, or prints the reason and exits 1.
+    Verify(CertVerify),
+}
+
+#[derive(Debug, Args)]
+pub struct CertIssue {
+    /// CA directory (from `strait ca init`).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Issue a gateway identity: spiffe://<td>/region/<region>/gateway/<name>.
+    #[arg(long, requires_all = ["region", "name"], conflicts_with = "spiffe_id")]
+    pub gateway: bool,
+    /// Region of the gateway (with --gateway).
+    #[arg(long, requires = "gateway")]
+    pub region: Option<String>,
+    /// Name of the gateway (with --gateway).
+    #[arg(long, requires = "gateway")]
+    pub name: Option<String>,
+    /// The SPIFFE ID to certify, e.g. spiffe://example.org/ns/shop/sa/web.
+    #[arg(long, value_parser = parse_spiffe_id, required_unless_present = "gateway")]
+    pub spiffe_id: Option<SpiffeId>,
+    #[command(flatten)]
+    pub common: IssueOptions,
+    /// Key type of the new private key.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+    pub key_type: KeyTypeArg,
+}
+
+/// Options shared by `cert issue` and `cert sign`.
+#[derive(Debug, Args)]
+pub struct IssueOptions {
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Extra DNS name to put in the certificate (repeatable).
+    #[arg(long = "dns", value_name = "NAME")]
+    pub dns: Vec<String>,
+    /// Certificate lifetime (e.g. 24h, 30m, 7d); may not outlive the CA.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Replace existing files in --out instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertCsr {
+    /// The SPIFFE ID to request.
+    #[arg(long, value_parser = parse_spiffe_id)]
+    pub spiffe_id: SpiffeId,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Key type of the new private key.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+    pub key_type: KeyTypeArg,
+    /// Replace existing files in --out instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertSign {
+    /// CA directory (from `strait ca init`).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// The PEM certificate signing request to sign.
+    #[arg(long)]
+    pub csr: PathBuf,
+    /// The SPIFFE ID the certificate will carry (whatever the CSR asked for).
+    #[arg(long, value_parser = parse_spiffe_id)]
+    pub spiffe_id: SpiffeId,
+    #[command(flatten)]
+    pub common: IssueOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct CertInspect {
+    /// PEM file with one or more certificates.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertVerify {
+    /// PEM file of trusted roots.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// PEM file with the leaf certificate, then any intermediates.
+    pub file: PathBuf,
+    /// Require this trust domain (default: the certificate's own).
+    #[arg(long, value_parser = parse_trust_domain)]
+    pub trust_domain: Option<TrustDomain>,
+    /// Require a gateway identity.
+    #[arg(long)]
+    pub gateway: bool,
+    /// Require a gateway of this region (implies --gateway).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Verify for use as a TLS client or server (extended key usage).
+    #[arg(long, value_enum, default_value_t = RoleArg::Client)]
+    pub role: RoleArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyTypeArg {
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl From<KeyTypeArg> for KeyType {
+    fn from(k: KeyTypeArg) -> Self {
+        match k {
+            KeyTypeArg::P256 => KeyType::P256,
+            KeyTypeArg::P384 => KeyType::P384,
+            KeyTypeArg::Ed25519 => KeyType::Ed25519,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Client,
+    Server,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 24h, 90d, 10y)"))?;
+    if d.is_zero() {
+        return Err("must be greater than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_spiffe_id(s: &str) -> Result<SpiffeId, String> {
+    SpiffeId::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
+    TrustDomain::parse(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,54 @@
+//! One module per command group; each turns parsed arguments into calls on
+//! the libraries and prints what happened.
+
+mod ca;
+mod cert;
+
+use std::process::ExitCode;
+
+use crate::args::{CaCommand, CertCommand, Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Ca(CaCommand::Init(args)) => ca::init(args),
+        Command::Cert(CertCommand::Issue(args)) => cert::issue(args),
+        Command::Cert(CertCommand::Csr(args)) => cert::csr(args),
+        Command::Cert(CertCommand::Sign(args)) => cert::sign(args),
+        Command::Cert(CertCommand::Inspect(args)) => cert::inspect(args),
+        Command::Cert(CertCommand::Verify(args)) => cert::verify(args),
+    }
+}
+
+/// "23h 59m left" or "expired 2d 3h ago", for validity lines.
+pub(crate) fn time_left(seconds_left: i64) -> String {
+    let span = short_span(seconds_left.unsigned_abs());
+    if seconds_left >= 0 {
+        format!("{span} left")
+    } else {
+        format!("expired {span} ago")
+    }
+}
+
+/// The two largest units of a span: "3652d 12h", "23h 59m", "4m 10s".
+fn short_span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, ..) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left;
+
+    #[test]
+    fn spans_read_well() {
+        assert_eq!(time_left(86_340), "23h 59m left");
+        assert_eq!(time_left(10 * 86_400 + 7200), "10d 2h left");
+        assert_eq!(time_left(-250), "expired 4m 10s ago");
+        assert_eq!(time_left(0), "0s left");
+    }
+}
