@@ -123,6 +123,15 @@ impl SpiffeId {
         Self::parse(&format!("{SCHEME}{td}/ns/{namespace}/sa/{sa}"))
     }
 
+    /// Reads the SPIFFE ID out of a DER X.509-SVID (exactly one URI SAN
+    /// holding a valid ID). Says nothing about the chain or validity: that is
+    /// [`crate::verify_chain`]'s job.
+    pub fn from_certificate(der: &[u8]) -> Result<Self, crate::VerifyError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| crate::VerifyError::Malformed(e.to_string()))?;
+        crate::verify::svid_id(&cert)
+    }
+
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }

@@ -126,6 +126,14 @@ fn load_round_trips_and_keeps_issuing() {
     let identity = Identity::load(&out.join("cert.pem"), &out.join("key.pem")).unwrap();
     assert_eq!(identity.id, svid.id);
     assert_eq!(identity.chain.len(), 2);
+    assert_eq!(
+        SpiffeId::from_certificate(&identity.chain[0]).unwrap(),
+        svid.id
+    );
+    assert!(
+        SpiffeId::from_certificate(&identity.chain[1]).is_ok(),
+        "CA carries spiffe://<td>"
+    );
     let err = svid.write_to(&out, Overwrite::Never).unwrap_err();
     assert!(matches!(err, CaError::FileExists { .. }), "{err}");
     svid.write_to(&out, Overwrite::Replace).unwrap();
