@@ -139,8 +139,11 @@ async fn relay_connection(
         pump(ur, cw, reverse, mode, reset.clone()),
     );
     if a.reset || b.reset {
-        for half in [a.read.as_ref(), b.read.as_ref()] {
-            let _ = half.set_zero_linger();
+        for end in [a, b] {
+            // A write half shuts down (FIN) when dropped; forgetting it
+            // leaves the close to the read half, which then resets.
+            end.write.forget();
+            let _ = end.read.as_ref().set_zero_linger();
         }
     }
 }
@@ -148,7 +151,7 @@ async fn relay_connection(
 struct PumpEnd {
     reset: bool,
     read: OwnedReadHalf,
-    _write: OwnedWriteHalf,
+    write: OwnedWriteHalf,
 }
 
 /// Moves bytes from `r` to `w` through `link`, half-closing `w` when `r`
@@ -161,16 +164,16 @@ async fn pump(
     mode: PartitionMode,
     reset: Arc<Notify>,
 ) -> PumpEnd {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
+    // `None` is the end of a cleanly closed stream; a channel closed without
+    // it means the reader failed, and the writer must not send a FIN.
+    let (tx, mut rx) = mpsc::channel::<Option<(Instant, Vec<u8>)>>(IN_FLIGHT);
     let reader = async {
-        // Owning the sender here closes the channel when reading ends, which
-        // tells the writer to half-close.
         let tx = tx;
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = tokio::select! {
                 read = r.read(&mut buf) => match read {
-                    Ok(0) => return false,
+                    Ok(0) => return tx.send(None).await.is_err(),
                     Ok(n) => n,
                     Err(_) => return true,
                 },
@@ -187,19 +190,22 @@ async fn pump(
                     None => tokio::time::sleep(PARTITION_POLL).await,
                 }
             };
-            if tx.send((at, buf[..n].to_vec())).await.is_err() {
+            if tx.send(Some((at, buf[..n].to_vec()))).await.is_err() {
                 return true;
             }
         }
     };
     let writer = async {
-        while let Some((at, chunk)) = rx.recv().await {
+        while let Some(msg) = rx.recv().await {
+            let Some((at, chunk)) = msg else {
+                return w.shutdown().await.is_err();
+            };
             tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
             if w.write_all(&chunk).await.is_err() {
                 return true;
             }
         }
-        w.shutdown().await.is_err()
+        true
     };
     let failed = tokio::select! {
         (read_failed, write_failed) = async { tokio::join!(reader, writer) } => {
@@ -213,6 +219,6 @@ async fn pump(
     PumpEnd {
         reset: failed,
         read: r,
-        _write: w,
+        write: w,
     }
 }
