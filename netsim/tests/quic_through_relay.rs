@@ -15,7 +15,7 @@ use strait_ca::{
 use strait_netsim::{LinkConfig, Network, UdpRelay};
 
 const ALPN: &[u8] = b"strait/1";
-const SIZE: usize = 4 << 20;
+const SIZE: usize = 2 << 20;
 
 fn identity(ca: &CertificateAuthority, name: &str, dir: &std::path::Path) -> Identity {
     let id = SpiffeId::gateway(ca.trust_domain(), "test", name).unwrap();
