@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod control;
 mod error;
 pub mod link;

@@ -3,22 +3,25 @@
 //! client address so that QUIC (or anything else) runs through unchanged.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
+use quinn_udp::RecvMeta;
 use tokio::sync::watch;
 
+use crate::batch::{BatchSocket, MAX_RECEIVE, SendBatch};
 use crate::link::Fate;
 use crate::network::{SharedLink, lock};
 use crate::schedule::{DelayQueue, sleep_until};
 
 /// At most this many client addresses per relay; datagrams from further
-/// clients are dropped (and logged once each).
-pub const MAX_FLOWS: usize = 4096;
-const MAX_DATAGRAM: usize = 65_535;
+/// clients are dropped (and logged).
+pub const MAX_FLOWS: usize = 1024;
+/// Receive buffers per batch: client side, and per flow on the target side.
+const FORWARD_BATCH: usize = 8;
+const REVERSE_BATCH: usize = 4;
 
 /// A running UDP relay; dropping it stops every task it started.
 #[derive(Debug)]
@@ -37,10 +40,20 @@ impl UdpRelay {
         forward: SharedLink,
         reverse: SharedLink,
     ) -> io::Result<UdpRelay> {
-        let socket = Arc::new(bind_socket(listen)?);
+        let socket = Arc::new(BatchSocket::bind(listen, None)?);
         let local = socket.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(forward_loop(socket, target, forward, reverse, rx));
+        let forwarder = Forwarder {
+            socket,
+            target,
+            forward,
+            reverse,
+            shutdown: rx,
+            flows: HashMap::new(),
+            queue: DelayQueue::default(),
+            batch: SendBatch::default(),
+        };
+        tokio::spawn(forwarder.run());
         Ok(UdpRelay {
             local,
             target,
@@ -62,24 +75,6 @@ impl Drop for UdpRelay {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
     }
-}
-
-/// Socket buffers asked for: bursts of a fast sender must not overflow the
-/// default ~208 KB receive buffer while the relay task waits for a core.
-/// The kernel caps the request at `net.core.rmem_max`/`wmem_max`.
-const SOCKET_BUFFER: usize = 4 << 20;
-
-fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
 }
 
 /// Queues an admitted datagram for later, or says how many copies to send
@@ -110,37 +105,93 @@ fn plan<T: Clone>(
     send_now
 }
 
-/// Datagrams handled per wake-up before the task yields: draining the
-/// socket without a round through the scheduler per datagram is what lets
-/// one relay forward well over 100,000 datagrams a second.
-const BURST: usize = 64;
+/// Receive buffers for one socket, and the datagrams they hold.
+struct Inbox {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Inbox {
+    fn new(n: usize) -> Self {
+        Inbox {
+            bufs: vec![vec![0u8; MAX_RECEIVE]; n],
+            meta: vec![RecvMeta::default(); n],
+        }
+    }
+
+    async fn recv(&mut self, socket: &BatchSocket) -> io::Result<usize> {
+        let mut iovs: Vec<IoSliceMut<'_>> =
+            self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        socket.recv(&mut iovs, &mut self.meta).await
+    }
+
+    /// The datagrams of the first `n` buffers: GRO may have put several of
+    /// one sender, `stride` bytes apart, in one buffer.
+    fn datagrams(&self, n: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.meta[..n]
+            .iter()
+            .zip(&self.bufs)
+            .flat_map(|(meta, buf)| {
+                let stride = meta.stride.max(1);
+                buf[..meta.len].chunks(stride).map(move |d| (meta.addr, d))
+            })
+    }
+}
+
+enum Wake {
+    Shutdown,
+    Due,
+    Received(io::Result<usize>),
+}
 
 /// The client-to-target side of a relay: its flows and delayed datagrams.
 struct Forwarder {
-    socket: Arc<UdpSocket>,
+    socket: Arc<BatchSocket>,
     target: SocketAddr,
     forward: SharedLink,
     reverse: SharedLink,
     shutdown: watch::Receiver<bool>,
-    flows: HashMap<SocketAddr, Arc<UdpSocket>>,
-    queue: DelayQueue<(Arc<UdpSocket>, Arc<[u8]>)>,
+    flows: HashMap<SocketAddr, Arc<BatchSocket>>,
+    queue: DelayQueue<(Arc<BatchSocket>, Arc<[u8]>)>,
+    batch: SendBatch,
 }
 
 impl Forwarder {
-    async fn handle(&mut self, data: &[u8], client: SocketAddr) {
+    async fn run(mut self) {
+        let mut inbox = Inbox::new(FORWARD_BATCH);
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let wake = tokio::select! {
+                _ = shutdown.changed() => Wake::Shutdown,
+                _ = sleep_until(self.queue.next_due()) => Wake::Due,
+                n = inbox.recv(&self.socket) => Wake::Received(n),
+            };
+            match wake {
+                Wake::Shutdown => return,
+                Wake::Due => {
+                    let now = Instant::now();
+                    while let Some((upstream, data)) = self.queue.pop_due(now) {
+                        self.batch.push(&upstream, self.target, &data).await;
+                    }
+                }
+                Wake::Received(Ok(n)) => {
+                    for (client, data) in inbox.datagrams(n) {
+                        self.handle(client, data).await;
+                    }
+                }
+                Wake::Received(Err(_)) => {}
+            }
+            self.batch.flush().await;
+        }
+    }
+
+    async fn handle(&mut self, client: SocketAddr, data: &[u8]) {
         let upstream = match self.flows.get(&client) {
             Some(u) => u.clone(),
             None => {
-                let opened = open_flow(
-                    &self.socket,
-                    client,
-                    self.target,
-                    &self.reverse,
-                    &self.shutdown,
-                    self.flows.len(),
-                )
-                .await;
-                let Some(u) = opened else { return };
+                let Some(u) = self.open_flow(client) else {
+                    return;
+                };
                 self.flows.insert(client, u.clone());
                 u
             }
@@ -151,125 +202,82 @@ impl Forwarder {
             (upstream.clone(), Arc::from(data))
         });
         for _ in 0..copies {
-            let _ = upstream.send(data).await;
+            self.batch.push(&upstream, self.target, data).await;
         }
     }
-}
 
-async fn forward_loop(
-    socket: Arc<UdpSocket>,
-    target: SocketAddr,
-    forward: SharedLink,
-    reverse: SharedLink,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut f = Forwarder {
-        socket: socket.clone(),
-        target,
-        forward,
-        reverse,
-        shutdown: shutdown.clone(),
-        flows: HashMap::new(),
-        queue: DelayQueue::default(),
-    };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = sleep_until(f.queue.next_due()) => {
-                let now = Instant::now();
-                while let Some((upstream, data)) = f.queue.pop_due(now) {
-                    let _ = upstream.send(&data).await;
-                }
-            }
-            received = socket.recv_from(&mut buf) => {
-                let Ok((len, client)) = received else { continue };
-                f.handle(&buf[..len], client).await;
-                for _ in 1..BURST {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((len, client)) => f.handle(&buf[..len], client).await,
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn open_flow(
-    socket: &Arc<UdpSocket>,
-    client: SocketAddr,
-    target: SocketAddr,
-    reverse: &SharedLink,
-    shutdown: &watch::Receiver<bool>,
-    open: usize,
-) -> Option<Arc<UdpSocket>> {
-    if open >= MAX_FLOWS {
-        tracing::warn!(%client, "relay has {MAX_FLOWS} flows already; dropping datagrams from a new client");
-        return None;
-    }
-    let bind: SocketAddr = if target.is_ipv4() {
-        ([127, 0, 0, 1], 0).into()
-    } else {
-        (std::net::Ipv6Addr::LOCALHOST, 0).into()
-    };
-    let upstream = match bind_socket(bind) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(%client, "cannot open an upstream socket: {e}");
+    fn open_flow(&self, client: SocketAddr) -> Option<Arc<BatchSocket>> {
+        if self.flows.len() >= MAX_FLOWS {
+            tracing::warn!(%client, "relay has {MAX_FLOWS} flows already; dropping datagrams from a new client");
             return None;
         }
-    };
-    if let Err(e) = upstream.connect(target).await {
-        tracing::warn!(%target, "cannot reach target: {e}");
-        return None;
+        let bind: SocketAddr = if self.target.is_ipv4() {
+            ([127, 0, 0, 1], 0).into()
+        } else {
+            (std::net::Ipv6Addr::LOCALHOST, 0).into()
+        };
+        let upstream = match BatchSocket::bind(bind, Some(self.target)) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                tracing::warn!(%client, target = %self.target, "cannot open an upstream socket: {e}");
+                return None;
+            }
+        };
+        let flow = ReverseFlow {
+            upstream: upstream.clone(),
+            socket: self.socket.clone(),
+            client,
+            reverse: self.reverse.clone(),
+            queue: DelayQueue::default(),
+            batch: SendBatch::default(),
+        };
+        tokio::spawn(flow.run(self.shutdown.clone()));
+        Some(upstream)
     }
-    let upstream = Arc::new(upstream);
-    tokio::spawn(reverse_loop(
-        upstream.clone(),
-        socket.clone(),
-        client,
-        reverse.clone(),
-        shutdown.clone(),
-    ));
-    Some(upstream)
 }
 
-async fn reverse_loop(
-    upstream: Arc<UdpSocket>,
-    socket: Arc<UdpSocket>,
+/// The target-to-client side of one flow.
+struct ReverseFlow {
+    upstream: Arc<BatchSocket>,
+    socket: Arc<BatchSocket>,
     client: SocketAddr,
     reverse: SharedLink,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut queue: DelayQueue<Arc<[u8]>> = DelayQueue::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = sleep_until(queue.next_due()) => {
-                let now = Instant::now();
-                while let Some(data) = queue.pop_due(now) {
-                    let _ = socket.send_to(&data, client).await;
-                }
-            }
-            received = upstream.recv(&mut buf) => {
-                // ECONNREFUSED here means the target was not listening when
-                // an earlier datagram arrived; the flow stays, it may start.
-                let Ok(mut len) = received else { continue };
-                for _ in 0..BURST {
+    queue: DelayQueue<Arc<[u8]>>,
+    batch: SendBatch,
+}
+
+impl ReverseFlow {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut inbox = Inbox::new(REVERSE_BATCH);
+        loop {
+            let wake = tokio::select! {
+                _ = shutdown.changed() => Wake::Shutdown,
+                _ = sleep_until(self.queue.next_due()) => Wake::Due,
+                n = inbox.recv(&self.upstream) => Wake::Received(n),
+            };
+            match wake {
+                Wake::Shutdown => return,
+                Wake::Due => {
                     let now = Instant::now();
-                    let fate = lock(&reverse).admit(len, now);
-                    let copies = plan(fate, &mut queue, now, || Arc::from(&buf[..len]));
-                    for _ in 0..copies {
-                        let _ = socket.send_to(&buf[..len], client).await;
-                    }
-                    match upstream.try_recv(&mut buf) {
-                        Ok(n) => len = n,
-                        Err(_) => break,
+                    while let Some(data) = self.queue.pop_due(now) {
+                        self.batch.push(&self.socket, self.client, &data).await;
                     }
                 }
+                Wake::Received(Ok(n)) => {
+                    for (_, data) in inbox.datagrams(n) {
+                        let now = Instant::now();
+                        let fate = lock(&self.reverse).admit(data.len(), now);
+                        let copies = plan(fate, &mut self.queue, now, || Arc::from(data));
+                        for _ in 0..copies {
+                            self.batch.push(&self.socket, self.client, data).await;
+                        }
+                    }
+                }
+                // ECONNREFUSED: the target was not listening when an earlier
+                // datagram arrived. The flow stays; the target may start.
+                Wake::Received(Err(_)) => {}
             }
+            self.batch.flush().await;
         }
     }
 }

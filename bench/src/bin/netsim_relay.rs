@@ -5,8 +5,9 @@
 //! `cargo run --release -p strait-bench --bin netsim-relay [-- --seconds S]`
 //!
 //! Forwarding: one thread offers datagrams through the relay to a sink at
-//! stepped rates (S seconds in all, default 5); the table shows what the
-//! sink received at each.
+//! stepped rates, sending one datagram per system call and then 32 per GSO
+//! send (S seconds in all, default 10); the table shows what the sink
+//! received at each.
 //! Latency: 5,000 ping-pongs of 1,200 bytes to an echo socket, directly and
 //! through the relay (which the datagram crosses twice per round trip).
 //! The relay runs on a current-thread tokio runtime of its own thread, the
@@ -14,10 +15,13 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use std::io::IoSliceMut;
+
+use strait_netsim::batch::BatchSocket;
 use strait_netsim::{LinkConfig, Network, UdpRelay};
 
 const DATAGRAM: usize = 1200;
@@ -25,12 +29,12 @@ const PINGS: usize = 5000;
 
 fn main() {
     let seconds = seconds_arg();
-    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    set_buffers(&sink);
-    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let targets = [sink.local_addr().unwrap(), echo.local_addr().unwrap()];
-    let (relays_tx, relays_rx) = std::sync::mpsc::channel();
+    let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let sink_addr = start_sink(received.clone(), stop.clone());
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let targets = [sink_addr, echo.local_addr().unwrap()];
+    let (relays_tx, relays_rx) = std::sync::mpsc::channel();
     let stop_relay = stop.clone();
     let relay_thread = thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -66,19 +70,21 @@ fn main() {
     println!();
 
     println!(
-        "| offered packets/s | sent | forwarded | forwarded packets/s | Gbit/s | not forwarded |"
+        "| sender | offered packets/s | sent | forwarded | forwarded packets/s | Gbit/s | not forwarded |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    let step = Duration::from_secs_f64(seconds / RATES.len() as f64);
-    for rate in RATES {
-        let (sent, received, elapsed) = blast(to_sink, &sink, rate, step);
-        let offered = rate.map_or_else(|| "unpaced".to_owned(), |r| r.to_string());
-        println!(
-            "| {offered} | {sent} | {received} | {:.0} | {:.2} | {:.1}% |",
-            received as f64 / elapsed,
-            received as f64 * DATAGRAM as f64 * 8.0 / elapsed / 1e9,
-            100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64
-        );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let step = Duration::from_secs_f64(seconds / (2 * RATES.len()) as f64);
+    for (gso, label) in [(1, "1 datagram per send"), (GSO_BATCH, "GSO, 32 per send")] {
+        for rate in RATES {
+            let (sent, received, elapsed) = blast(to_sink, &received, rate, gso, step);
+            let offered = rate.map_or_else(|| "unpaced".to_owned(), |r| r.to_string());
+            println!(
+                "| {label} | {offered} | {sent} | {received} | {:.0} | {:.2} | {:.1}% |",
+                received as f64 / elapsed,
+                received as f64 * DATAGRAM as f64 * 8.0 / elapsed / 1e9,
+                100.0 * sent.saturating_sub(received) as f64 / sent.max(1) as f64
+            );
+        }
     }
     println!();
 
@@ -118,8 +124,8 @@ fn main() {
     relay_thread.join().unwrap();
 }
 
-/// Offered loads, in datagrams per second (`None`: as fast as one thread
-/// can send).
+/// Offered loads, in datagrams per second (`None`: as fast as the sender
+/// can go).
 const RATES: [Option<u64>; 5] = [
     Some(100_000),
     Some(150_000),
@@ -127,40 +133,81 @@ const RATES: [Option<u64>; 5] = [
     Some(250_000),
     None,
 ];
+/// Datagrams per send in the GSO rows.
+const GSO_BATCH: usize = 32;
 
-/// Sends at `rate` for `duration` (and at most 50 million datagrams);
-/// returns sent, received and the seconds the sink received over.
-fn blast(
-    relay: SocketAddr,
-    sink: &UdpSocket,
-    rate: Option<u64>,
-    duration: Duration,
-) -> (u64, u64, f64) {
-    let done = AtomicBool::new(false);
-    sink.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    thread::scope(|scope| {
-        let receiver = scope.spawn(|| {
-            let mut buf = [0u8; 2048];
-            let mut count = 0u64;
-            let mut first: Option<Instant> = None;
-            let mut last = Instant::now();
-            loop {
-                match sink.recv(&mut buf) {
-                    Ok(_) => {
-                        count += 1;
-                        first.get_or_insert_with(Instant::now);
-                        last = Instant::now();
-                    }
-                    Err(_) if done.load(Ordering::SeqCst) => break,
-                    Err(_) => {}
+/// A sink on its own thread and runtime that counts every datagram it
+/// receives (GRO buffers count as the datagrams they hold).
+fn start_sink(count: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sink = BatchSocket::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+            tx.send(sink.local_addr().unwrap()).unwrap();
+            let mut bufs = vec![vec![0u8; 65536]; 8];
+            let mut meta = vec![quinn_udp::RecvMeta::default(); 8];
+            while !stop.load(Ordering::SeqCst) {
+                let mut iovs: Vec<IoSliceMut<'_>> =
+                    bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                if let Ok(Ok(n)) = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    sink.recv(&mut iovs, &mut meta),
+                )
+                .await
+                {
+                    let datagrams: u64 = meta[..n]
+                        .iter()
+                        .map(|m| m.len.div_ceil(m.stride.max(1)) as u64)
+                        .sum();
+                    count.fetch_add(datagrams, Ordering::Relaxed);
                 }
             }
-            (
-                count,
-                first.map_or(1.0, |f| (last - f).as_secs_f64().max(1e-6)),
-            )
         });
+    });
+    rx.recv().unwrap()
+}
+
+/// Sends at `rate` for `duration` (and at most 50 million datagrams), one
+/// datagram per system call or `gso` datagrams per GSO send; returns sent,
+/// received (once the path has drained) and the seconds sent for.
+fn blast(
+    relay: SocketAddr,
+    received: &AtomicU64,
+    rate: Option<u64>,
+    gso: usize,
+    duration: Duration,
+) -> (u64, u64, f64) {
+    let before = received.load(Ordering::SeqCst);
+    let start = Instant::now();
+    let sent = if gso > 1 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let sender = BatchSocket::bind("127.0.0.1:0".parse().unwrap(), None).unwrap();
+            let payload = vec![0x5a_u8; DATAGRAM * gso];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed() < duration && sent < 50_000_000 {
+                let due = rate.map_or(sent + gso as u64, |r| {
+                    (start.elapsed().as_secs_f64() * r as f64) as u64
+                });
+                while sent < due {
+                    sender.send(relay, &payload, Some(DATAGRAM)).await;
+                    sent += gso as u64;
+                }
+                if rate.is_some() {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }
+            sent
+        })
+    } else {
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
         set_buffers(&sender);
         sender.connect(relay).unwrap();
@@ -180,10 +227,20 @@ fn blast(
                 thread::sleep(Duration::from_micros(200));
             }
         }
-        done.store(true, Ordering::SeqCst);
-        let (received, span) = receiver.join().unwrap();
-        (sent, received, span)
-    })
+        sent
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    // Let the relay drain: done once the count stops moving for 50 ms.
+    let mut last = received.load(Ordering::SeqCst);
+    loop {
+        thread::sleep(Duration::from_millis(50));
+        let now = received.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    (sent, last - before, elapsed)
 }
 
 fn ping(addr: SocketAddr) -> Vec<f64> {
@@ -230,6 +287,6 @@ fn seconds_arg() -> f64 {
                 eprintln!("--seconds takes a number of seconds between 0 and 60");
                 std::process::exit(2)
             }),
-        None => 5.0,
+        None => 10.0,
     }
 }
