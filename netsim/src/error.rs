@@ -32,6 +32,11 @@ pub enum NetsimError {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid {field}: {message}")]
+    InvalidChange {
+        field: &'static str,
+        message: String,
+    },
     #[error("control API at {addr}: {message}")]
     Control {
         addr: std::net::SocketAddr,

@@ -241,6 +241,14 @@ impl Link {
         Fate::Deliver { at, duplicate_at }
     }
 
+    /// Turns a delivery this link decided into a queue-full drop: the relay
+    /// holding it has no room left for delayed datagrams.
+    pub fn overflowed(&mut self, len: usize) {
+        self.stats.delivered_packets = self.stats.delivered_packets.saturating_sub(1);
+        self.stats.delivered_bytes = self.stats.delivered_bytes.saturating_sub(len as u64);
+        self.stats.dropped_queue_full += 1;
+    }
+
     /// Admission for a byte stream (the TCP relay): latency, jitter and
     /// bandwidth apply, never loss, duplication, reordering or tail drop
     /// (TCP would retransmit; the relay applies backpressure instead).

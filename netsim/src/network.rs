@@ -42,6 +42,42 @@ pub struct LinkChange {
 }
 
 impl LinkChange {
+    /// Refuses values no link can have (the CLI parses them safely, but the
+    /// control API also takes raw JSON).
+    pub fn validate(&self) -> Result<(), NetsimError> {
+        let ratio = |field: &'static str, v: Option<f64>| match v {
+            Some(v) if !(0.0..=1.0).contains(&v) => Err(NetsimError::InvalidChange {
+                field,
+                message: format!("{v} is outside 0..=1"),
+            }),
+            _ => Ok(()),
+        };
+        ratio("loss", self.loss)?;
+        ratio("duplicate", self.duplicate)?;
+        ratio("reorder", self.reorder)?;
+        if let Some((loss, len)) = self.burst {
+            ratio("burst loss", Some(loss))?;
+            if len.is_nan() || len < 1.0 {
+                return Err(NetsimError::InvalidChange {
+                    field: "burst length",
+                    message: format!("{len} packets; it must be at least 1"),
+                });
+            }
+        }
+        if let Some(mtu) = self.mtu
+            && mtu != 0
+            && mtu < 1200
+        {
+            return Err(NetsimError::InvalidChange {
+                field: "mtu",
+                message: format!(
+                    "{mtu} bytes cannot carry QUIC (at least 1200, or 0 for no limit)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, c: &mut LinkConfig) {
         if let Some(v) = self.latency {
             c.latency = v;
@@ -223,6 +259,7 @@ impl Network {
         oneway: bool,
         change: &LinkChange,
     ) -> Result<(), NetsimError> {
+        change.validate()?;
         Self::modify(&self.directions(a, b, oneway)?, |c| change.apply(c));
         Ok(())
     }
@@ -296,6 +333,36 @@ mod tests {
             "{err}"
         );
         assert!(n.partition("a", "a", false).is_err());
+    }
+
+    #[test]
+    fn impossible_changes_are_refused() {
+        let n = net();
+        for change in [
+            LinkChange {
+                loss: Some(1.5),
+                ..Default::default()
+            },
+            LinkChange {
+                reorder: Some(-0.1),
+                ..Default::default()
+            },
+            LinkChange {
+                burst: Some((0.1, 0.5)),
+                ..Default::default()
+            },
+            LinkChange {
+                mtu: Some(500),
+                ..Default::default()
+            },
+        ] {
+            let err = n.set("a", "b", false, &change).unwrap_err().to_string();
+            assert!(err.starts_with("invalid "), "{err}");
+        }
+        assert_eq!(
+            lock(&n.link("a", "b").unwrap()).config(),
+            &LinkConfig::default()
+        );
     }
 
     #[test]

@@ -11,12 +11,14 @@ use std::time::Instant;
 pub struct DelayQueue<T> {
     heap: BinaryHeap<Reverse<Entry<T>>>,
     seq: u64,
+    bytes: usize,
 }
 
 #[derive(Debug)]
 struct Entry<T> {
     at: Instant,
     seq: u64,
+    len: usize,
     item: T,
 }
 
@@ -42,18 +44,27 @@ impl<T> Default for DelayQueue<T> {
         DelayQueue {
             heap: BinaryHeap::new(),
             seq: 0,
+            bytes: 0,
         }
     }
 }
 
 impl<T> DelayQueue<T> {
-    pub fn push(&mut self, at: Instant, item: T) {
+    /// Queues `item` (of `len` bytes) for `at`.
+    pub fn push(&mut self, at: Instant, len: usize, item: T) {
         self.seq += 1;
+        self.bytes += len;
         self.heap.push(Reverse(Entry {
             at,
             seq: self.seq,
+            len,
             item,
         }));
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,7 +79,10 @@ impl<T> DelayQueue<T> {
     /// Removes and returns the earliest packet if it is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<T> {
         if self.next_due()? <= now {
-            self.heap.pop().map(|Reverse(e)| e.item)
+            self.heap.pop().map(|Reverse(e)| {
+                self.bytes -= e.len;
+                e.item
+            })
         } else {
             None
         }
@@ -93,14 +107,16 @@ mod tests {
     fn earliest_first_ties_in_order() {
         let now = Instant::now();
         let mut q = DelayQueue::default();
-        q.push(now + Duration::from_millis(5), "late");
-        q.push(now + Duration::from_millis(1), "first");
-        q.push(now + Duration::from_millis(1), "second");
+        q.push(now + Duration::from_millis(5), 4, "late");
+        q.push(now + Duration::from_millis(1), 5, "first");
+        q.push(now + Duration::from_millis(1), 6, "second");
+        assert_eq!(q.bytes(), 15);
         assert_eq!(q.pop_due(now), None);
         assert_eq!(q.pop_due(now + Duration::from_millis(1)), Some("first"));
         assert_eq!(q.pop_due(now + Duration::from_millis(1)), Some("second"));
         assert_eq!(q.next_due(), Some(now + Duration::from_millis(5)));
         assert_eq!(q.pop_due(now + Duration::from_secs(1)), Some("late"));
         assert!(q.is_empty());
+        assert_eq!(q.bytes(), 0);
     }
 }

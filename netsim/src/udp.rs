@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quinn_udp::RecvMeta;
 use tokio::sync::watch;
@@ -77,17 +77,27 @@ impl Drop for UdpRelay {
     }
 }
 
+/// Most bytes one direction of a relay holds for later delivery; beyond
+/// it (a long latency at a high rate) datagrams are dropped as queue-full.
+const MAX_DELAYED_BYTES: usize = 64 << 20;
+/// A flow whose client sent nothing for this long is forgotten, like a NAT
+/// mapping; its upstream socket closes.
+const FLOW_IDLE: Duration = Duration::from_secs(120);
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 /// Queues an admitted datagram for later, or says how many copies to send
 /// right away (nothing waiting ahead of it and already due). `make` copies
-/// the datagram only when it has to wait.
+/// the datagram only when it has to wait. `None` when it had to wait and
+/// the queue is full.
 fn plan<T: Clone>(
     fate: Fate,
     queue: &mut DelayQueue<T>,
     now: Instant,
+    len: usize,
     make: impl FnOnce() -> T,
-) -> usize {
+) -> Option<usize> {
     let Fate::Deliver { at, duplicate_at } = fate else {
-        return 0;
+        return Some(0);
     };
     let mut make = Some(make);
     let mut item: Option<T> = None;
@@ -95,14 +105,19 @@ fn plan<T: Clone>(
     for at in std::iter::once(at).chain(duplicate_at) {
         if at <= now && queue.is_empty() {
             send_now += 1;
-        } else if let Some(make) = make.take() {
-            let it = item.insert(make());
-            queue.push(at, it.clone());
-        } else if let Some(it) = &item {
-            queue.push(at, it.clone());
+            continue;
+        }
+        if queue.bytes() + len > MAX_DELAYED_BYTES {
+            return if send_now > 0 { Some(send_now) } else { None };
+        }
+        if let Some(make) = make.take() {
+            item = Some(make());
+        }
+        if let Some(it) = &item {
+            queue.push(at, len, it.clone());
         }
     }
-    send_now
+    Some(send_now)
 }
 
 /// Receive buffers for one socket, and the datagrams they hold.
@@ -142,6 +157,7 @@ enum Wake {
     Shutdown,
     Due,
     Received(io::Result<usize>),
+    Sweep,
 }
 
 /// The client-to-target side of a relay: its flows and delayed datagrams.
@@ -151,23 +167,48 @@ struct Forwarder {
     forward: SharedLink,
     reverse: SharedLink,
     shutdown: watch::Receiver<bool>,
-    flows: HashMap<SocketAddr, Arc<BatchSocket>>,
+    flows: HashMap<SocketAddr, Flow>,
     queue: DelayQueue<(Arc<BatchSocket>, Arc<[u8]>)>,
     batch: SendBatch,
+}
+
+/// One client address and its upstream socket.
+struct Flow {
+    upstream: Arc<BatchSocket>,
+    last_seen: Instant,
+    reverse_task: tokio::task::AbortHandle,
 }
 
 impl Forwarder {
     async fn run(mut self) {
         let mut inbox = Inbox::new(FORWARD_BATCH);
         let mut shutdown = self.shutdown.clone();
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = tokio::select! {
                 _ = shutdown.changed() => Wake::Shutdown,
                 _ = sleep_until(self.queue.next_due()) => Wake::Due,
                 n = inbox.recv(&self.socket) => Wake::Received(n),
+                _ = sweep.tick() => Wake::Sweep,
             };
             match wake {
-                Wake::Shutdown => return,
+                Wake::Shutdown => {
+                    for flow in self.flows.values() {
+                        flow.reverse_task.abort();
+                    }
+                    return;
+                }
+                Wake::Sweep => {
+                    let now = Instant::now();
+                    self.flows.retain(|_, flow| {
+                        let live = now.duration_since(flow.last_seen) < FLOW_IDLE;
+                        if !live {
+                            flow.reverse_task.abort();
+                        }
+                        live
+                    });
+                }
                 Wake::Due => {
                     let now = Instant::now();
                     while let Some((upstream, data)) = self.queue.pop_due(now) {
@@ -186,27 +227,35 @@ impl Forwarder {
     }
 
     async fn handle(&mut self, client: SocketAddr, data: &[u8]) {
-        let upstream = match self.flows.get(&client) {
-            Some(u) => u.clone(),
+        let now = Instant::now();
+        let upstream = match self.flows.get_mut(&client) {
+            Some(flow) => {
+                flow.last_seen = now;
+                flow.upstream.clone()
+            }
             None => {
-                let Some(u) = self.open_flow(client) else {
+                let Some(flow) = self.open_flow(client, now) else {
                     return;
                 };
-                self.flows.insert(client, u.clone());
-                u
+                let upstream = flow.upstream.clone();
+                self.flows.insert(client, flow);
+                upstream
             }
         };
-        let now = Instant::now();
         let fate = lock(&self.forward).admit(data.len(), now);
-        let copies = plan(fate, &mut self.queue, now, || {
+        let planned = plan(fate, &mut self.queue, now, data.len(), || {
             (upstream.clone(), Arc::from(data))
         });
+        let Some(copies) = planned else {
+            lock(&self.forward).overflowed(data.len());
+            return;
+        };
         for _ in 0..copies {
             self.batch.push(&upstream, self.target, data).await;
         }
     }
 
-    fn open_flow(&self, client: SocketAddr) -> Option<Arc<BatchSocket>> {
+    fn open_flow(&self, client: SocketAddr, now: Instant) -> Option<Flow> {
         if self.flows.len() >= MAX_FLOWS {
             tracing::warn!(%client, "relay has {MAX_FLOWS} flows already; dropping datagrams from a new client");
             return None;
@@ -231,8 +280,12 @@ impl Forwarder {
             queue: DelayQueue::default(),
             batch: SendBatch::default(),
         };
-        tokio::spawn(flow.run(self.shutdown.clone()));
-        Some(upstream)
+        let task = tokio::spawn(flow.run(self.shutdown.clone()));
+        Some(Flow {
+            upstream,
+            last_seen: now,
+            reverse_task: task.abort_handle(),
+        })
     }
 }
 
@@ -256,7 +309,7 @@ impl ReverseFlow {
                 n = inbox.recv(&self.upstream) => Wake::Received(n),
             };
             match wake {
-                Wake::Shutdown => return,
+                Wake::Shutdown | Wake::Sweep => return,
                 Wake::Due => {
                     let now = Instant::now();
                     while let Some(data) = self.queue.pop_due(now) {
@@ -267,7 +320,12 @@ impl ReverseFlow {
                     for (_, data) in inbox.datagrams(n) {
                         let now = Instant::now();
                         let fate = lock(&self.reverse).admit(data.len(), now);
-                        let copies = plan(fate, &mut self.queue, now, || Arc::from(data));
+                        let planned =
+                            plan(fate, &mut self.queue, now, data.len(), || Arc::from(data));
+                        let Some(copies) = planned else {
+                            lock(&self.reverse).overflowed(data.len());
+                            continue;
+                        };
                         for _ in 0..copies {
                             self.batch.push(&self.socket, self.client, data).await;
                         }
