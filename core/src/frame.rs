@@ -1,0 +1,279 @@
+//! The wire codec of ALPN `strait/1`: every message on a control or service
+//! stream is a frame, a 4-byte big-endian length and a postcard-encoded
+//! [`Message`]. Frames have a hard size limit; decoding returns `Ok(None)`
+//! until a whole frame has arrived, and an error (never a panic) for
+//! anything malformed, which closes that stream only.
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// Version carried in HELLO; bumped with incompatible changes.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest frame body accepted or sent.
+pub const MAX_FRAME: usize = 64 * 1024;
+const LEN_PREFIX: usize = 4;
+
+/// Everything that travels on strait streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// First frame of a control stream, both ways.
+    Hello(Hello),
+    /// Exports or their health changed.
+    Update(Update),
+    /// The sender drains: no new streams to it.
+    GoAway(GoAway),
+    /// First frame of a service stream, from the importing side.
+    Open(Open),
+    /// The exporting side's answer to OPEN.
+    Status(Status),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub name: String,
+    pub region: String,
+    pub services: Vec<ServiceAd>,
+}
+
+/// An exported service as advertised to peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAd {
+    pub name: String,
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    pub services: Vec<ServiceAd>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoAway {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    pub service: String,
+    /// W3C trace context of the stream.
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// SPIFFE ID of the client workload, when it presented one.
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+/// The exporting side's verdict on an OPEN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StatusCode {
+    Ok,
+    NoSuchService,
+    Forbidden,
+    TargetUnreachable,
+    Overloaded,
+    Draining,
+}
+
+impl StatusCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Ok => "OK",
+            StatusCode::NoSuchService => "NO_SUCH_SERVICE",
+            StatusCode::Forbidden => "FORBIDDEN",
+            StatusCode::TargetUnreachable => "TARGET_UNREACHABLE",
+            StatusCode::Overloaded => "OVERLOADED",
+            StatusCode::Draining => "DRAINING",
+        }
+    }
+}
+
+impl std::fmt::Display for StatusCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why bytes are not a valid frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Appends `msg` as one frame.
+pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
+    let body = postcard::to_allocvec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            max: MAX_FRAME,
+        });
+    }
+    dst.reserve(LEN_PREFIX + body.len());
+    dst.put_u32(body.len() as u32);
+    dst.put_slice(&body);
+    Ok(())
+}
+
+/// Takes one frame off the front of `src`: `Ok(None)` while incomplete
+/// (nothing consumed), the message once whole. Bytes after the frame stay
+/// in `src` (on a service stream they are the client's first bytes).
+pub fn decode(src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+    if src.len() < LEN_PREFIX {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME,
+        });
+    }
+    if src.len() < LEN_PREFIX + len {
+        return Ok(None);
+    }
+    src.advance(LEN_PREFIX);
+    let body = src.split_to(len);
+    let (msg, rest) = postcard::take_from_bytes::<Message>(&body)
+        .map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(Some(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn open() -> Message {
+        Message::Open(Open {
+            service: "payments".into(),
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            origin: Some("spiffe://example.org/ns/shop/sa/web".into()),
+        })
+    }
+
+    #[test]
+    fn round_trip_with_trailing_bytes() {
+        let mut buf = BytesMut::new();
+        encode(&open(), &mut buf).unwrap();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        assert_eq!(decode(&mut buf).unwrap(), Some(open()));
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn incomplete_input_consumes_nothing() {
+        let mut full = BytesMut::new();
+        encode(&open(), &mut full).unwrap();
+        for cut in 0..full.len() {
+            let mut part = BytesMut::from(&full[..cut]);
+            assert_eq!(decode(&mut part).unwrap(), None, "cut at {cut}");
+            assert_eq!(part.len(), cut);
+        }
+    }
+
+    #[test]
+    fn oversized_and_garbage_frames_are_errors() {
+        let mut huge = BytesMut::new();
+        huge.put_u32((MAX_FRAME + 1) as u32);
+        assert!(matches!(
+            decode(&mut huge),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut garbage = BytesMut::new();
+        garbage.put_u32(3);
+        garbage.put_slice(&[0xff, 0xff, 0xff]);
+        assert!(matches!(
+            decode(&mut garbage),
+            Err(FrameError::Malformed(_))
+        ));
+        let big = Message::GoAway(GoAway {
+            reason: "x".repeat(MAX_FRAME),
+        });
+        assert!(matches!(
+            encode(&big, &mut BytesMut::new()),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let ad = (".{0,20}", any::<bool>()).prop_map(|(name, healthy)| ServiceAd { name, healthy });
+        prop_oneof![
+            (
+                any::<u16>(),
+                ".{0,30}",
+                ".{0,30}",
+                prop::collection::vec(ad.clone(), 0..8)
+            )
+                .prop_map(|(version, name, region, services)| Message::Hello(Hello {
+                    version,
+                    name,
+                    region,
+                    services
+                })),
+            prop::collection::vec(ad, 0..8)
+                .prop_map(|services| Message::Update(Update { services })),
+            ".{0,50}".prop_map(|reason| Message::GoAway(GoAway { reason })),
+            (
+                ".{0,40}",
+                any::<[u8; 16]>(),
+                any::<[u8; 8]>(),
+                proptest::option::of(".{0,60}")
+            )
+                .prop_map(|(service, trace_id, span_id, origin)| Message::Open(Open {
+                    service,
+                    trace_id,
+                    span_id,
+                    origin
+                })),
+            (0u8..6, ".{0,50}").prop_map(|(c, message)| Message::Status(Status {
+                code: [
+                    StatusCode::Ok,
+                    StatusCode::NoSuchService,
+                    StatusCode::Forbidden,
+                    StatusCode::TargetUnreachable,
+                    StatusCode::Overloaded,
+                    StatusCode::Draining
+                ][c as usize],
+                message
+            })),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_message_round_trips(msgs in prop::collection::vec(arb_message(), 1..5)) {
+            let mut buf = BytesMut::new();
+            for m in &msgs {
+                encode(m, &mut buf).unwrap();
+            }
+            for m in &msgs {
+                let got = decode(&mut buf).unwrap();
+                prop_assert_eq!(got.as_ref(), Some(m));
+            }
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = decode(&mut buf);
+        }
+    }
+}
