@@ -82,7 +82,7 @@ pub enum CaError {
 }
 
 /// Why a certificate chain does not prove a SPIFFE identity.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     #[error("no certificate was presented")]
     EmptyChain,
@@ -128,4 +128,12 @@ pub enum VerifyError {
     NotAGateway { id: String },
     #[error("{id} is not a gateway of region {expected}")]
     WrongRegion { id: String, expected: String },
+}
+
+/// Debug prints the reason as a person reads it: rustls and quinn print
+/// handshake failures with Debug, and those lines reach operators' logs.
+impl std::fmt::Debug for VerifyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }

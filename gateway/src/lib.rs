@@ -1,9 +1,24 @@
 //! strait-gateway: the data plane.
 //!
-//! It will hold configuration, identity loading, QUIC tunnels, imports,
-//! exports and the admin endpoint, and drive `strait-core` with real time
-//! and sockets. It only moves bytes and feeds events: every decision
-//! (health, routing, circuit breaking) is made in `strait-core`, and who a
-//! peer is, in `strait-ca`.
+//! It holds the configuration, identity loading, QUIC tunnels, imports,
+//! exports and the admin endpoint, and drives `strait-core` with real time
+//! and sockets. It only moves bytes and feeds events: decisions (framing,
+//! and as they arrive health, routing and circuit breaking) live in
+//! `strait-core`, and who a peer is, in `strait-ca`.
 
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+mod error;
+pub mod export;
+mod gateway;
+pub mod import;
+pub mod splice;
+pub mod tls;
+pub mod tunnel;
+pub mod wire;
+
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+pub use gateway::{RunningGateway, start};

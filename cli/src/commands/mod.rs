@@ -3,10 +3,11 @@
 
 mod ca;
 mod cert;
+mod gateway;
 
 use std::process::ExitCode;
 
-use crate::args::{CaCommand, CertCommand, Cli, Command};
+use crate::args::{CaCommand, CertCommand, Cli, Command, GatewayCommand, TunnelCommand};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -16,6 +17,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cert(CertCommand::Sign(args)) => cert::sign(args),
         Command::Cert(CertCommand::Inspect(args)) => cert::inspect(args),
         Command::Cert(CertCommand::Verify(args)) => cert::verify(args),
+        Command::Gateway(GatewayCommand::Run(args)) => gateway::run(args),
+        Command::Gateway(GatewayCommand::Check { config }) => gateway::check(&config),
+        Command::Tunnel(TunnelCommand::Open(args)) => gateway::tunnel_open(args),
     }
 }
 

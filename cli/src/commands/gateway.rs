@@ -1,0 +1,142 @@
+//! `strait gateway ...` and `strait tunnel ...`: the long-running commands.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use strait_gateway::GatewayConfig;
+use strait_gateway::config::{IdentityPaths, ImportConfig, PeerConfig, TunnelSettings};
+use strait_gateway::tls::TlsIdentity;
+
+use crate::args::{GatewayRun, LogFormat, RuntimeArgs, TunnelOpen};
+
+pub fn run(args: GatewayRun) -> anyhow::Result<ExitCode> {
+    let config = GatewayConfig::load(&args.config)?;
+    serve(config, &args.runtime)
+}
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = GatewayConfig::load(path)?;
+    let tls = TlsIdentity::load(&config.identity)?;
+    match tls.gateway_name_region() {
+        Some((name, region)) if name == config.name && region == config.region => {}
+        _ => anyhow::bail!(strait_gateway::GatewayError::IdentityMismatch {
+            id: tls.id().to_string(),
+            name: config.name.clone(),
+            region: config.region.clone(),
+        }),
+    }
+    println!("{}: ok", path.display());
+    println!(
+        "  gateway  {} in {} ({})",
+        config.name,
+        config.region,
+        tls.id()
+    );
+    println!("  quic     {}/udp, admin {}", config.listen, config.admin);
+    let left = tls
+        .identity
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    println!(
+        "  cert     valid for {}",
+        crate::commands::time_left(left.as_secs() as i64)
+    );
+    for p in &config.peers {
+        let region = p.region.as_deref().unwrap_or("any region");
+        println!("  peer     {region} at {}", p.addresses.join(", "));
+    }
+    for e in &config.exports {
+        let allow = if e.allow.is_empty() {
+            "any gateway of the trust domain".to_owned()
+        } else {
+            e.allow.join(", ")
+        };
+        println!("  export   {} -> {} (allow: {allow})", e.service, e.target);
+    }
+    for i in &config.imports {
+        println!("  import   {} on {}", i.service, i.listen);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
+    let identity = IdentityPaths {
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        bundle: args.bundle.clone(),
+    };
+    let tls = TlsIdentity::load(&identity)?;
+    let (name, region) = tls.gateway_name_region().with_context(|| {
+        format!(
+            "{} holds {}, not a gateway identity",
+            args.cert.display(),
+            tls.id()
+        )
+    })?;
+    let config = GatewayConfig {
+        name,
+        region,
+        listen: "0.0.0.0:0".parse().expect("static address"),
+        admin: "127.0.0.1:0".parse().expect("static address"),
+        identity,
+        peers: vec![PeerConfig {
+            region: args.peer_region.clone(),
+            addresses: vec![args.peer.clone()],
+        }],
+        exports: Vec::new(),
+        imports: vec![ImportConfig {
+            service: args.service.clone(),
+            listen: args.listen,
+        }],
+        tunnel: TunnelSettings::default(),
+    };
+    serve(config, &args.runtime)
+}
+
+fn serve(config: GatewayConfig, rt: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(rt.log_format);
+    let runtime = if rt.worker_threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(rt.worker_threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let gateway = strait_gateway::start(config).await?;
+        for (service, addr) in gateway.import_addrs() {
+            tracing::info!(%service, listen = %addr, "import listening");
+        }
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        gateway.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

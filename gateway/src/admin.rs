@@ -1,0 +1,169 @@
+//! The admin endpoint: `/healthz` (alive), `/readyz` (identity loaded,
+//! listeners bound, not draining) and `/status` (JSON: peers, services,
+//! imports). A deliberately small HTTP/1.1 responder on loopback; it never
+//! blocks the data plane and answers one request per connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::ImportConfig;
+use crate::tunnel::Registry;
+
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// What the admin endpoint reports.
+#[derive(Debug)]
+pub struct AdminState {
+    pub id: String,
+    pub name: String,
+    pub region: String,
+    pub registry: Arc<Registry>,
+    pub imports: Vec<ImportConfig>,
+    pub exports: Vec<String>,
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+}
+
+#[derive(Serialize)]
+struct Status<'a> {
+    id: &'a str,
+    name: &'a str,
+    region: &'a str,
+    ready: bool,
+    draining: bool,
+    peers: Vec<PeerStatus>,
+    imports: Vec<ImportStatus>,
+    exports: &'a [String],
+}
+
+#[derive(Serialize)]
+struct PeerStatus {
+    id: String,
+    name: String,
+    region: String,
+    address: String,
+    dialed: bool,
+    rtt_ms: f64,
+    services: Vec<ServiceStatus>,
+}
+
+#[derive(Serialize)]
+struct ServiceStatus {
+    name: String,
+    healthy: bool,
+}
+
+#[derive(Serialize)]
+struct ImportStatus {
+    service: String,
+    listen: String,
+}
+
+impl AdminState {
+    fn status_json(&self) -> String {
+        let peers = self
+            .registry
+            .tunnels()
+            .iter()
+            .map(|t| PeerStatus {
+                id: t.peer.to_string(),
+                name: t.name.clone(),
+                region: t.region.clone(),
+                address: t.remote_address().to_string(),
+                dialed: t.dialed,
+                rtt_ms: t.conn.rtt().as_secs_f64() * 1e3,
+                services: t
+                    .services()
+                    .into_iter()
+                    .map(|s| ServiceStatus {
+                        name: s.name,
+                        healthy: s.healthy,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let status = Status {
+            id: &self.id,
+            name: &self.name,
+            region: &self.region,
+            ready: self.is_ready(),
+            draining: self.draining.load(Ordering::SeqCst),
+            peers,
+            imports: self
+                .imports
+                .iter()
+                .map(|i| ImportStatus {
+                    service: i.service.clone(),
+                    listen: i.listen.to_string(),
+                })
+                .collect(),
+            exports: &self.exports,
+        };
+        serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into())
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+}
+
+pub async fn serve_admin(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &state)).await;
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
+    let mut req = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < MAX_REQUEST {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        req.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&req);
+    let mut parts = line.lines().next().unwrap_or_default().split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (code, ctype, body) = match (method, path) {
+        ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
+        ("GET", "/readyz") if state.is_ready() => (200, "text/plain", "ready\n".to_owned()),
+        ("GET", "/readyz") => (503, "text/plain", "not ready\n".to_owned()),
+        ("GET", "/status") => (200, "application/json", state.status_json()),
+        ("GET", _) => (
+            404,
+            "text/plain",
+            "not found: try /healthz, /readyz or /status\n".to_owned(),
+        ),
+        _ => (405, "text/plain", "only GET\n".to_owned()),
+    };
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

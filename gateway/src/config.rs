@@ -1,0 +1,451 @@
+//! The gateway's TOML configuration, validated once into typed values.
+//! Every error names the file, the line and the key. Relative paths are
+//! relative to the file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::GatewayError;
+
+/// Default QUIC port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
+/// Default admin port.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub name: String,
+    pub region: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub identity: IdentityPaths,
+    pub peers: Vec<PeerConfig>,
+    pub exports: Vec<ExportConfig>,
+    pub imports: Vec<ImportConfig>,
+    pub tunnel: TunnelSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+}
+
+/// Gateways of another region, dialed at every address.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The region the peer's SPIFFE ID must name (any, when `None`).
+    pub region: Option<String>,
+    /// `host:port`; names are resolved at dial time.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportConfig {
+    pub service: String,
+    /// `host:port`, resolved when a stream dials it.
+    pub target: String,
+    /// SPIFFE ID patterns (`*` matches any run of characters) of peers
+    /// allowed to open this service. Empty: any gateway of the trust domain.
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportConfig {
+    pub service: String,
+    pub listen: SocketAddr,
+}
+
+/// QUIC transport settings, sized for cross-region links.
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    /// Per-stream receive window; 100 ms x 1 Gbit/s needs 12.5 MB.
+    pub stream_window: u64,
+    /// Whole-connection receive and send window.
+    pub connection_window: u64,
+    pub max_streams: u32,
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    /// Requested UDP socket buffer size (the kernel may grant less).
+    pub udp_buffer: usize,
+    /// Time allowed to dial an export's target.
+    pub connect_timeout: Duration,
+    /// Time allowed for the OPEN frame of a new stream to arrive.
+    pub open_timeout: Duration,
+    /// Redial backoff: first delay and cap.
+    pub redial_min: Duration,
+    pub redial_max: Duration,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        TunnelSettings {
+            stream_window: 16 << 20,
+            connection_window: 64 << 20,
+            max_streams: 4096,
+            keep_alive: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(10),
+            udp_buffer: 8 << 20,
+            connect_timeout: Duration::from_secs(5),
+            open_timeout: Duration::from_secs(10),
+            redial_min: Duration::from_millis(200),
+            redial_max: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway: Spanned<RawGateway>,
+    identity: Spanned<RawIdentity>,
+    #[serde(default)]
+    peer: Vec<Spanned<RawPeer>>,
+    #[serde(default)]
+    export: Vec<Spanned<RawExport>>,
+    #[serde(default)]
+    import: Vec<Spanned<RawImport>>,
+    #[serde(default)]
+    tunnel: Option<RawTunnel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    name: Spanned<String>,
+    region: Spanned<String>,
+    listen: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    bundle: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    region: Spanned<String>,
+    addresses: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExport {
+    service: Spanned<String>,
+    target: Spanned<String>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImport {
+    service: Spanned<String>,
+    listen: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    stream_window: Option<u64>,
+    connection_window: Option<u64>,
+    max_streams: Option<u32>,
+    keep_alive: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    udp_buffer: Option<usize>,
+    connect_timeout: Option<Spanned<String>>,
+    open_timeout: Option<Spanned<String>>,
+}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+    ) -> GatewayError {
+        GatewayError::Config {
+            path: self.path.to_owned(),
+            line: self.line(span.start),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn name(&self, v: &Spanned<String>, key: &str) -> Result<String, GatewayError> {
+        check_name(v.get_ref()).map_err(|m| self.err(v.span(), key, m))?;
+        Ok(v.get_ref().clone())
+    }
+
+    fn addr(&self, v: &Spanned<String>, key: &str) -> Result<SocketAddr, GatewayError> {
+        v.get_ref().parse().map_err(|_| {
+            self.err(
+                v.span(),
+                key,
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:15443",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn host_port(&self, v: &Spanned<String>, key: &str) -> Result<String, GatewayError> {
+        let s = v.get_ref();
+        let ok = s.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if ok {
+            Ok(s.clone())
+        } else {
+            Err(self.err(
+                v.span(),
+                key,
+                format!("{s:?} is not host:port (e.g. gw.example.com:15443)"),
+            ))
+        }
+    }
+
+    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, GatewayError> {
+        humantime::parse_duration(v.get_ref()).map_err(|e| {
+            self.err(
+                v.span(),
+                key,
+                format!(
+                    "{:?} is not a duration ({e}); write e.g. 500ms, 10s",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn file(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, GatewayError> {
+        let p = Path::new(v.get_ref());
+        let path = match self.path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_owned(),
+        };
+        if !path.is_file() {
+            return Err(self.err(v.span(), key, format!("no such file: {}", path.display())));
+        }
+        Ok(path)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("may not be empty".into());
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some(c) => Err(format!(
+            "{name:?} holds {c:?}; use letters, digits, '-', '_' and '.'"
+        )),
+        None => Ok(()),
+    }
+}
+
+impl GatewayConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<GatewayConfig, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` names it in errors and anchors
+    /// relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, GatewayError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| GatewayError::Toml {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let src = Source { path, text };
+        let gw = raw.gateway.get_ref();
+        let name = src.name(&gw.name, "gateway.name")?;
+        let region = src.name(&gw.region, "gateway.region")?;
+        let listen = match &gw.listen {
+            Some(v) => src.addr(v, "gateway.listen")?,
+            None => DEFAULT_LISTEN.parse().expect("valid default"),
+        };
+        let admin = match &gw.admin {
+            Some(v) => src.addr(v, "gateway.admin")?,
+            None => DEFAULT_ADMIN.parse().expect("valid default"),
+        };
+        let id = raw.identity.get_ref();
+        let identity = IdentityPaths {
+            cert: src.file(&id.cert, "identity.cert")?,
+            key: src.file(&id.key, "identity.key")?,
+            bundle: src.file(&id.bundle, "identity.bundle")?,
+        };
+
+        let mut peers = Vec::new();
+        for p in &raw.peer {
+            let p = p.get_ref();
+            let region = src.name(&p.region, "peer.region")?;
+            if p.addresses.get_ref().is_empty() {
+                return Err(src.err(
+                    p.addresses.span(),
+                    "peer.addresses",
+                    "needs at least one host:port",
+                ));
+            }
+            let addresses = p
+                .addresses
+                .get_ref()
+                .iter()
+                .map(|a| src.host_port(a, "peer.addresses"))
+                .collect::<Result<_, _>>()?;
+            peers.push(PeerConfig {
+                region: Some(region),
+                addresses,
+            });
+        }
+
+        let mut exports: Vec<ExportConfig> = Vec::new();
+        let mut export_lines: HashMap<String, usize> = HashMap::new();
+        for e in &raw.export {
+            let e = e.get_ref();
+            let service = src.name(&e.service, "export.service")?;
+            if let Some(first) =
+                export_lines.insert(service.clone(), src.line(e.service.span().start))
+            {
+                return Err(src.err(
+                    e.service.span(),
+                    "export.service",
+                    format!("{service:?} is already exported on line {first}"),
+                ));
+            }
+            let target = src.host_port(&e.target, "export.target")?;
+            let mut allow = Vec::new();
+            for a in &e.allow {
+                if !a.get_ref().starts_with("spiffe://") {
+                    return Err(src.err(
+                        a.span(),
+                        "export.allow",
+                        format!(
+                            "{:?} is not a SPIFFE ID pattern (spiffe://...)",
+                            a.get_ref()
+                        ),
+                    ));
+                }
+                allow.push(a.get_ref().clone());
+            }
+            exports.push(ExportConfig {
+                service,
+                target,
+                allow,
+            });
+        }
+
+        let mut used: HashMap<SocketAddr, (usize, String)> = HashMap::new();
+        // TCP listeners (admin, imports) may not share an address; the QUIC
+        // port is UDP and cannot clash with them.
+        let mut claim = |addr: SocketAddr, line: usize, key: &str| -> Result<(), GatewayError> {
+            if addr.port() == 0 {
+                return Ok(());
+            }
+            if let Some((first_line, first_key)) = used.get(&addr) {
+                return Err(GatewayError::Config {
+                    path: path.to_owned(),
+                    line,
+                    key: key.to_owned(),
+                    message: format!("{addr} is already used by {first_key} on line {first_line}"),
+                });
+            }
+            used.insert(addr, (line, key.to_owned()));
+            Ok(())
+        };
+        let admin_line = gw
+            .admin
+            .as_ref()
+            .map_or(src.line(raw.gateway.span().start), |a| {
+                src.line(a.span().start)
+            });
+        claim(admin, admin_line, "gateway.admin")?;
+
+        let mut imports = Vec::new();
+        for i in &raw.import {
+            let i = i.get_ref();
+            let service = src.name(&i.service, "import.service")?;
+            if let Some(line) = export_lines.get(&service) {
+                return Err(src.err(
+                    i.service.span(),
+                    "import.service",
+                    format!("{service:?} is also exported on line {line}; a gateway cannot import what it exports"),
+                ));
+            }
+            let listen = src.addr(&i.listen, "import.listen")?;
+            claim(listen, src.line(i.listen.span().start), "import.listen")?;
+            imports.push(ImportConfig { service, listen });
+        }
+
+        let mut tunnel = TunnelSettings::default();
+        if let Some(t) = &raw.tunnel {
+            if let Some(v) = t.stream_window {
+                tunnel.stream_window = v;
+            }
+            if let Some(v) = t.connection_window {
+                tunnel.connection_window = v;
+            }
+            if let Some(v) = t.max_streams {
+                tunnel.max_streams = v;
+            }
+            if let Some(v) = t.udp_buffer {
+                tunnel.udp_buffer = v;
+            }
+            if let Some(v) = &t.keep_alive {
+                tunnel.keep_alive = src.duration(v, "tunnel.keep_alive")?;
+            }
+            if let Some(v) = &t.idle_timeout {
+                tunnel.idle_timeout = src.duration(v, "tunnel.idle_timeout")?;
+            }
+            if let Some(v) = &t.connect_timeout {
+                tunnel.connect_timeout = src.duration(v, "tunnel.connect_timeout")?;
+            }
+            if let Some(v) = &t.open_timeout {
+                tunnel.open_timeout = src.duration(v, "tunnel.open_timeout")?;
+            }
+        }
+
+        Ok(GatewayConfig {
+            name,
+            region,
+            listen,
+            admin,
+            identity,
+            peers,
+            exports,
+            imports,
+            tunnel,
+        })
+    }
+}

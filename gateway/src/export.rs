@@ -1,0 +1,235 @@
+//! The exporting side of a service stream: read OPEN, decide (known
+//! service, allowed peer), dial the target, answer with a status, splice.
+//! A refusal answers the stream and never touches the tunnel.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use strait_core::frame::{Message, Open, Status, StatusCode};
+use strait_core::trace::TraceContext;
+use tokio::net::TcpStream;
+use wildmatch::WildMatch;
+
+use crate::config::{ExportConfig, TunnelSettings};
+use crate::tunnel::Tunnel;
+use crate::wire::{code, read_frame, write_frame};
+
+/// The exports of this gateway, with compiled allow patterns.
+#[derive(Debug)]
+pub struct Exports {
+    services: Vec<Export>,
+    trust_domain: String,
+}
+
+#[derive(Debug)]
+struct Export {
+    config: ExportConfig,
+    allow: Vec<WildMatch>,
+}
+
+impl Exports {
+    pub fn new(configs: &[ExportConfig], trust_domain: &str) -> Self {
+        Exports {
+            services: configs
+                .iter()
+                .map(|c| Export {
+                    config: c.clone(),
+                    allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
+                })
+                .collect(),
+            trust_domain: trust_domain.to_owned(),
+        }
+    }
+
+    pub fn ads(&self) -> Vec<strait_core::frame::ServiceAd> {
+        self.services
+            .iter()
+            .map(|e| strait_core::frame::ServiceAd {
+                name: e.config.service.clone(),
+                healthy: true,
+            })
+            .collect()
+    }
+
+    /// The export for `service` if `peer` may open it.
+    fn decide(&self, service: &str, peer: &str) -> Result<&ExportConfig, StatusCode> {
+        let export = self
+            .services
+            .iter()
+            .find(|e| e.config.service == service)
+            .ok_or(StatusCode::NoSuchService)?;
+        let allowed = if export.allow.is_empty() {
+            // Default: any gateway of our trust domain (the handshake
+            // already required a gateway of it).
+            peer.starts_with(&format!("spiffe://{}/region/", self.trust_domain))
+        } else {
+            export.allow.iter().any(|p| p.matches(peer))
+        };
+        if allowed {
+            Ok(&export.config)
+        } else {
+            Err(StatusCode::Forbidden)
+        }
+    }
+}
+
+/// Serves one incoming stream on `tunnel`.
+pub async fn serve_stream(
+    tunnel: Arc<Tunnel>,
+    exports: Arc<Exports>,
+    settings: Arc<TunnelSettings>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let started = Instant::now();
+    let mut buf = BytesMut::new();
+    let open = match read_frame(&mut recv, &mut buf, settings.open_timeout).await {
+        Ok(Message::Open(open)) => open,
+        Ok(other) => {
+            tracing::warn!(peer = %tunnel.peer, "stream did not start with OPEN ({other:?}); resetting it");
+            let _ = send.reset(code::PROTOCOL);
+            let _ = recv.stop(code::PROTOCOL);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(peer = %tunnel.peer, "bad stream start: {e}; resetting it");
+            let _ = send.reset(code::PROTOCOL);
+            let _ = recv.stop(code::PROTOCOL);
+            return;
+        }
+    };
+    let Open {
+        service,
+        trace_id,
+        span_id,
+        origin,
+    } = open;
+    let trace = TraceContext { trace_id, span_id };
+    let peer = tunnel.peer.to_string();
+    let export = match exports.decide(&service, &peer) {
+        Ok(e) => e.clone(),
+        Err(code_) => {
+            tracing::warn!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), outcome = %code_, "stream refused");
+            refuse(
+                &mut send,
+                &mut recv,
+                code_,
+                format!("{code_} for {service}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let target = match tokio::time::timeout(
+        settings.connect_timeout,
+        TcpStream::connect(&export.target),
+    )
+    .await
+    {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "cannot reach target: {e}");
+            refuse(
+                &mut send,
+                &mut recv,
+                StatusCode::TargetUnreachable,
+                e.to_string(),
+            )
+            .await;
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "target connect timed out");
+            refuse(
+                &mut send,
+                &mut recv,
+                StatusCode::TargetUnreachable,
+                "connect timed out".into(),
+            )
+            .await;
+            return;
+        }
+    };
+    let _ = target.set_nodelay(true);
+    let ok = Message::Status(Status {
+        code: StatusCode::Ok,
+        message: String::new(),
+    });
+    if write_frame(&mut send, &ok).await.is_err() {
+        return;
+    }
+    tracing::debug!(%trace, %service, %peer, "stream open");
+    let early = buf.split().freeze();
+    let moved = crate::splice::splice(target, send, recv, &[], &early).await;
+    tracing::info!(
+        %trace, %service, %peer,
+        bytes_in = moved.quic_to_tcp, bytes_out = moved.tcp_to_quic,
+        duration_ms = started.elapsed().as_millis() as u64,
+        outcome = if moved.reset { "reset" } else { "ok" },
+        "stream closed (export)"
+    );
+}
+
+async fn refuse(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    code_: StatusCode,
+    message: String,
+) {
+    let _ = write_frame(
+        send,
+        &Message::Status(Status {
+            code: code_,
+            message,
+        }),
+    )
+    .await;
+    let _ = send.finish();
+    let _ = recv.stop(code::REFUSED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exports() -> Exports {
+        Exports::new(
+            &[
+                ExportConfig {
+                    service: "open".into(),
+                    target: "127.0.0.1:1".into(),
+                    allow: vec![],
+                },
+                ExportConfig {
+                    service: "east-only".into(),
+                    target: "127.0.0.1:1".into(),
+                    allow: vec!["spiffe://example.org/region/us-east/gateway/*".into()],
+                },
+            ],
+            "example.org",
+        )
+    }
+
+    #[test]
+    fn decides_by_service_and_pattern() {
+        let e = exports();
+        let east = "spiffe://example.org/region/us-east/gateway/gw-2";
+        let west = "spiffe://example.org/region/eu-west/gateway/gw-1";
+        assert!(e.decide("open", west).is_ok());
+        assert!(e.decide("east-only", east).is_ok());
+        assert_eq!(
+            e.decide("east-only", west).unwrap_err(),
+            StatusCode::Forbidden
+        );
+        assert_eq!(
+            e.decide("nope", east).unwrap_err(),
+            StatusCode::NoSuchService
+        );
+        assert_eq!(
+            e.decide("open", "spiffe://other.org/region/x/gateway/y")
+                .unwrap_err(),
+            StatusCode::Forbidden
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Wiring a gateway together: the QUIC endpoint (one UDP port, both dialing
+//! and accepting), the dialers of configured peers, the acceptor, the import
+//! listeners and the admin endpoint; and stopping them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use strait_core::frame::{Hello, PROTOCOL_VERSION};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::GatewayError;
+use crate::admin::{AdminState, serve_admin};
+use crate::config::{GatewayConfig, TunnelSettings};
+use crate::export::{Exports, serve_stream};
+use crate::import::run_import;
+use crate::tls::TlsIdentity;
+use crate::tunnel::{Backoff, Registered, Registry, follow_control, handshake};
+use crate::wire::code;
+
+/// Shared by every task of a gateway.
+struct Ctx {
+    me: Hello,
+    registry: Arc<Registry>,
+    exports: Arc<Exports>,
+    settings: Arc<TunnelSettings>,
+}
+
+/// A running gateway. Dropping it does not stop it; call
+/// [`RunningGateway::shutdown`].
+pub struct RunningGateway {
+    endpoint: quinn::Endpoint,
+    registry: Arc<Registry>,
+    admin: Arc<AdminState>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    quic_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    import_addrs: Vec<(String, SocketAddr)>,
+}
+
+impl RunningGateway {
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Where each import listens (service, address), in config order.
+    pub fn import_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.import_addrs
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops accepting, closes every tunnel and waits (briefly) for the
+    /// peers to learn of it.
+    pub async fn shutdown(self) {
+        self.admin.draining.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.registry.close_all();
+        self.endpoint
+            .close(code::SHUTDOWN, b"gateway shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Starts a gateway from a validated configuration.
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    let tls = TlsIdentity::load(&config.identity)?;
+    match tls.gateway_name_region() {
+        Some((name, region)) if name == config.name && region == config.region => {}
+        _ => {
+            return Err(GatewayError::IdentityMismatch {
+                id: tls.id().to_string(),
+                name: config.name.clone(),
+                region: config.region.clone(),
+            });
+        }
+    }
+    let settings = Arc::new(config.tunnel.clone());
+    let endpoint = endpoint(config.listen, &tls, &settings)?;
+    let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
+        what: "the QUIC listener",
+        addr: config.listen,
+        source,
+    })?;
+    let registry = Arc::new(Registry::new(tls.id().clone()));
+    let exports = Arc::new(Exports::new(&config.exports, tls.trust_domain().as_str()));
+    let ctx = Arc::new(Ctx {
+        me: Hello {
+            version: PROTOCOL_VERSION,
+            name: config.name.clone(),
+            region: config.region.clone(),
+            services: exports.ads(),
+        },
+        registry: registry.clone(),
+        exports,
+        settings: settings.clone(),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let mut import_addrs = Vec::new();
+    for import in &config.imports {
+        let listener =
+            TcpListener::bind(import.listen)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    what: "an import listener",
+                    addr: import.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().unwrap_or(import.listen);
+        import_addrs.push((import.service.clone(), addr));
+        tasks.push(tokio::spawn(run_import(
+            listener,
+            import.service.clone(),
+            registry.clone(),
+            settings.clone(),
+        )));
+    }
+    let admin_listener =
+        TcpListener::bind(config.admin)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                what: "the admin endpoint",
+                addr: config.admin,
+                source,
+            })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin);
+    let admin = Arc::new(AdminState {
+        id: tls.id().to_string(),
+        name: config.name.clone(),
+        region: config.region.clone(),
+        registry: registry.clone(),
+        imports: import_addrs
+            .iter()
+            .map(|(service, listen)| crate::config::ImportConfig {
+                service: service.clone(),
+                listen: *listen,
+            })
+            .collect(),
+        exports: config.exports.iter().map(|e| e.service.clone()).collect(),
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+    });
+    tasks.push(tokio::spawn(serve_admin(admin_listener, admin.clone())));
+    tasks.push(tokio::spawn(accept_loop(endpoint.clone(), ctx.clone())));
+    for peer in &config.peers {
+        let client = tls.client_config(peer.region.as_deref(), &settings)?;
+        for address in &peer.addresses {
+            tasks.push(tokio::spawn(dial_loop(
+                endpoint.clone(),
+                client.clone(),
+                address.clone(),
+                ctx.clone(),
+                stop_rx.clone(),
+            )));
+        }
+    }
+    admin.ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        id = %tls.id(), quic = %quic_addr, admin = %admin_addr,
+        peers = config.peers.len(), exports = config.exports.len(), imports = config.imports.len(),
+        "gateway started"
+    );
+    Ok(RunningGateway {
+        endpoint,
+        registry,
+        admin,
+        tasks,
+        stop,
+        quic_addr,
+        admin_addr,
+        import_addrs,
+    })
+}
+
+/// The QUIC endpoint on a UDP socket with enlarged buffers.
+fn endpoint(
+    listen: SocketAddr,
+    tls: &TlsIdentity,
+    settings: &TunnelSettings,
+) -> Result<quinn::Endpoint, GatewayError> {
+    let bind_err = |source| GatewayError::Bind {
+        what: "the QUIC listener",
+        addr: listen,
+        source,
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(listen),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(bind_err)?;
+    let _ = socket.set_recv_buffer_size(settings.udp_buffer);
+    let _ = socket.set_send_buffer_size(settings.udp_buffer);
+    socket.bind(&listen.into()).map_err(bind_err)?;
+    let granted = (
+        socket.recv_buffer_size().unwrap_or(0),
+        socket.send_buffer_size().unwrap_or(0),
+    );
+    tracing::info!(
+        requested = settings.udp_buffer,
+        recv = granted.0,
+        send = granted.1,
+        "UDP socket buffers (the kernel caps them at net.core.rmem_max/wmem_max)"
+    );
+    let server = tls.server_config(settings)?;
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_err)?;
+    endpoint.set_default_client_config(tls.client_config(None, settings)?);
+    Ok(endpoint)
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    let _ = run_connection(conn, false, ctx).await;
+                }
+                Err(e) => tracing::warn!(peer_addr = %remote, "peer refused: {e}"),
+            }
+        });
+    }
+}
+
+async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    address: String,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(ctx.settings.redial_min, ctx.settings.redial_max);
+    loop {
+        match dial_once(&endpoint, &client, &address, ctx.clone()).await {
+            Ok(()) => backoff.reset(),
+            Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn dial_once(
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    address: &str,
+    ctx: Arc<Ctx>,
+) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
+    let mut last = format!("{address} resolved to no address");
+    for addr in addrs {
+        let connecting = endpoint
+            .connect_with(client.clone(), addr, "strait-gateway")
+            .map_err(|e| e.to_string())?;
+        match connecting.await {
+            Ok(conn) => return run_connection(conn, true, ctx).await,
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Runs one connection as a tunnel until it closes.
+async fn run_connection(
+    conn: quinn::Connection,
+    dialed: bool,
+    ctx: Arc<Ctx>,
+) -> Result<(), String> {
+    let remote = conn.remote_address();
+    let (tunnel, control_send, control_recv, buf) =
+        match handshake(conn.clone(), dialed, ctx.me.clone()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(peer_addr = %remote, "peer refused: {e}");
+                conn.close(code::BAD_HELLO, e.to_string().as_bytes());
+                return Err(e.to_string());
+            }
+        };
+    if let Registered::Duplicate(existing) = ctx.registry.register(tunnel.clone()) {
+        tracing::debug!(peer = %tunnel.peer, "a tunnel to this peer exists; closing the duplicate");
+        conn.close(code::DUPLICATE, b"duplicate tunnel");
+        // Redial only once the tunnel that won is gone.
+        existing.conn.closed().await;
+        return Ok(());
+    }
+    tracing::info!(
+        peer = %tunnel.peer, peer_addr = %remote, dialed,
+        services = ?tunnel.services().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        "tunnel up"
+    );
+    let control = tokio::spawn(follow_control(tunnel.clone(), control_recv, buf));
+    let reason = loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(serve_stream(
+                    tunnel.clone(),
+                    ctx.exports.clone(),
+                    ctx.settings.clone(),
+                    send,
+                    recv,
+                ));
+            }
+            Err(e) => break e,
+        }
+    };
+    control.abort();
+    drop(control_send);
+    ctx.registry.remove(&tunnel);
+    tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}");
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Identity and QUIC configuration: who this gateway is, whom it accepts,
+//! and the transport settings of its tunnels. Who a peer is gets decided by
+//! `strait-ca`'s verifier; this module only wires it into quinn.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use strait_ca::tls::SvidVerifier;
+use strait_ca::{Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain};
+
+use crate::GatewayError;
+use crate::config::{IdentityPaths, TunnelSettings};
+
+/// This gateway's certificate, key and trust bundle, checked to belong
+/// together.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub identity: Identity,
+    pub bundle: TrustBundle,
+}
+
+impl TlsIdentity {
+    pub fn load(paths: &IdentityPaths) -> Result<Self, GatewayError> {
+        let identity = Identity::load(&paths.cert, &paths.key)?;
+        let bundle = TrustBundle::load(&paths.bundle)?;
+        // Our own chain must verify against our bundle, or no peer will
+        // accept us either: say so now, not at the first handshake.
+        let requirement = PeerRequirement::AnyInTrustDomain(identity.id.trust_domain().clone());
+        strait_ca::verify_chain(
+            &identity.chain,
+            &bundle,
+            &requirement,
+            strait_ca::PeerRole::Server,
+            SystemTime::now(),
+        )
+        .map_err(|reason| strait_ca::CaError::Verify {
+            context: format!(
+                "{} against {}",
+                paths.cert.display(),
+                paths.bundle.display()
+            ),
+            reason,
+        })?;
+        Ok(TlsIdentity { identity, bundle })
+    }
+
+    pub fn id(&self) -> &SpiffeId {
+        &self.identity.id
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        self.identity.id.trust_domain()
+    }
+
+    /// The gateway name and region in our SPIFFE ID, if it is a gateway ID.
+    pub fn gateway_name_region(&self) -> Option<(String, String)> {
+        match self.identity.id.kind() {
+            IdentityKind::Gateway { region, name } => Some((name.to_owned(), region.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Accepts any gateway of our trust domain.
+    pub fn server_config(
+        &self,
+        settings: &TunnelSettings,
+    ) -> Result<quinn::ServerConfig, GatewayError> {
+        let verifier = Arc::new(SvidVerifier::new(
+            self.bundle.clone(),
+            PeerRequirement::Gateway(self.trust_domain().clone()),
+        ));
+        let tls = strait_ca::tls::server_config(&self.identity, verifier, &[strait_core::ALPN])?;
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.transport_config(transport(settings)?);
+        Ok(config)
+    }
+
+    /// Dials a gateway of `region` (any region when `None`).
+    pub fn client_config(
+        &self,
+        region: Option<&str>,
+        settings: &TunnelSettings,
+    ) -> Result<quinn::ClientConfig, GatewayError> {
+        let td = self.trust_domain().clone();
+        let requirement = match region {
+            Some(r) => PeerRequirement::GatewayInRegion(td, r.to_owned()),
+            None => PeerRequirement::Gateway(td),
+        };
+        let verifier = Arc::new(SvidVerifier::new(self.bundle.clone(), requirement));
+        let tls = strait_ca::tls::client_config(&self.identity, verifier, &[strait_core::ALPN])?;
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport(settings)?);
+        Ok(config)
+    }
+}
+
+/// Transport settings for cross-region tunnels: windows sized for the
+/// bandwidth-delay product, keep-alive and a short idle timeout so dead
+/// peers are noticed.
+fn transport(s: &TunnelSettings) -> Result<Arc<TransportConfig>, GatewayError> {
+    let var = |v: u64| VarInt::from_u64(v).map_err(|e| GatewayError::Quic(e.to_string()));
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(var(s.stream_window)?);
+    t.receive_window(var(s.connection_window)?);
+    t.send_window(s.connection_window);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(s.max_streams));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.keep_alive_interval(Some(s.keep_alive));
+    t.max_idle_timeout(Some(
+        IdleTimeout::try_from(s.idle_timeout).map_err(|e| GatewayError::Quic(e.to_string()))?,
+    ));
+    t.datagram_receive_buffer_size(Some(64 * 1024));
+    Ok(Arc::new(t))
+}
+
+/// The SPIFFE ID of a QUIC connection's peer (already verified in the
+/// handshake).
+pub fn peer_id(conn: &quinn::Connection) -> Option<SpiffeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    SpiffeId::from_certificate(certs.first()?).ok()
+}

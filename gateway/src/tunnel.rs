@@ -1,0 +1,318 @@
+//! Tunnels: one QUIC connection per pair of gateways, whoever dialed it.
+//! This module owns the set of live tunnels (deduplicated when both sides
+//! dial), the HELLO/UPDATE exchange on the control stream, and the dialing
+//! of configured peers with capped, jittered backoff.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::Rng;
+use strait_ca::{IdentityKind, SpiffeId};
+use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, ServiceAd};
+use tokio::sync::watch;
+
+use crate::wire::{code, read_frame, write_frame};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A live tunnel to one peer gateway.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub peer: SpiffeId,
+    pub name: String,
+    pub region: String,
+    pub conn: quinn::Connection,
+    /// Whether this gateway dialed the connection.
+    pub dialed: bool,
+    services: RwLock<Vec<ServiceAd>>,
+}
+
+impl Tunnel {
+    pub fn services(&self) -> Vec<ServiceAd> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn offers(&self, service: &str) -> bool {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| s.name == service && s.healthy)
+    }
+
+    fn set_services(&self, services: Vec<ServiceAd>) {
+        *self.services.write().unwrap_or_else(|p| p.into_inner()) = services;
+    }
+
+    pub fn remote_address(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+}
+
+/// The live tunnels, one per peer gateway.
+#[derive(Debug)]
+pub struct Registry {
+    me: SpiffeId,
+    tunnels: Mutex<HashMap<SpiffeId, Arc<Tunnel>>>,
+    changed: watch::Sender<u64>,
+}
+
+/// What happened to a tunnel offered to the registry.
+pub enum Registered {
+    Kept,
+    /// A tunnel to the same peer is kept instead; this one must close.
+    Duplicate(Arc<Tunnel>),
+}
+
+impl Registry {
+    pub fn new(me: SpiffeId) -> Self {
+        Registry {
+            me,
+            tunnels: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, Arc<Tunnel>>> {
+        self.tunnels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Adds a tunnel. When both gateways dialed, both keep the connection
+    /// dialed by the gateway whose SPIFFE ID sorts first, so they agree
+    /// without talking; the other connection is closed.
+    pub fn register(&self, tunnel: Arc<Tunnel>) -> Registered {
+        let mut map = self.lock();
+        if let Some(existing) = map.get(&tunnel.peer)
+            && existing.conn.close_reason().is_none()
+        {
+            let preferred_dialer_is_me = self.me < tunnel.peer;
+            let prefer_new = tunnel.dialed == preferred_dialer_is_me
+                && existing.dialed != preferred_dialer_is_me;
+            if !prefer_new {
+                return Registered::Duplicate(existing.clone());
+            }
+            let old = map.insert(tunnel.peer.clone(), tunnel);
+            drop(map);
+            if let Some(old) = old {
+                old.conn.close(code::DUPLICATE, b"duplicate tunnel");
+            }
+            self.bump();
+            return Registered::Kept;
+        }
+        map.insert(tunnel.peer.clone(), tunnel);
+        drop(map);
+        self.bump();
+        Registered::Kept
+    }
+
+    /// Removes `tunnel` if it is still the registered one for its peer.
+    pub fn remove(&self, tunnel: &Arc<Tunnel>) {
+        let mut map = self.lock();
+        if map
+            .get(&tunnel.peer)
+            .is_some_and(|t| Arc::ptr_eq(t, tunnel))
+        {
+            map.remove(&tunnel.peer);
+            drop(map);
+            self.bump();
+        }
+    }
+
+    pub fn tunnels(&self) -> Vec<Arc<Tunnel>> {
+        let mut v: Vec<_> = self.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.peer.cmp(&b.peer));
+        v
+    }
+
+    /// A live tunnel whose peer offers `service`, chosen at random.
+    pub fn pick(&self, service: &str) -> Option<Arc<Tunnel>> {
+        let candidates: Vec<Arc<Tunnel>> = self
+            .lock()
+            .values()
+            .filter(|t| t.conn.close_reason().is_none() && t.offers(service))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let i = rand::rng().random_range(0..candidates.len());
+        Some(candidates[i].clone())
+    }
+
+    /// Notified whenever a tunnel comes or goes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Closes every tunnel.
+    pub fn close_all(&self) {
+        for t in self.tunnels() {
+            t.conn.close(code::SHUTDOWN, b"gateway shutting down");
+        }
+    }
+}
+
+/// Why a connection did not become a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("peer presented no SPIFFE ID")]
+    NoIdentity,
+    #[error("{0} is not a gateway identity")]
+    NotAGateway(SpiffeId),
+    #[error("no HELLO: {0}")]
+    NoHello(String),
+    #[error("HELLO says gateway {name:?} in {region:?}, the certificate says {id}")]
+    HelloMismatch {
+        name: String,
+        region: String,
+        id: SpiffeId,
+    },
+    #[error("peer speaks protocol version {0}, this gateway {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("control stream: {0}")]
+    Control(String),
+}
+
+/// Exchanges HELLO on a new connection and returns the tunnel and the
+/// control stream. The dialer opens the control stream and speaks first.
+pub async fn handshake(
+    conn: quinn::Connection,
+    dialed: bool,
+    hello: Hello,
+) -> Result<(Arc<Tunnel>, quinn::SendStream, quinn::RecvStream, BytesMut), HandshakeError> {
+    let peer = crate::tls::peer_id(&conn).ok_or(HandshakeError::NoIdentity)?;
+    let (name, region) = match peer.kind() {
+        IdentityKind::Gateway { region, name } => (name.to_owned(), region.to_owned()),
+        _ => return Err(HandshakeError::NotAGateway(peer)),
+    };
+    let control = |e: &dyn std::fmt::Display| HandshakeError::Control(e.to_string());
+    let (mut send, mut recv) = if dialed {
+        conn.open_bi().await.map_err(|e| control(&e))?
+    } else {
+        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .map_err(|_| HandshakeError::NoHello("no control stream within 10 s".into()))?
+            .map_err(|e| control(&e))?
+    };
+    let mut buf = BytesMut::new();
+    if dialed {
+        write_frame(&mut send, &Message::Hello(hello.clone()))
+            .await
+            .map_err(|e| control(&e))?;
+    }
+    let theirs = match read_frame(&mut recv, &mut buf, HELLO_TIMEOUT).await {
+        Ok(Message::Hello(h)) => h,
+        Ok(other) => {
+            return Err(HandshakeError::NoHello(format!(
+                "first frame was {other:?}"
+            )));
+        }
+        Err(e) => return Err(HandshakeError::NoHello(e.to_string())),
+    };
+    if theirs.version != PROTOCOL_VERSION {
+        return Err(HandshakeError::Version(theirs.version));
+    }
+    if theirs.name != name || theirs.region != region {
+        return Err(HandshakeError::HelloMismatch {
+            name: theirs.name,
+            region: theirs.region,
+            id: peer,
+        });
+    }
+    if !dialed {
+        write_frame(&mut send, &Message::Hello(hello))
+            .await
+            .map_err(|e| control(&e))?;
+    }
+    let tunnel = Arc::new(Tunnel {
+        peer,
+        name,
+        region,
+        conn,
+        dialed,
+        services: RwLock::new(theirs.services),
+    });
+    Ok((tunnel, send, recv, buf))
+}
+
+/// Reads UPDATE and GOAWAY from a tunnel's control stream until it ends.
+pub async fn follow_control(tunnel: Arc<Tunnel>, mut recv: quinn::RecvStream, mut buf: BytesMut) {
+    loop {
+        match read_frame(&mut recv, &mut buf, Duration::from_secs(24 * 3600)).await {
+            Ok(Message::Update(u)) => {
+                tracing::info!(peer = %tunnel.peer, services = u.services.len(), "peer updated its services");
+                tunnel.set_services(u.services);
+            }
+            Ok(Message::GoAway(g)) => {
+                tracing::info!(peer = %tunnel.peer, reason = %g.reason, "peer is draining");
+                tunnel.set_services(Vec::new());
+            }
+            Ok(other) => {
+                tracing::warn!(peer = %tunnel.peer, "unexpected control frame {other:?}; closing the tunnel");
+                tunnel
+                    .conn
+                    .close(code::BAD_HELLO, b"unexpected control frame");
+                return;
+            }
+            Err(crate::wire::WireError::Timeout(_)) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// The next delay: uniform in [next/2, next], then `next` doubles up to
+    /// the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let lo = d / 2;
+        lo + Duration::from_nanos(rand::rng().random_range(0..=(d - lo).as_nanos() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
+        assert!(delays[7] >= Duration::from_millis(500));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

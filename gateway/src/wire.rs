@@ -1,0 +1,71 @@
+//! Reading and writing strait frames on QUIC streams, with the size limit
+//! and timeout that keep a slow or hostile peer from holding resources.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use strait_core::frame::{self, FrameError, Message};
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("no complete frame within {0:?}")]
+    Timeout(Duration),
+    #[error("stream ended before a complete frame")]
+    Eof,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+/// Reads one frame from `recv`, buffering in `buf`; bytes after the frame
+/// stay in `buf`.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<Message, WireError> {
+    let read = async {
+        loop {
+            if let Some(msg) = frame::decode(buf)? {
+                return Ok(msg);
+            }
+            let mut chunk = [0u8; 4096];
+            match recv.read(&mut chunk).await? {
+                Some(n) => buf.extend_from_slice(&chunk[..n]),
+                None => return Err(WireError::Eof),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| WireError::Timeout(timeout))?
+}
+
+/// Writes one frame.
+pub async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<(), WireError> {
+    let mut buf = BytesMut::new();
+    frame::encode(msg, &mut buf)?;
+    send.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Application error codes on QUIC streams and connections.
+pub mod code {
+    use quinn::VarInt;
+    /// Stream: the client side of the byte stream was reset.
+    pub const RESET: VarInt = VarInt::from_u32(1);
+    /// Stream: the peer broke the protocol (bad frame, timeout).
+    pub const PROTOCOL: VarInt = VarInt::from_u32(2);
+    /// Stream: refused (status already sent).
+    pub const REFUSED: VarInt = VarInt::from_u32(3);
+    /// Connection: a tunnel to this gateway already exists.
+    pub const DUPLICATE: VarInt = VarInt::from_u32(10);
+    /// Connection: the gateway is shutting down.
+    pub const SHUTDOWN: VarInt = VarInt::from_u32(11);
+    /// Connection: HELLO was missing or did not match the certificate.
+    pub const BAD_HELLO: VarInt = VarInt::from_u32(12);
+}
