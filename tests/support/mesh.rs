@@ -1,0 +1,251 @@
+//! Real gateways for integration tests: certificates from our own CA in a
+//! temporary directory, configuration files, `strait gateway run`
+//! processes, and readiness read from their admin endpoints.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::strait;
+
+/// A free loopback port for UDP (QUIC) and one for TCP. The port is
+/// released before use, so another process could take it first; tests
+/// accept that small race.
+pub fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A CA in `dir/ca` and gateway certificates on demand.
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path, trust_domain: &str) -> TestCa {
+        let ca = dir.join(format!("ca-{trust_domain}"));
+        strait(
+            dir,
+            &format!(
+                "ca init --trust-domain {trust_domain} --dir {}",
+                ca.display()
+            ),
+        )
+        .ok();
+        TestCa { dir: ca }
+    }
+
+    /// Issues a gateway certificate into `out`.
+    pub fn gateway(&self, region: &str, name: &str, out: &Path) {
+        strait(
+            out.parent().unwrap(),
+            &format!(
+                "cert issue --ca {} --gateway --region {region} --name {name} --out {}",
+                self.dir.display(),
+                out.display()
+            ),
+        )
+        .ok();
+    }
+}
+
+/// What one gateway is configured with.
+pub struct GatewaySpec {
+    pub name: String,
+    pub region: String,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    /// (region, address) of peers to dial.
+    pub peers: Vec<(String, SocketAddr)>,
+    /// (service, target, allow patterns).
+    pub exports: Vec<(String, SocketAddr, Vec<String>)>,
+    /// (service, listen).
+    pub imports: Vec<(String, SocketAddr)>,
+    /// Directory holding cert.pem, key.pem and bundle.pem.
+    pub identity: PathBuf,
+}
+
+impl GatewaySpec {
+    pub fn new(name: &str, region: &str, identity: PathBuf) -> Self {
+        GatewaySpec {
+            name: name.into(),
+            region: region.into(),
+            quic: free_udp(),
+            admin: free_tcp(),
+            peers: Vec::new(),
+            exports: Vec::new(),
+            imports: Vec::new(),
+            identity,
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        let mut s = format!(
+            "[gateway]\nname = \"{}\"\nregion = \"{}\"\nlisten = \"{}\"\nadmin = \"{}\"\n\n\
+             [identity]\ncert = \"{id}/cert.pem\"\nkey = \"{id}/key.pem\"\nbundle = \"{id}/bundle.pem\"\n\n\
+             [tunnel]\nidle_timeout = \"5s\"\n",
+            self.name,
+            self.region,
+            self.quic,
+            self.admin,
+            id = self.identity.display()
+        );
+        for (region, addr) in &self.peers {
+            s += &format!("\n[[peer]]\nregion = \"{region}\"\naddresses = [\"{addr}\"]\n");
+        }
+        for (service, target, allow) in &self.exports {
+            let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+            s += &format!(
+                "\n[[export]]\nservice = \"{service}\"\ntarget = \"{target}\"\nallow = [{}]\n",
+                allow.join(", ")
+            );
+        }
+        for (service, listen) in &self.imports {
+            s += &format!("\n[[import]]\nservice = \"{service}\"\nlisten = \"{listen}\"\n");
+        }
+        s
+    }
+}
+
+/// A running `strait gateway run`, killed when dropped; its log is kept in
+/// a file for assertions and for failure messages.
+pub struct GatewayProcess {
+    pub spec_admin: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl GatewayProcess {
+    pub fn start(dir: &Path, spec: &GatewaySpec) -> GatewayProcess {
+        let config = dir.join(format!("{}.toml", spec.name));
+        std::fs::write(&config, spec.toml()).unwrap();
+        let log = dir.join(format!("{}.log", spec.name));
+        let child = Command::new(super::strait_bin())
+            .args(["gateway", "run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,strait_gateway=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let gw = GatewayProcess {
+            spec_admin: spec.admin,
+            log,
+            child,
+        };
+        gw.wait_for("admin endpoint", |_| true);
+        gw
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/status` as JSON, if the gateway answers.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let body = http_get(self.spec_admin, "/status")?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Polls `/status` until `ready(status)` holds (up to 20 s).
+    pub fn wait_for(
+        &self,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.status()
+                && ready(&s)
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway never reached: {what}\nstatus: {:?}\nlog:\n{}",
+                self.status(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until a peer offers `service` over a tunnel.
+    pub fn wait_for_service(&self, service: &str) {
+        self.wait_for(&format!("a peer offering {service}"), |s| {
+            s["peers"].as_array().is_some_and(|peers| {
+                peers.iter().any(|p| {
+                    p["services"]
+                        .as_array()
+                        .is_some_and(|svcs| svcs.iter().any(|v| v["name"] == service))
+                })
+            })
+        });
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.status()
+            .and_then(|s| s["peers"].as_array().map(|p| p.len()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP GET against an admin endpoint.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// An echo server on its own thread: echoes until the client half-closes,
+/// then closes.
+pub fn echo_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}

@@ -1,0 +1,273 @@
+//! Tunnels between real `strait gateway run` processes on loopback: bytes
+//! both ways, half-close, refusals, and NAT.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp};
+
+/// Sends `data`, half-closes, and returns everything read back.
+fn exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = s.try_clone()?;
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(&data)?;
+        w.shutdown(std::net::Shutdown::Write)
+    });
+    let mut out = Vec::new();
+    let read = s.read_to_end(&mut out);
+    let wrote = writer.join().unwrap();
+    read?;
+    wrote?;
+    Ok(out)
+}
+
+fn payload(n: usize, seed: u64) -> Vec<u8> {
+    (0..n as u64)
+        .map(|i| ((i ^ seed).wrapping_mul(0x9E37_79B9) >> 11) as u8)
+        .collect()
+}
+
+/// Two gateways, each dialing the other: eu-west exports `echo`, us-east
+/// imports it; us-east exports `echo-b`, eu-west imports it.
+struct Pair {
+    _dir: tempfile::TempDir,
+    west: GatewayProcess,
+    east: GatewayProcess,
+    west_import: SocketAddr,
+    east_import: SocketAddr,
+}
+
+fn pair(dir: &Path, west_allow: Vec<String>) -> (GatewaySpec, GatewaySpec) {
+    let ca = TestCa::new(dir, "example.org");
+    ca.gateway("eu-west", "gw-w", &dir.join("gw-w"));
+    ca.gateway("us-east", "gw-e", &dir.join("gw-e"));
+    let mut west = GatewaySpec::new("gw-w", "eu-west", dir.join("gw-w"));
+    let mut east = GatewaySpec::new("gw-e", "us-east", dir.join("gw-e"));
+    west.peers.push(("us-east".into(), east.quic));
+    east.peers.push(("eu-west".into(), west.quic));
+    west.exports
+        .push(("echo".into(), echo_server(), west_allow));
+    east.exports.push(("echo-b".into(), echo_server(), vec![]));
+    east.imports.push(("echo".into(), free_tcp()));
+    west.imports.push(("echo-b".into(), free_tcp()));
+    (west, east)
+}
+
+fn start_pair(west_allow: Vec<String>) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let (west, east) = pair(dir.path(), west_allow);
+    let (west_import, east_import) = (west.imports[0].1, east.imports[0].1);
+    let west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    west.wait_for_service("echo-b");
+    Pair {
+        _dir: dir,
+        west,
+        east,
+        west_import,
+        east_import,
+    }
+}
+
+#[test]
+fn streams_flow_both_ways_over_one_tunnel() {
+    let p = start_pair(vec![]);
+    let data = payload(1 << 20, 1);
+    assert!(
+        exchange(p.east_import, &data).unwrap() == data,
+        "east -> west echo differs"
+    );
+    let data = payload(300_000, 2);
+    assert!(
+        exchange(p.west_import, &data).unwrap() == data,
+        "west -> east echo differs"
+    );
+    // Both dialed; exactly one tunnel survives on each side.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.west.peer_count() != 1 || p.east.peer_count() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "duplicate tunnels were not resolved"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let w = p.west.status().unwrap();
+    let e = p.east.status().unwrap();
+    // The surviving connection is the same one seen from both sides: one
+    // side dialed it, the other accepted it.
+    assert_ne!(w["peers"][0]["dialed"], e["peers"][0]["dialed"], "{w}\n{e}");
+}
+
+#[test]
+fn half_close_still_delivers_the_whole_response() {
+    let p = start_pair(vec![]);
+    let mut s = TcpStream::connect(p.east_import).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"request").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(out, b"request");
+}
+
+/// A refused stream closes the client at once with a reset, and the tunnel
+/// keeps carrying other streams.
+fn assert_refused(addr: SocketAddr) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("a refused stream returned {n} bytes"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn forbidden_peer_is_refused_and_the_tunnel_survives() {
+    let p = start_pair(vec![
+        "spiffe://example.org/region/ap-south/gateway/*".into(),
+    ]);
+    assert_refused(p.east_import);
+    let log = p.west.log_text();
+    assert!(
+        log.contains("stream refused") && log.contains("FORBIDDEN"),
+        "{log}"
+    );
+    // The tunnel still carries the other direction.
+    assert!(exchange(p.west_import, b"still here").unwrap() == b"still here");
+}
+
+#[test]
+fn unreachable_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut west, east) = pair(dir.path(), vec![]);
+    west.exports[0].1 = free_tcp(); // nothing listens there
+    let east_import = east.imports[0].1;
+    let west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    assert_refused(east_import);
+    assert!(
+        west.log_text().contains("TARGET_UNREACHABLE"),
+        "{}",
+        west.log_text()
+    );
+}
+
+#[test]
+fn unknown_service_is_refused_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (west, mut east) = pair(dir.path(), vec![]);
+    let nothing = free_tcp();
+    east.imports.push(("no-such-service".into(), nothing));
+    let _west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    assert_refused(nothing);
+    assert!(
+        east.log_text().contains("no tunnel offers the service"),
+        "{}",
+        east.log_text()
+    );
+}
+
+#[test]
+fn a_gateway_behind_nat_that_only_dials_out_still_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut west, east) = pair(dir.path(), vec![]);
+    // west cannot reach east: it has no peer entry; east dials west.
+    west.peers.clear();
+    let (west_import, east_import) = (west.imports[0].1, east.imports[0].1);
+    let west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    west.wait_for_service("echo-b");
+    assert!(
+        exchange(west_import, b"to the gateway behind NAT").unwrap()
+            == b"to the gateway behind NAT"
+    );
+    assert!(exchange(east_import, b"from behind NAT").unwrap() == b"from behind NAT");
+    assert_eq!(west.status().unwrap()["peers"][0]["dialed"], false);
+}
+
+#[test]
+fn a_peer_in_the_wrong_region_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut west, east) = pair(dir.path(), vec![]);
+    // west expects us-east at that address but finds... us-east; make it
+    // expect ap-south instead.
+    west.peers[0].0 = "ap-south".into();
+    let mut east = east;
+    east.peers.clear();
+    let west = GatewayProcess::start(dir.path(), &west);
+    let _east = GatewayProcess::start(dir.path(), &east);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !west.log_text().contains("not a gateway of region ap-south") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged:\n{}",
+            west.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(west.peer_count(), 0);
+}
+
+#[test]
+fn gateway_check_validates_config_and_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (west, _) = pair(dir.path(), vec![]);
+    let config = dir.path().join("check.toml");
+    std::fs::write(&config, west.toml()).unwrap();
+    let out = support::strait(
+        dir.path(),
+        &format!("gateway check --config {}", config.display()),
+    )
+    .ok();
+    assert!(out.stdout.contains("gw-w in eu-west"), "{}", out.stdout);
+    // A config naming another gateway than the certificate does.
+    std::fs::write(
+        &config,
+        west.toml().replace("name = \"gw-w\"", "name = \"gw-x\""),
+    )
+    .unwrap();
+    let err = support::strait(
+        dir.path(),
+        &format!("gateway check --config {}", config.display()),
+    )
+    .failed();
+    assert!(
+        err.contains("the certificate says spiffe://example.org/region/eu-west/gateway/gw-w"),
+        "{err}"
+    );
+    // An unknown key names its line.
+    std::fs::write(
+        &config,
+        west.toml().replace("[tunnel]", "[tunnel]\nspeed = 3"),
+    )
+    .unwrap();
+    let err = support::strait(
+        dir.path(),
+        &format!("gateway check --config {}", config.display()),
+    )
+    .failed();
+    assert!(
+        err.contains("unknown field `speed`") && err.contains("line 13"),
+        "{err}"
+    );
+}
