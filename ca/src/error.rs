@@ -9,7 +9,7 @@ use crate::spiffe::SpiffeIdError;
 /// while deciding who a peer is.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -67,14 +67,11 @@ impl SvidVerifier {
     }
 }
 
+/// Every reason travels as `Other`, so that the refusing side's log (rustls
+/// and quinn print the error) says exactly why; the peer gets a generic
+/// bad-certificate alert either way.
 fn to_rustls_error(e: VerifyError) -> rustls::Error {
-    let cert_error = match e {
-        VerifyError::UnknownIssuer => CertificateError::UnknownIssuer,
-        VerifyError::BadSignature => CertificateError::BadSignature,
-        VerifyError::Malformed(_) => CertificateError::BadEncoding,
-        other => CertificateError::Other(OtherError(Arc::new(other))),
-    };
-    rustls::Error::InvalidCertificate(cert_error)
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
 impl ServerCertVerifier for SvidVerifier {
@@ -205,11 +202,8 @@ pub fn rejection_reason(err: &rustls::Error) -> Option<&VerifyError> {
 /// A readable message for a handshake error: strait's reason when there is
 /// one, rustls' text otherwise.
 pub fn describe_tls_error(err: &rustls::Error) -> String {
-    match (err, rejection_reason(err)) {
-        (_, Some(reason)) => format!("peer certificate rejected: {reason}"),
-        (rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer), _) => {
-            format!("peer certificate rejected: {}", VerifyError::UnknownIssuer)
-        }
-        (other, None) => other.to_string(),
+    match rejection_reason(err) {
+        Some(reason) => format!("peer certificate rejected: {reason}"),
+        None => err.to_string(),
     }
 }

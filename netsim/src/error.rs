@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetsimError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -25,7 +25,7 @@ pub enum NetsimError {
     UnknownRegion { name: String, known: Vec<String> },
     #[error("{a} and {b} are the same region; links join two different regions")]
     SameRegion { a: String, b: String },
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         what: String,
         addr: std::net::SocketAddr,

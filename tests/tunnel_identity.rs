@@ -1,0 +1,150 @@
+//! Who may open a tunnel: a raw QUIC client presents certificates strait's
+//! gateways must refuse (another CA, another trust domain, a workload ID,
+//! an expired certificate); the gateway logs each refusal with the peer's
+//! address and the reason, and keeps serving.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use quinn::crypto::rustls::QuicClientConfig;
+use strait_ca::tls::{SvidVerifier, client_config};
+use strait_ca::{
+    CertificateAuthority, Identity, KeyType, Overwrite, PeerRequirement, SpiffeId, SvidRequest,
+    TrustBundle, TrustDomain,
+};
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server};
+
+fn issue(ca_dir: &Path, id: &str, out: &Path, at: SystemTime, ttl: Duration) -> Identity {
+    let ca = CertificateAuthority::load(ca_dir).unwrap();
+    let mut req = SvidRequest::new(SpiffeId::parse(id).unwrap());
+    req.ttl = ttl;
+    ca.issue(&req, KeyType::P256, at)
+        .unwrap()
+        .write_to(out, Overwrite::Never)
+        .unwrap();
+    Identity::load(&out.join("cert.pem"), &out.join("key.pem")).unwrap()
+}
+
+/// Dials `addr` presenting `identity`; returns once the connection is
+/// refused or closed (the server may only refuse after the client thinks
+/// the handshake is done).
+async fn dial(addr: SocketAddr, identity: &Identity, bundle: &TrustBundle) {
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(
+        bundle.clone(),
+        PeerRequirement::Gateway(td),
+    ));
+    let tls = client_config(identity, verifier, &[strait_core_alpn()]).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    let attempt = async {
+        if let Ok(conn) = endpoint.connect(addr, "gw").unwrap().await {
+            conn.closed().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .expect("the gateway neither refused nor closed the connection");
+}
+
+fn strait_core_alpn() -> &'static [u8] {
+    b"strait/1"
+}
+
+fn wait_for_log(gw: &GatewayProcess, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.log_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never logged:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_that_are_not_ours_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ours = TestCa::new(d, "example.org");
+    let theirs = TestCa::new(d, "other.org");
+    let stranger = {
+        let ca = d.join("ca-stranger");
+        support::strait(
+            d,
+            &format!("ca init --trust-domain example.org --dir {}", ca.display()),
+        )
+        .ok();
+        ca
+    };
+    ours.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    // The gateway trusts both roots, so other.org chains verify and the
+    // trust-domain rule is what refuses them.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(ours.dir.join("bundle.pem")).unwrap(),
+        std::fs::read_to_string(theirs.dir.join("bundle.pem")).unwrap()
+    );
+    std::fs::write(d.join("gw-a/bundle.pem"), &both).unwrap();
+    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    spec.exports.push(("echo".into(), echo_server(), vec![]));
+    let gw = GatewayProcess::start(d, &spec);
+    let bundle = TrustBundle::load(&d.join("gw-a/bundle.pem")).unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86_400);
+
+    let cases = [
+        (
+            stranger.clone(),
+            "spiffe://example.org/region/us-east/gateway/x",
+            now,
+            day,
+            "unknown issuer",
+        ),
+        (
+            theirs.dir.clone(),
+            "spiffe://other.org/region/us-east/gateway/x",
+            now,
+            day,
+            "is not in trust domain example.org",
+        ),
+        (
+            ours.dir.clone(),
+            "spiffe://example.org/ns/shop/sa/web",
+            now,
+            day,
+            "is not a gateway identity",
+        ),
+        (
+            ours.dir.clone(),
+            "spiffe://example.org/region/us-east/gateway/old",
+            now - 2 * day,
+            Duration::from_secs(3600),
+            "certificate expired",
+        ),
+    ];
+    for (i, (ca, id, at, ttl, reason)) in cases.into_iter().enumerate() {
+        let identity = issue(&ca, id, &d.join(format!("client-{i}")), at, ttl);
+        dial(spec.quic, &identity, &bundle).await;
+        wait_for_log(&gw, reason);
+        assert_eq!(gw.peer_count(), 0, "{id} got a tunnel");
+    }
+    let log = gw.log_text();
+    assert!(
+        log.contains("peer refused") && log.contains("peer_addr=127.0.0.1:"),
+        "{log}"
+    );
+    // Still serving: a proper gateway of our CA gets a tunnel.
+    ours.gateway("us-east", "gw-b", &d.join("gw-b"));
+    let mut b = GatewaySpec::new("gw-b", "us-east", d.join("gw-b"));
+    b.peers.push(("eu-west".into(), spec.quic));
+    let b = GatewayProcess::start(d, &b);
+    b.wait_for_service("echo");
+}
