@@ -83,6 +83,7 @@ pub async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let started = Instant::now();
+    let _active = tunnel.track_stream();
     let mut buf = BytesMut::new();
     let open = match read_frame(&mut recv, &mut buf, settings.open_timeout).await {
         Ok(Message::Open(open)) => open,

@@ -303,18 +303,20 @@ async fn run_connection(
                 return Err(e.to_string());
             }
         };
-    if let Registered::Duplicate(existing) = ctx.registry.register(tunnel.clone()) {
-        tracing::debug!(peer = %tunnel.peer, "a tunnel to this peer exists; closing the duplicate");
-        conn.close(code::DUPLICATE, b"duplicate tunnel");
-        // Redial only once the tunnel that won is gone.
-        existing.conn.closed().await;
-        return Ok(());
-    }
-    tracing::info!(
+    let duplicate_of = match ctx.registry.register(tunnel.clone()) {
+        Registered::Kept => None,
+        Registered::Duplicate(existing) => {
+            tracing::debug!(peer = %tunnel.peer, dialed, "another tunnel to this peer is preferred; this one closes once idle");
+            Some(existing)
+        }
+    };
+    if duplicate_of.is_none() {
+        tracing::info!(
         peer = %tunnel.peer, peer_addr = %remote, dialed,
-        services = ?tunnel.services().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-        "tunnel up"
-    );
+            services = ?tunnel.services().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            "tunnel up"
+        );
+    }
     let control = tokio::spawn(follow_control(tunnel.clone(), control_recv, buf));
     let reason = loop {
         match conn.accept_bi().await {
@@ -333,6 +335,13 @@ async fn run_connection(
     control.abort();
     drop(control_send);
     ctx.registry.remove(&tunnel);
-    tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}");
+    match duplicate_of {
+        None => tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}"),
+        Some(existing) => {
+            tracing::debug!(peer = %tunnel.peer, "duplicate tunnel closed: {reason}");
+            // Redial only once the tunnel that was preferred is gone.
+            existing.conn.closed().await;
+        }
+    }
     Ok(())
 }

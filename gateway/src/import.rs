@@ -70,6 +70,7 @@ async fn serve_client(
         return;
     };
     let peer = tunnel.peer.to_string();
+    let _active = tunnel.track_stream();
     let (mut send, mut recv) = match tunnel.conn.open_bi().await {
         Ok(s) => s,
         Err(e) => {

@@ -11,7 +11,7 @@ use strait_ca::tls::SvidVerifier;
 use strait_ca::{Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain};
 
 use crate::GatewayError;
-use crate::config::{IdentityPaths, TunnelSettings};
+use crate::config::{Congestion, IdentityPaths, TunnelSettings};
 
 /// This gateway's certificate, key and trust bundle, checked to belong
 /// together.
@@ -116,6 +116,9 @@ fn transport(s: &TunnelSettings) -> Result<Arc<TransportConfig>, GatewayError> {
         IdleTimeout::try_from(s.idle_timeout).map_err(|e| GatewayError::Quic(e.to_string()))?,
     ));
     t.datagram_receive_buffer_size(Some(64 * 1024));
+    if s.congestion == Congestion::Bbr {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
     Ok(Arc::new(t))
 }
 

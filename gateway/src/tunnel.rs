@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use crate::wire::{code, read_frame, write_frame};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_CHECK: Duration = Duration::from_millis(500);
 
 /// A live tunnel to one peer gateway.
 #[derive(Debug)]
@@ -28,9 +30,60 @@ pub struct Tunnel {
     /// Whether this gateway dialed the connection.
     pub dialed: bool,
     services: RwLock<Vec<ServiceAd>>,
+    /// Streams in flight on this connection, either direction.
+    active: AtomicUsize,
+    /// Another connection to the same peer is preferred: this one takes no
+    /// new outgoing streams and closes once idle.
+    superseded: AtomicBool,
+}
+
+/// Counts a stream as active on its tunnel for as long as it lives.
+pub struct StreamGuard(Arc<Tunnel>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Tunnel {
+    pub fn track_stream(self: &Arc<Self>) -> StreamGuard {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        StreamGuard(self.clone())
+    }
+
+    pub fn active_streams(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::SeqCst)
+    }
+
+    /// Takes this connection out of service without cutting a stream: it
+    /// closes once nothing has flowed on it for a moment.
+    pub fn supersede(self: &Arc<Self>) {
+        if self.superseded.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let t = self.clone();
+        tokio::spawn(async move {
+            let mut idle_checks = 0;
+            while t.conn.close_reason().is_none() {
+                tokio::time::sleep(DRAIN_CHECK).await;
+                idle_checks = if t.active_streams() == 0 {
+                    idle_checks + 1
+                } else {
+                    0
+                };
+                // Idle twice in a row: the peer has had time to switch too.
+                if idle_checks >= 2 {
+                    t.conn.close(code::DUPLICATE, b"duplicate tunnel");
+                }
+            }
+        });
+    }
+
     pub fn services(&self) -> Vec<ServiceAd> {
         self.services
             .read()
@@ -89,23 +142,24 @@ impl Registry {
 
     /// Adds a tunnel. When both gateways dialed, both keep the connection
     /// dialed by the gateway whose SPIFFE ID sorts first, so they agree
-    /// without talking; the other connection is closed.
+    /// without talking. The other connection is superseded, never cut: it
+    /// serves the streams it carries and closes once idle.
     pub fn register(&self, tunnel: Arc<Tunnel>) -> Registered {
         let mut map = self.lock();
-        if let Some(existing) = map.get(&tunnel.peer)
+        if let Some(existing) = map.get(&tunnel.peer).cloned()
             && existing.conn.close_reason().is_none()
         {
             let preferred_dialer_is_me = self.me < tunnel.peer;
             let prefer_new = tunnel.dialed == preferred_dialer_is_me
                 && existing.dialed != preferred_dialer_is_me;
             if !prefer_new {
-                return Registered::Duplicate(existing.clone());
+                drop(map);
+                tunnel.supersede();
+                return Registered::Duplicate(existing);
             }
-            let old = map.insert(tunnel.peer.clone(), tunnel);
+            map.insert(tunnel.peer.clone(), tunnel);
             drop(map);
-            if let Some(old) = old {
-                old.conn.close(code::DUPLICATE, b"duplicate tunnel");
-            }
+            existing.supersede();
             self.bump();
             return Registered::Kept;
         }
@@ -139,7 +193,7 @@ impl Registry {
         let candidates: Vec<Arc<Tunnel>> = self
             .lock()
             .values()
-            .filter(|t| t.conn.close_reason().is_none() && t.offers(service))
+            .filter(|t| t.conn.close_reason().is_none() && !t.is_superseded() && t.offers(service))
             .cloned()
             .collect();
         if candidates.is_empty() {
@@ -241,6 +295,8 @@ pub async fn handshake(
         conn,
         dialed,
         services: RwLock::new(theirs.services),
+        active: AtomicUsize::new(0),
+        superseded: AtomicBool::new(false),
     });
     Ok((tunnel, send, recv, buf))
 }

@@ -61,6 +61,7 @@ impl TestCa {
 }
 
 /// What one gateway is configured with.
+#[derive(Clone)]
 pub struct GatewaySpec {
     pub name: String,
     pub region: String,
@@ -74,6 +75,8 @@ pub struct GatewaySpec {
     pub imports: Vec<(String, SocketAddr)>,
     /// Directory holding cert.pem, key.pem and bundle.pem.
     pub identity: PathBuf,
+    /// Extra lines for the [tunnel] section.
+    pub tunnel: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -87,6 +90,7 @@ impl GatewaySpec {
             exports: Vec::new(),
             imports: Vec::new(),
             identity,
+            tunnel: Vec::new(),
         }
     }
 
@@ -94,11 +98,15 @@ impl GatewaySpec {
         let mut s = format!(
             "[gateway]\nname = \"{}\"\nregion = \"{}\"\nlisten = \"{}\"\nadmin = \"{}\"\n\n\
              [identity]\ncert = \"{id}/cert.pem\"\nkey = \"{id}/key.pem\"\nbundle = \"{id}/bundle.pem\"\n\n\
-             [tunnel]\nidle_timeout = \"5s\"\n",
+             [tunnel]\nidle_timeout = \"5s\"\n{}",
             self.name,
             self.region,
             self.quic,
             self.admin,
+            self.tunnel
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
             id = self.identity.display()
         );
         for (region, addr) in &self.peers {
