@@ -271,3 +271,78 @@ fn gateway_check_validates_config_and_identity() {
         "{err}"
     );
 }
+
+/// A target that reads a little and then resets its connection.
+fn resetting_target() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 5];
+            let _ = s.read_exact(&mut buf);
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_reset_by_the_target_reaches_the_client_as_a_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut west, east) = pair(dir.path(), vec![]);
+    west.exports[0].1 = resetting_target();
+    let east_import = east.imports[0].1;
+    let _west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    let mut s = TcpStream::connect(east_import).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 8];
+    let err = s
+        .read(&mut buf)
+        .expect_err("a reset target must not look like a clean close");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+#[test]
+fn tunnel_open_imports_without_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (west, _) = pair(dir.path(), vec![]);
+    let _west = GatewayProcess::start(dir.path(), &west);
+    let listen = free_tcp();
+    let id = dir.path().join("gw-e");
+    let mut child = std::process::Command::new(support::strait_bin())
+        .args([
+            "tunnel",
+            "open",
+            "--peer",
+            &west.quic.to_string(),
+            "--peer-region",
+            "eu-west",
+        ])
+        .args(["--service", "echo", "--listen", &listen.to_string()])
+        .arg("--cert")
+        .arg(id.join("cert.pem"))
+        .arg("--key")
+        .arg(id.join("key.pem"))
+        .arg("--bundle")
+        .arg(id.join("bundle.pem"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the tunnel is up, clients are refused; poll until one gets through.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let result = loop {
+        match exchange(listen, b"ad hoc") {
+            Ok(out) if out == b"ad hoc" => break Ok(()),
+            other if Instant::now() > deadline => break Err(format!("{other:?}")),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result.unwrap();
+}

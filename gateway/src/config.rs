@@ -465,3 +465,111 @@ impl GatewayConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Files(tempfile::TempDir);
+
+    fn files() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["cert.pem", "key.pem", "bundle.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        Files(dir)
+    }
+
+    const GOOD: &str = r#"[gateway]
+name = "gw-1"
+region = "eu-west"
+listen = "0.0.0.0:15443"
+admin = "127.0.0.1:15000"
+
+[identity]
+cert = "cert.pem"
+key = "key.pem"
+bundle = "bundle.pem"
+
+[[peer]]
+region = "us-east"
+addresses = ["gw.us-east.example.com:15443", "10.0.0.7:15443"]
+
+[[export]]
+service = "payments"
+target = "payments.default.svc.cluster.local:8080"
+allow = ["spiffe://example.org/region/us-east/gateway/*"]
+
+[[import]]
+service = "orders"
+listen = "127.0.0.1:19080"
+"#;
+
+    fn parse(f: &Files, text: &str) -> Result<GatewayConfig, GatewayError> {
+        GatewayConfig::parse(&f.0.path().join("gw.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        let f = files();
+        let e = parse(&f, text).unwrap_err().to_string();
+        e.replace(&f.0.path().display().to_string(), "DIR")
+    }
+
+    #[test]
+    fn the_documented_shape_parses() {
+        let f = files();
+        let c = parse(&f, GOOD).unwrap();
+        assert_eq!(c.name, "gw-1");
+        assert_eq!(c.peers[0].addresses.len(), 2);
+        assert_eq!(c.peers[0].region.as_deref(), Some("us-east"));
+        assert_eq!(c.exports[0].allow.len(), 1);
+        assert_eq!(c.imports[0].listen, "127.0.0.1:19080".parse().unwrap());
+        // Relative paths are relative to the file.
+        assert_eq!(c.identity.cert, f.0.path().join("cert.pem"));
+        assert_eq!(c.tunnel.congestion, Congestion::Bbr);
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = error(&GOOD.replace("admin = ", "speed = 3\nadmin = "));
+        assert!(
+            e.contains("line 5") && e.contains("unknown field `speed`"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("\"127.0.0.1:19080\"", "\"localhost-19080\""));
+        assert!(e.starts_with("DIR/gw.toml:23: import.listen:"), "{e}");
+        let e = error(&GOOD.replace("\"127.0.0.1:19080\"", "\"127.0.0.1:15000\""));
+        assert!(e.starts_with("DIR/gw.toml:23: import.listen: 127.0.0.1:15000 is already used by gateway.admin on line 5"), "{e}");
+        let e = error(&GOOD.replace("key = \"key.pem\"", "key = \"missing.pem\""));
+        assert!(
+            e.starts_with("DIR/gw.toml:9: identity.key: no such file"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("service = \"orders\"", "service = \"payments\""));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.service:")
+                && e.contains("also exported on line 17"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("\"10.0.0.7:15443\"", "\"10.0.0.7\""));
+        assert!(
+            e.starts_with("DIR/gw.toml:14: peer.addresses:") && e.contains("host:port"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("spiffe://example.org/region", "https://example.org/region"));
+        assert!(e.starts_with("DIR/gw.toml:19: export.allow:"), "{e}");
+        let e = error(&GOOD.replace("name = \"gw-1\"", "name = \"gw 1\""));
+        assert!(e.starts_with("DIR/gw.toml:2: gateway.name:"), "{e}");
+        let dup = format!("{GOOD}\n[[export]]\nservice = \"payments\"\ntarget = \"x:1\"\n");
+        let e = error(&dup);
+        assert!(
+            e.contains("export.service: \"payments\" is already exported on line 17"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace(
+            "[[import]]",
+            "[tunnel]\nidle_timeout = \"soon\"\n\n[[import]]",
+        ));
+        assert!(e.contains("tunnel.idle_timeout:"), "{e}");
+    }
+}
