@@ -17,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use strait_ca::{CaOptions, CertificateAuthority, KeyType, Overwrite, SpiffeId, SvidRequest, TrustDomain};
+use strait_ca::{
+    CaOptions, CertificateAuthority, KeyType, Overwrite, SpiffeId, SvidRequest, TrustDomain,
+};
 use strait_netsim::{LinkConfig, Network, PartitionMode, TcpRelay, UdpRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,13 +31,20 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(compare(quick));
 }
 
 /// Gateway mode: what `strait gateway run` does, until stdin closes.
 fn run_gateway(config: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let config = strait_gateway::GatewayConfig::load(config).expect("gateway config");
         let gw = strait_gateway::start(config).await.expect("gateway start");
@@ -57,11 +66,17 @@ impl Drop for Proc {
 }
 
 fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Sink: counts bytes until EOF, answers the count as 8 bytes.
@@ -199,7 +214,9 @@ async fn measure(path: &'static str, p: Path2, wan: bool, quick: bool) -> Row {
 fn print(title: &str, rows: &[Row], rtt_ms: Option<f64>) {
     println!("### {title}");
     println!();
-    println!("| path | 1 stream Gbit/s | 16 streams Gbit/s | 64 B req/resp p50 us | p99 us | connect to first byte p50 us | p99 us |");
+    println!(
+        "| path | 1 stream Gbit/s | 16 streams Gbit/s | 64 B req/resp p50 us | p99 us | connect to first byte p50 us | p99 us |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!(
@@ -210,7 +227,10 @@ fn print(title: &str, rows: &[Row], rtt_ms: Option<f64>) {
     println!();
     let find = |name: &str| rows.iter().find(|r| r.path == name);
     if let (Some(s), Some(t)) = (find("strait"), find("stunnel")) {
-        println!("- strait / stunnel, 1-stream throughput: {:.2}x", s.bulk1 / t.bulk1);
+        println!(
+            "- strait / stunnel, 1-stream throughput: {:.2}x",
+            s.bulk1 / t.bulk1
+        );
         println!("- strait / stunnel, 64 B p99: {:.2}x", s.lat.1 / t.lat.1);
         if let Some(rtt) = rtt_ms {
             println!(
@@ -225,7 +245,12 @@ fn print(title: &str, rows: &[Row], rtt_ms: Option<f64>) {
 }
 
 async fn compare(quick: bool) {
-    if Command::new("stunnel4").arg("-version").stderr(Stdio::null()).status().is_err() {
+    if Command::new("stunnel4")
+        .arg("-version")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
         eprintln!("stunnel4 is not installed: apt-get install stunnel4");
         std::process::exit(2);
     }
@@ -257,9 +282,15 @@ async fn compare(quick: bool) {
     let tcp_relay = |target: SocketAddr| {
         let net = net.clone();
         async move {
-            TcpRelay::bind("127.0.0.1:0".parse().unwrap(), target, net.link("a", "b").unwrap(), net.link("b", "a").unwrap(), PartitionMode::Stall)
-                .await
-                .unwrap()
+            TcpRelay::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                target,
+                net.link("a", "b").unwrap(),
+                net.link("b", "a").unwrap(),
+                PartitionMode::Stall,
+            )
+            .await
+            .unwrap()
         }
     };
     let direct_sink = tcp_relay(sink).await;
@@ -277,7 +308,16 @@ async fn compare(quick: bool) {
     let stunnel = StunnelPair::start(d, &pki, sink, echo, &ports, "wan");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rows = vec![
-        measure("direct TCP", Path2 { sink: direct_sink.local_addr(), echo: direct_echo.local_addr() }, true, quick).await,
+        measure(
+            "direct TCP",
+            Path2 {
+                sink: direct_sink.local_addr(),
+                echo: direct_echo.local_addr(),
+            },
+            true,
+            quick,
+        )
+        .await,
         measure("strait", strait.path, true, quick).await,
         measure("stunnel", stunnel.path, true, quick).await,
     ];
@@ -293,7 +333,8 @@ struct Pki {
 impl Pki {
     fn new(d: &Path) -> Pki {
         let td = TrustDomain::parse("example.org").unwrap();
-        let (ca, _) = CertificateAuthority::create(&CaOptions::new(td.clone()), SystemTime::now()).unwrap();
+        let (ca, _) =
+            CertificateAuthority::create(&CaOptions::new(td.clone()), SystemTime::now()).unwrap();
         let issue = |region: &str, name: &str| {
             let out = d.join(name);
             let id = SpiffeId::gateway(&td, region, name).unwrap();
@@ -318,13 +359,25 @@ struct StraitPair {
 }
 
 impl StraitPair {
-    async fn start(d: &Path, pki: &Pki, sink: SocketAddr, echo: SocketAddr, net: Option<Arc<Network>>, tag: &str) -> StraitPair {
+    async fn start(
+        d: &Path,
+        pki: &Pki,
+        sink: SocketAddr,
+        echo: SocketAddr,
+        net: Option<Arc<Network>>,
+        tag: &str,
+    ) -> StraitPair {
         let (wq, eq) = (free_udp(), free_udp());
         let relay = match &net {
             Some(net) => Some(
-                UdpRelay::bind("127.0.0.1:0".parse().unwrap(), wq, net.link("b", "a").unwrap(), net.link("a", "b").unwrap())
-                    .await
-                    .unwrap(),
+                UdpRelay::bind(
+                    "127.0.0.1:0".parse().unwrap(),
+                    wq,
+                    net.link("b", "a").unwrap(),
+                    net.link("a", "b").unwrap(),
+                )
+                .await
+                .unwrap(),
             ),
             None => None,
         };
@@ -332,7 +385,12 @@ impl StraitPair {
         let (isink, iecho) = (free_tcp(), free_tcp());
         let west_admin = free_tcp();
         let east_admin = free_tcp();
-        let id = |p: &Path| format!("[identity]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nbundle = \"{0}/bundle.pem\"\n", p.display());
+        let id = |p: &Path| {
+            format!(
+                "[identity]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nbundle = \"{0}/bundle.pem\"\n",
+                p.display()
+            )
+        };
         // STRAIT_BENCH_TUNNEL adds lines to [tunnel], e.g. congestion = "cubic".
         let extra = std::env::var("STRAIT_BENCH_TUNNEL").unwrap_or_default();
         let tunnel = format!("[tunnel]\n{extra}\n");
@@ -363,7 +421,10 @@ impl StraitPair {
         }
         wait_for_service(east_admin, "echo").await;
         StraitPair {
-            path: Path2 { sink: isink, echo: iecho },
+            path: Path2 {
+                sink: isink,
+                echo: iecho,
+            },
             _procs: procs,
             _relay: relay,
         }
@@ -415,7 +476,14 @@ impl StunnelPorts {
 }
 
 impl StunnelPair {
-    fn start(d: &Path, pki: &Pki, sink: SocketAddr, echo: SocketAddr, ports: &StunnelPorts, tag: &str) -> StunnelPair {
+    fn start(
+        d: &Path,
+        pki: &Pki,
+        sink: SocketAddr,
+        echo: SocketAddr,
+        ports: &StunnelPorts,
+        tag: &str,
+    ) -> StunnelPair {
         let (csink, cecho) = (free_tcp(), free_tcp());
         let tls = |p: &Path| {
             format!(
@@ -442,7 +510,12 @@ impl StunnelPair {
         for (name, conf) in [("server", server_conf), ("client", client_conf)] {
             let path = d.join(format!("{tag}-stunnel-{name}.conf"));
             std::fs::write(&path, conf).unwrap();
-            let child = Command::new("stunnel4").arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+            let child = Command::new("stunnel4")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
             procs.push(Proc(child));
         }
         for addr in [csink, cecho, ports.server_sink, ports.server_echo] {
@@ -453,7 +526,10 @@ impl StunnelPair {
             }
         }
         StunnelPair {
-            path: Path2 { sink: csink, echo: cecho },
+            path: Path2 {
+                sink: csink,
+                echo: cecho,
+            },
             _procs: procs,
         }
     }
