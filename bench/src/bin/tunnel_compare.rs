@@ -201,6 +201,11 @@ async fn measure(path: &'static str, p: Path2, wan: bool, quick: bool) -> Row {
         (true, false) => (5.0, 40, 10),
         (true, true) => (2.0, 10, 4),
     };
+    // STRAIT_BENCH_BULK_SECS overrides the bulk duration.
+    let secs = std::env::var("STRAIT_BENCH_BULK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(secs);
     let d = Duration::from_secs_f64(secs);
     Row {
         path,
@@ -212,6 +217,7 @@ async fn measure(path: &'static str, p: Path2, wan: bool, quick: bool) -> Row {
 }
 
 fn print(title: &str, rows: &[Row], rtt_ms: Option<f64>) {
+    let rtt_ms = rtt_ms.filter(|r| *r > 0.0);
     println!("### {title}");
     println!();
     println!(
@@ -275,8 +281,13 @@ async fn compare(quick: bool) {
 
     // Through netsim at 80 ms RTT (40 ms each way).
     let regions = ["a", "b"].map(String::from);
+    // STRAIT_BENCH_ONE_WAY_MS changes the simulated one-way latency.
+    let one_way: u64 = std::env::var("STRAIT_BENCH_ONE_WAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let net = Arc::new(Network::new(&regions, 1, |_, _| LinkConfig {
-        latency: Duration::from_millis(40),
+        latency: Duration::from_millis(one_way),
         ..Default::default()
     }));
     let tcp_relay = |target: SocketAddr| {
@@ -321,7 +332,24 @@ async fn compare(quick: bool) {
         measure("strait", strait.path, true, quick).await,
         measure("stunnel", stunnel.path, true, quick).await,
     ];
-    print("through netsim, 80 ms RTT, no loss", &rows, Some(80.0));
+    print(
+        &format!("through netsim, {} ms RTT, no loss", 2 * one_way),
+        &rows,
+        Some(2.0 * one_way as f64),
+    );
+    let report = net.report();
+    println!(
+        "netsim: {} datagrams/chunks delivered, {} dropped (queue full {})",
+        report
+            .iter()
+            .map(|l| l.stats.delivered_packets)
+            .sum::<u64>(),
+        report.iter().map(|l| l.stats.dropped()).sum::<u64>(),
+        report
+            .iter()
+            .map(|l| l.stats.dropped_queue_full)
+            .sum::<u64>(),
+    );
 }
 
 /// A CA and two gateway identities.
