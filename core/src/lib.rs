@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod health;
 pub mod trace;
 
 /// The ALPN protocol identifier of strait's tunnel protocol, version 1.
