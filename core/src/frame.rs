@@ -277,3 +277,53 @@ mod tests {
         }
     }
 }
+
+/// A probe carried in a QUIC datagram: one kind byte and a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Ping(u64),
+    Pong(u64),
+}
+
+impl Probe {
+    pub const LEN: usize = 9;
+
+    pub fn encode(self) -> [u8; Probe::LEN] {
+        let (kind, seq) = match self {
+            Probe::Ping(s) => (0u8, s),
+            Probe::Pong(s) => (1u8, s),
+        };
+        let mut out = [0u8; Probe::LEN];
+        out[0] = kind;
+        out[1..].copy_from_slice(&seq.to_be_bytes());
+        out
+    }
+
+    /// `None` for anything that is not exactly a probe.
+    pub fn decode(bytes: &[u8]) -> Option<Probe> {
+        if bytes.len() != Probe::LEN {
+            return None;
+        }
+        let seq = u64::from_be_bytes(bytes[1..].try_into().ok()?);
+        match bytes[0] {
+            0 => Some(Probe::Ping(seq)),
+            1 => Some(Probe::Pong(seq)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::Probe;
+
+    #[test]
+    fn probes_round_trip_and_junk_is_ignored() {
+        for p in [Probe::Ping(0), Probe::Pong(u64::MAX), Probe::Ping(42)] {
+            assert_eq!(Probe::decode(&p.encode()), Some(p));
+        }
+        assert_eq!(Probe::decode(&[2; 9]), None);
+        assert_eq!(Probe::decode(&[0; 8]), None);
+        assert_eq!(Probe::decode(&[]), None);
+    }
+}

@@ -13,6 +13,7 @@
 
 pub mod frame;
 pub mod health;
+pub mod routing;
 pub mod trace;
 
 /// The ALPN protocol identifier of strait's tunnel protocol, version 1.

@@ -48,7 +48,9 @@ struct PeerStatus {
     region: String,
     address: String,
     dialed: bool,
+    state: &'static str,
     rtt_ms: f64,
+    probe_loss: f64,
     services: Vec<ServiceStatus>,
 }
 
@@ -76,7 +78,9 @@ impl AdminState {
                 region: t.region.clone(),
                 address: t.remote_address().to_string(),
                 dialed: t.dialed,
-                rtt_ms: t.conn.rtt().as_secs_f64() * 1e3,
+                state: t.health().state.as_str(),
+                rtt_ms: t.health().rtt.unwrap_or(t.conn.rtt()).as_secs_f64() * 1e3,
+                probe_loss: t.health().loss,
                 services: t
                     .services()
                     .into_iter()

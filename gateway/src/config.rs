@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use strait_core::health::ProbeConfig;
+
 use crate::GatewayError;
 
 /// Default QUIC port.
@@ -29,6 +31,7 @@ pub struct GatewayConfig {
     pub exports: Vec<ExportConfig>,
     pub imports: Vec<ImportConfig>,
     pub tunnel: TunnelSettings,
+    pub health: ProbeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub struct ExportConfig {
 pub struct ImportConfig {
     pub service: String,
     pub listen: SocketAddr,
+    /// Regions in order of preference; empty: own region first, then any.
+    pub prefer: Vec<String>,
 }
 
 /// QUIC transport settings, sized for cross-region links.
@@ -126,6 +131,16 @@ struct RawConfig {
     import: Vec<Spanned<RawImport>>,
     #[serde(default)]
     tunnel: Option<RawTunnel>,
+    #[serde(default)]
+    health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<Spanned<String>>,
+    down_after: Option<Spanned<u32>>,
+    up_after: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +181,8 @@ struct RawExport {
 struct RawImport {
     service: Spanned<String>,
     listen: Spanned<String>,
+    #[serde(default)]
+    prefer: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -418,7 +435,16 @@ impl GatewayConfig {
             }
             let listen = src.addr(&i.listen, "import.listen")?;
             claim(listen, src.line(i.listen.span().start), "import.listen")?;
-            imports.push(ImportConfig { service, listen });
+            let prefer = i
+                .prefer
+                .iter()
+                .map(|r| src.name(r, "import.prefer"))
+                .collect::<Result<_, _>>()?;
+            imports.push(ImportConfig {
+                service,
+                listen,
+                prefer,
+            });
         }
 
         let mut tunnel = TunnelSettings::default();
@@ -452,6 +478,27 @@ impl GatewayConfig {
             }
         }
 
+        let mut health = ProbeConfig::default();
+        if let Some(h) = &raw.health {
+            if let Some(v) = &h.interval {
+                health.interval = src.duration(v, "health.interval")?;
+                if health.interval < Duration::from_millis(10) {
+                    return Err(src.err(v.span(), "health.interval", "must be at least 10ms"));
+                }
+            }
+            for (field, value, target) in [
+                ("health.down_after", &h.down_after, &mut health.down_after),
+                ("health.up_after", &h.up_after, &mut health.up_after),
+            ] {
+                if let Some(v) = value {
+                    if *v.get_ref() == 0 {
+                        return Err(src.err(v.span(), field, "must be at least 1"));
+                    }
+                    *target = *v.get_ref();
+                }
+            }
+        }
+
         Ok(GatewayConfig {
             name,
             region,
@@ -462,6 +509,7 @@ impl GatewayConfig {
             exports,
             imports,
             tunnel,
+            health,
         })
     }
 }

@@ -24,6 +24,7 @@ use crate::wire::code;
 /// Shared by every task of a gateway.
 struct Ctx {
     me: Hello,
+    health: strait_core::health::ProbeConfig,
     registry: Arc<Registry>,
     exports: Arc<Exports>,
     settings: Arc<TunnelSettings>,
@@ -107,6 +108,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         registry: registry.clone(),
         exports,
         settings: settings.clone(),
+        health: config.health.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -123,9 +125,14 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
                 })?;
         let addr = listener.local_addr().unwrap_or(import.listen);
         import_addrs.push((import.service.clone(), addr));
+        let route = crate::import::Route {
+            service: import.service.clone(),
+            prefer: import.prefer.clone(),
+            own_region: config.region.clone(),
+        };
         tasks.push(tokio::spawn(run_import(
             listener,
-            import.service.clone(),
+            route,
             registry.clone(),
             settings.clone(),
         )));
@@ -146,9 +153,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         registry: registry.clone(),
         imports: import_addrs
             .iter()
-            .map(|(service, listen)| crate::config::ImportConfig {
+            .zip(&config.imports)
+            .map(|((service, listen), import)| crate::config::ImportConfig {
                 service: service.clone(),
                 listen: *listen,
+                prefer: import.prefer.clone(),
             })
             .collect(),
         exports: config.exports.iter().map(|e| e.service.clone()).collect(),
@@ -318,6 +327,7 @@ async fn run_connection(
         );
     }
     let control = tokio::spawn(follow_control(tunnel.clone(), control_recv, buf));
+    let prober = tokio::spawn(crate::tunnel::probe(tunnel.clone(), ctx.health.clone()));
     let reason = loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
@@ -333,6 +343,7 @@ async fn run_connection(
         }
     };
     control.abort();
+    prober.abort();
     drop(control_send);
     ctx.registry.remove(&tunnel);
     match duplicate_of {

@@ -18,18 +18,27 @@ use crate::splice::{End, quic_to_tcp, reset_tcp, tcp_to_quic};
 use crate::tunnel::Registry;
 use crate::wire::{code, read_frame};
 
+/// Where an import's streams may go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub service: String,
+    pub prefer: Vec<String>,
+    pub own_region: String,
+}
+
 /// Accepts clients of one import until the listener is dropped.
 pub async fn run_import(
     listener: TcpListener,
-    service: String,
+    route: Route,
     registry: Arc<Registry>,
     settings: Arc<TunnelSettings>,
 ) {
+    let route = Arc::new(route);
     loop {
         let (client, from) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(%service, "accept failed: {e}");
+                tracing::warn!(service = %route.service, "accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -38,7 +47,7 @@ pub async fn run_import(
         tokio::spawn(serve_client(
             client,
             from,
-            service.clone(),
+            route.clone(),
             registry.clone(),
             settings.clone(),
         ));
@@ -57,13 +66,14 @@ fn new_trace() -> TraceContext {
 async fn serve_client(
     client: TcpStream,
     from: SocketAddr,
-    service: String,
+    route: Arc<Route>,
     registry: Arc<Registry>,
     settings: Arc<TunnelSettings>,
 ) {
     let started = Instant::now();
     let trace = new_trace();
-    let Some(tunnel) = registry.pick(&service) else {
+    let service = route.service.clone();
+    let Some(tunnel) = registry.pick(&service, &route.prefer, &route.own_region) else {
         tracing::warn!(%trace, %service, client = %from, outcome = "no_peer", "no tunnel offers the service; closing the client");
         let (r, w) = client.into_split();
         reset_tcp(r, w);

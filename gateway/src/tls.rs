@@ -116,6 +116,7 @@ fn transport(s: &TunnelSettings) -> Result<Arc<TransportConfig>, GatewayError> {
         IdleTimeout::try_from(s.idle_timeout).map_err(|e| GatewayError::Quic(e.to_string()))?,
     ));
     t.datagram_receive_buffer_size(Some(64 * 1024));
+    t.datagram_send_buffer_size(64 * 1024);
     if s.congestion == Congestion::Bbr {
         t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     }

@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rand::Rng;
+use std::time::Instant;
 use strait_ca::{IdentityKind, SpiffeId};
-use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, ServiceAd};
+
+use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, Probe, ServiceAd};
+use strait_core::health::{HealthEvent, ProbeConfig, ProbeTracker, TunnelHealth};
+use strait_core::routing::{self, Candidate};
 use tokio::sync::watch;
 
 use crate::wire::{code, read_frame, write_frame};
@@ -35,6 +39,15 @@ pub struct Tunnel {
     /// Another connection to the same peer is preferred: this one takes no
     /// new outgoing streams and closes once idle.
     superseded: AtomicBool,
+    health: Mutex<HealthSnapshot>,
+}
+
+/// What the probes last said about a tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthSnapshot {
+    pub state: TunnelHealth,
+    pub rtt: Option<Duration>,
+    pub loss: f64,
 }
 
 /// Counts a stream as active on its tunnel for as long as it lives.
@@ -50,6 +63,14 @@ impl Tunnel {
     pub fn track_stream(self: &Arc<Self>) -> StreamGuard {
         self.active.fetch_add(1, Ordering::SeqCst);
         StreamGuard(self.clone())
+    }
+
+    pub fn health(&self) -> HealthSnapshot {
+        *self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_health(&self, h: HealthSnapshot) {
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = h;
     }
 
     pub fn active_streams(&self) -> usize {
@@ -188,19 +209,28 @@ impl Registry {
         v
     }
 
-    /// A live tunnel whose peer offers `service`, chosen at random.
-    pub fn pick(&self, service: &str) -> Option<Arc<Tunnel>> {
-        let candidates: Vec<Arc<Tunnel>> = self
+    /// The tunnel a new stream for `service` goes to, chosen by
+    /// `strait_core::routing` from the live, non-superseded tunnels whose
+    /// peer offers it.
+    pub fn pick(&self, service: &str, prefer: &[String], own_region: &str) -> Option<Arc<Tunnel>> {
+        let offering: Vec<(Arc<Tunnel>, HealthSnapshot)> = self
             .lock()
             .values()
             .filter(|t| t.conn.close_reason().is_none() && !t.is_superseded() && t.offers(service))
-            .cloned()
+            .map(|t| (t.clone(), t.health()))
             .collect();
-        if candidates.is_empty() {
-            return None;
-        }
-        let i = rand::rng().random_range(0..candidates.len());
-        Some(candidates[i].clone())
+        let candidates: Vec<Candidate<'_>> = offering
+            .iter()
+            .map(|(t, h)| Candidate {
+                region: &t.region,
+                health: h.state,
+                rtt: h.rtt,
+            })
+            .collect();
+        let mut rng = rand::rng();
+        let coins = (rng.random::<u64>(), rng.random::<u64>());
+        let chosen = routing::choose(&candidates, prefer, own_region, coins)?;
+        Some(offering[chosen].0.clone())
     }
 
     /// Notified whenever a tunnel comes or goes.
@@ -297,6 +327,11 @@ pub async fn handshake(
         services: RwLock::new(theirs.services),
         active: AtomicUsize::new(0),
         superseded: AtomicBool::new(false),
+        health: Mutex::new(HealthSnapshot {
+            state: TunnelHealth::Up,
+            rtt: None,
+            loss: 0.0,
+        }),
     });
     Ok((tunnel, send, recv, buf))
 }
@@ -322,6 +357,51 @@ pub async fn follow_control(tunnel: Arc<Tunnel>, mut recv: quinn::RecvStream, mu
             }
             Err(crate::wire::WireError::Timeout(_)) => continue,
             Err(_) => return,
+        }
+    }
+}
+
+/// Probes a tunnel with QUIC datagrams and keeps its health up to date,
+/// answering the peer's probes too, until the connection closes.
+pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig) {
+    let mut tracker = ProbeTracker::new(config, Instant::now(), Some(tunnel.conn.rtt()));
+    loop {
+        let wake = tokio::time::Instant::from_std(tracker.poll_timeout());
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {}
+            datagram = tunnel.conn.read_datagram() => match datagram {
+                Ok(bytes) => match Probe::decode(&bytes) {
+                    Some(Probe::Ping(seq)) => {
+                        let _ = tunnel.conn.send_datagram(Probe::Pong(seq).encode().to_vec().into());
+                    }
+                    Some(Probe::Pong(seq)) => tracker.handle_pong(seq, Instant::now()),
+                    None => {}
+                },
+                Err(_) => tracker.handle_closed(),
+            }
+        }
+        let now = Instant::now();
+        tracker.handle_timeout(now);
+        while let Some(seq) = tracker.poll_probe(now) {
+            let _ = tunnel
+                .conn
+                .send_datagram(Probe::Ping(seq).encode().to_vec().into());
+        }
+        while let Some(HealthEvent::Changed { from, to }) = tracker.poll_event() {
+            let level_warn = to != TunnelHealth::Up;
+            if level_warn {
+                tracing::warn!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), loss = tracker.loss(), "tunnel health changed");
+            } else {
+                tracing::info!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), "tunnel health changed");
+            }
+        }
+        tunnel.set_health(HealthSnapshot {
+            state: tracker.state(),
+            rtt: tracker.rtt(),
+            loss: tracker.loss(),
+        });
+        if tunnel.conn.close_reason().is_some() {
+            return;
         }
     }
 }

@@ -77,6 +77,8 @@ pub struct GatewaySpec {
     pub identity: PathBuf,
     /// Extra lines for the [tunnel] section.
     pub tunnel: Vec<String>,
+    /// `prefer` of every import.
+    pub prefer: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -91,6 +93,7 @@ impl GatewaySpec {
             imports: Vec::new(),
             identity,
             tunnel: Vec::new(),
+            prefer: Vec::new(),
         }
     }
 
@@ -119,8 +122,12 @@ impl GatewaySpec {
                 allow.join(", ")
             );
         }
+        let prefer: Vec<String> = self.prefer.iter().map(|r| format!("\"{r}\"")).collect();
         for (service, listen) in &self.imports {
-            s += &format!("\n[[import]]\nservice = \"{service}\"\nlisten = \"{listen}\"\n");
+            s += &format!(
+                "\n[[import]]\nservice = \"{service}\"\nlisten = \"{listen}\"\nprefer = [{}]\n",
+                prefer.join(", ")
+            );
         }
         s
     }

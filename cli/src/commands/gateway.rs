@@ -89,8 +89,10 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         imports: vec![ImportConfig {
             service: args.service.clone(),
             listen: args.listen,
+            prefer: Vec::new(),
         }],
         tunnel: TunnelSettings::default(),
+        health: Default::default(),
     };
     serve(config, &args.runtime)
 }

@@ -1,0 +1,123 @@
+//! Route choice, sans-IO: which peer a new stream goes to. A pure function
+//! over a snapshot of candidates; it never performs I/O, and the caller
+//! supplies the randomness, so tests decide every coin flip.
+//!
+//! Candidates are ordered in tiers: the import's `prefer` list when given,
+//! otherwise the gateway's own region first, then the rest. Up candidates
+//! beat Degraded ones across all tiers; Down ones are never chosen. Inside
+//! a tier, power of two choices on smoothed RTT.
+
+use std::time::Duration;
+
+use crate::health::TunnelHealth;
+
+/// One peer that offers the service, as the router sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate<'a> {
+    pub region: &'a str,
+    pub health: TunnelHealth,
+    pub rtt: Option<Duration>,
+}
+
+/// The tier of a region: lower is preferred.
+pub fn tier(region: &str, prefer: &[String], own_region: &str) -> usize {
+    if prefer.is_empty() {
+        usize::from(region != own_region)
+    } else {
+        prefer
+            .iter()
+            .position(|p| p == region)
+            .unwrap_or(prefer.len())
+    }
+}
+
+/// Chooses among `candidates`; `coins` are two random numbers from the
+/// caller. Returns the index of the chosen candidate.
+pub fn choose(
+    candidates: &[Candidate<'_>],
+    prefer: &[String],
+    own_region: &str,
+    coins: (u64, u64),
+) -> Option<usize> {
+    for wanted in [TunnelHealth::Up, TunnelHealth::Degraded] {
+        let best_tier = candidates
+            .iter()
+            .filter(|c| c.health == wanted)
+            .map(|c| tier(c.region, prefer, own_region))
+            .min();
+        let Some(best_tier) = best_tier else { continue };
+        let pool: Vec<usize> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.health == wanted && tier(c.region, prefer, own_region) == best_tier)
+            .map(|(i, _)| i)
+            .collect();
+        if pool.len() == 1 {
+            return Some(pool[0]);
+        }
+        // Power of two choices: two distinct random picks, the faster wins.
+        let a = pool[(coins.0 % pool.len() as u64) as usize];
+        let mut b = pool[(coins.1 % pool.len() as u64) as usize];
+        if a == b {
+            b = pool[((coins.1 + 1) % pool.len() as u64) as usize];
+        }
+        let rtt = |i: usize| candidates[i].rtt.unwrap_or(Duration::MAX);
+        return Some(if rtt(b) < rtt(a) { b } else { a });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(region: &str, health: TunnelHealth, rtt_ms: u64) -> Candidate<'_> {
+        Candidate {
+            region,
+            health,
+            rtt: Some(Duration::from_millis(rtt_ms)),
+        }
+    }
+
+    const UP: TunnelHealth = TunnelHealth::Up;
+    const DEG: TunnelHealth = TunnelHealth::Degraded;
+    const DOWN: TunnelHealth = TunnelHealth::Down;
+
+    #[test]
+    fn prefer_list_decides_the_tier() {
+        let prefer = vec!["us-east".to_string(), "ap-south".to_string()];
+        let cands = [c("ap-south", UP, 10), c("us-east", UP, 90)];
+        for coins in [(0, 0), (0, 1), (1, 0), (7, 3)] {
+            assert_eq!(choose(&cands, &prefer, "eu-west", coins), Some(1));
+        }
+    }
+
+    #[test]
+    fn own_region_first_without_a_prefer_list() {
+        let cands = [c("us-east", UP, 1), c("eu-west", UP, 50)];
+        assert_eq!(choose(&cands, &[], "eu-west", (0, 1)), Some(1));
+    }
+
+    #[test]
+    fn down_is_never_chosen_and_degraded_only_when_nothing_is_up() {
+        let prefer = vec!["us-east".to_string()];
+        let cands = [c("us-east", DOWN, 1), c("ap-south", UP, 200)];
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(1));
+        let cands = [c("us-east", DEG, 1), c("ap-south", UP, 200)];
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(1));
+        let cands = [c("us-east", DEG, 1), c("ap-south", DOWN, 200)];
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(0));
+        let cands = [c("us-east", DOWN, 1)];
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), None);
+        assert_eq!(choose(&[], &prefer, "eu-west", (0, 0)), None);
+    }
+
+    #[test]
+    fn two_choices_take_the_lower_rtt() {
+        let cands = [c("x", UP, 80), c("x", UP, 20), c("x", UP, 50)];
+        assert_eq!(choose(&cands, &[], "x", (0, 1)), Some(1));
+        assert_eq!(choose(&cands, &[], "x", (0, 2)), Some(2));
+        // Equal coins still compare two different candidates.
+        assert_eq!(choose(&cands, &[], "x", (0, 0)), Some(1));
+    }
+}
