@@ -10,18 +10,29 @@ use std::time::{Duration, Instant};
 
 use super::strait;
 
-/// A free loopback port for UDP (QUIC) and one for TCP. The port is
-/// released before use, so another process could take it first; tests
-/// accept that small race.
+/// An address for a listener a gateway will bind later. The port is found
+/// free and released, so something else could take it before the gateway
+/// binds it: outgoing connections take ephemeral ports all the time. Each
+/// address is therefore on its own loopback IP (127.x.y.z; all of 127/8 is
+/// loopback on Linux), where nothing else binds or connects from.
+fn fresh_loopback_ip() -> std::net::Ipv4Addr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ n.wrapping_mul(40_503);
+    let [a, b, _, _] = seed.to_le_bytes();
+    std::net::Ipv4Addr::new(127, a.max(1), b.max(1), (n % 250 + 2) as u8)
+}
+
 pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
+    UdpSocket::bind((fresh_loopback_ip(), 0))
         .unwrap()
         .local_addr()
         .unwrap()
 }
 
 pub fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    std::net::TcpListener::bind((fresh_loopback_ip(), 0))
         .unwrap()
         .local_addr()
         .unwrap()
