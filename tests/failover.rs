@@ -15,11 +15,28 @@ use support::mesh::{GatewayProcess, GatewaySpec, TestCa, free_tcp};
 
 /// A target that answers each connection with its tag, then echoes.
 fn tagged_target(tag: u8) -> SocketAddr {
+    stoppable_target(tag).0
+}
+
+/// A tagged target whose listener closes (connections refused) once the
+/// returned flag is set.
+fn stoppable_target(tag: u8) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
+        while !stopped.load(Ordering::SeqCst) {
+            let mut s = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            s.set_nonblocking(false).unwrap();
             std::thread::spawn(move || {
                 if s.write_all(&[tag]).is_err() {
                     return;
@@ -33,7 +50,7 @@ fn tagged_target(tag: u8) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, stop)
 }
 
 /// Which region served one connection, or `None` if it failed or stalled
@@ -51,14 +68,19 @@ struct Drill {
     _dir: tempfile::TempDir,
     net: Arc<Network>,
     _relays: Vec<UdpRelay>,
-    _gateways: Vec<GatewayProcess>,
+    /// us-east, ap-south, eu-west.
+    gateways: Vec<GatewayProcess>,
+    /// eu-west's import of `svc` (us-east preferred, ap-south second).
     import: SocketAddr,
-    a: usize,
+    /// eu-west's import of `only-b`, exported by us-east alone.
+    only_b: SocketAddr,
+    /// Stops us-east's `svc` target.
+    stop_b_target: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drill {
     fn gateway(&self) -> &GatewayProcess {
-        &self._gateways[self.a]
+        &self.gateways[2]
     }
 }
 
@@ -101,10 +123,17 @@ fn drill(rt: &tokio::runtime::Runtime) -> Drill {
         .collect();
     a.peers.push(("us-east".into(), relays[0].local_addr()));
     a.peers.push(("ap-south".into(), relays[1].local_addr()));
-    b.exports.push(("svc".into(), tagged_target(b'B'), vec![]));
+    let (b_target, stop_b_target) = stoppable_target(b'B');
+    b.exports.push(("svc".into(), b_target, vec![]));
+    b.exports
+        .push(("only-b".into(), tagged_target(b'b'), vec![]));
     c.exports.push(("svc".into(), tagged_target(b'C'), vec![]));
-    let import = free_tcp();
+    for spec in [&mut a, &mut b, &mut c] {
+        spec.health = vec!["target_check = \"200ms\"".into()];
+    }
+    let (import, only_b) = (free_tcp(), free_tcp());
     a.imports.push(("svc".into(), import));
+    a.imports.push(("only-b".into(), only_b));
     a.prefer = vec!["us-east".into(), "ap-south".into()];
     let gateways: Vec<GatewayProcess> = [&b, &c, &a]
         .into_iter()
@@ -122,9 +151,10 @@ fn drill(rt: &tokio::runtime::Runtime) -> Drill {
         _dir: dir,
         net,
         _relays: relays,
-        _gateways: gateways,
+        gateways,
         import,
-        a: 2,
+        only_b,
+        stop_b_target,
     }
 }
 
@@ -209,4 +239,129 @@ fn an_asymmetric_partition_is_detected_like_a_full_one() {
     // us-east -> eu-west dropped, eu-west -> us-east flowing: probes arrive,
     // answers do not.
     cut_and_heal(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
+}
+
+#[test]
+fn a_dead_target_fails_over_while_the_other_services_of_its_region_stay() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = drill(&rt);
+    assert_eq!(served_by(d.import, Duration::from_secs(5)), Some(b'B'));
+    let stopped_at = Instant::now();
+    d.stop_b_target
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    loop {
+        if served_by(d.import, Duration::from_secs(5)) == Some(b'C') {
+            break;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(10),
+            "svc never failed over:\n{}",
+            d.gateway().log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "service failover: {:?} after the target died",
+        stopped_at.elapsed()
+    );
+    for _ in 0..10 {
+        assert_eq!(served_by(d.import, Duration::from_secs(5)), Some(b'C'));
+        assert_eq!(
+            served_by(d.only_b, Duration::from_secs(5)),
+            Some(b'b'),
+            "us-east's other service must keep working"
+        );
+    }
+    // The tunnel to us-east stayed up throughout.
+    let status = d.gateway().status().unwrap();
+    assert!(
+        status["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "up"),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_draining_gateway_loses_no_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut d = drill(&rt);
+    // A connection open on us-east before the drain must finish normally.
+    let mut long = TcpStream::connect(d.import).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    long.write_all(b"1").unwrap();
+    let mut first = [0u8; 2];
+    long.read_exact(&mut first).unwrap();
+    assert_eq!(first, *b"B1");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed, import) = (stop.clone(), ok.clone(), failed.clone(), d.import);
+        std::thread::spawn(move || {
+            let mut served = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match served_by(import, Duration::from_secs(5)) {
+                    Some(tag) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        served.push((Instant::now(), tag));
+                    }
+                    None => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            served
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let drain_at = Instant::now();
+    d.gateways[0].signal_term();
+    // The long connection still works while us-east drains, then closes.
+    std::thread::sleep(Duration::from_millis(300));
+    long.write_all(b"2").unwrap();
+    let mut second = [0u8; 1];
+    long.read_exact(&mut second).unwrap();
+    assert_eq!(second, *b"2");
+    long.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    long.read_to_end(&mut rest).unwrap();
+    let status = d.gateways[0].wait_exit();
+    assert!(
+        status.success(),
+        "drained gateway exited with {status}:\n{}",
+        d.gateways[0].log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    let served = load.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "connections failed during the drain"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 5);
+    let first_c = served
+        .iter()
+        .find(|(t, tag)| *t > drain_at && *tag == b'C')
+        .map(|(t, _)| *t - drain_at);
+    eprintln!("drain: first connection served by ap-south {first_c:?} after SIGTERM");
+    assert!(
+        first_c.is_some_and(|t| t < Duration::from_secs(1)),
+        "{first_c:?}"
+    );
+    let log = d.gateways[0].log_text();
+    assert!(log.contains("draining"), "{log}");
 }

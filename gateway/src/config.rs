@@ -32,6 +32,10 @@ pub struct GatewayConfig {
     pub imports: Vec<ImportConfig>,
     pub tunnel: TunnelSettings,
     pub health: ProbeConfig,
+    /// How often exported targets are checked (TCP connect).
+    pub target_check: Duration,
+    /// How long a draining gateway lets active streams finish.
+    pub drain_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +143,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     interval: Option<Spanned<String>>,
+    target_check: Option<Spanned<String>>,
     down_after: Option<Spanned<u32>>,
     up_after: Option<Spanned<u32>>,
 }
@@ -148,6 +153,7 @@ struct RawHealth {
 struct RawGateway {
     name: Spanned<String>,
     region: Spanned<String>,
+    drain_grace: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
 }
@@ -479,7 +485,11 @@ impl GatewayConfig {
         }
 
         let mut health = ProbeConfig::default();
+        let mut target_check = Duration::from_secs(1);
         if let Some(h) = &raw.health {
+            if let Some(v) = &h.target_check {
+                target_check = src.duration(v, "health.target_check")?;
+            }
             if let Some(v) = &h.interval {
                 health.interval = src.duration(v, "health.interval")?;
                 if health.interval < Duration::from_millis(10) {
@@ -499,6 +509,11 @@ impl GatewayConfig {
             }
         }
 
+        let drain_grace = match &gw.drain_grace {
+            Some(v) => src.duration(v, "gateway.drain_grace")?,
+            None => Duration::from_secs(30),
+        };
+
         Ok(GatewayConfig {
             name,
             region,
@@ -510,6 +525,8 @@ impl GatewayConfig {
             imports,
             tunnel,
             health,
+            target_check,
+            drain_grace,
         })
     }
 }

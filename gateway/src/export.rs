@@ -3,7 +3,8 @@
 //! A refusal answers the stream and never touches the tunnel.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strait_core::frame::{Message, Open, Status, StatusCode};
@@ -12,7 +13,7 @@ use tokio::net::TcpStream;
 use wildmatch::WildMatch;
 
 use crate::config::{ExportConfig, TunnelSettings};
-use crate::tunnel::Tunnel;
+use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame, write_frame};
 
 /// The exports of this gateway, with compiled allow patterns.
@@ -26,7 +27,14 @@ pub struct Exports {
 struct Export {
     config: ExportConfig,
     allow: Vec<WildMatch>,
+    /// Last verdict of the target check; starts healthy.
+    healthy: AtomicBool,
+    failures: AtomicU32,
 }
+
+/// Consecutive failed connects before a target counts as down; one
+/// success brings it back.
+const TARGET_DOWN_AFTER: u32 = 2;
 
 impl Exports {
     pub fn new(configs: &[ExportConfig], trust_domain: &str) -> Self {
@@ -36,6 +44,8 @@ impl Exports {
                 .map(|c| Export {
                     config: c.clone(),
                     allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
+                    healthy: AtomicBool::new(true),
+                    failures: AtomicU32::new(0),
                 })
                 .collect(),
             trust_domain: trust_domain.to_owned(),
@@ -47,9 +57,53 @@ impl Exports {
             .iter()
             .map(|e| strait_core::frame::ServiceAd {
                 name: e.config.service.clone(),
-                healthy: true,
+                healthy: e.healthy.load(Ordering::SeqCst),
             })
             .collect()
+    }
+
+    /// Checks every target with a TCP connect each `interval`; when a
+    /// verdict changes, tells every peer with an UPDATE, so a service whose
+    /// target died fails over on its own while the tunnel stays up.
+    pub async fn check_targets(
+        self: Arc<Self>,
+        registry: Arc<Registry>,
+        interval: Duration,
+        timeout: Duration,
+    ) {
+        loop {
+            let mut changed = false;
+            for e in &self.services {
+                let ok = matches!(
+                    tokio::time::timeout(timeout, TcpStream::connect(&e.config.target)).await,
+                    Ok(Ok(_))
+                );
+                let failures = if ok {
+                    e.failures.store(0, Ordering::SeqCst);
+                    0
+                } else {
+                    e.failures.fetch_add(1, Ordering::SeqCst) + 1
+                };
+                let healthy = ok || failures < TARGET_DOWN_AFTER;
+                if e.healthy.swap(healthy, Ordering::SeqCst) != healthy {
+                    changed = true;
+                    if healthy {
+                        tracing::info!(service = %e.config.service, target = %e.config.target, "target healthy again");
+                    } else {
+                        tracing::warn!(service = %e.config.service, target = %e.config.target, "target unreachable; telling peers");
+                    }
+                }
+            }
+            if changed {
+                let update = Message::Update(strait_core::frame::Update {
+                    services: self.ads(),
+                });
+                for t in registry.tunnels() {
+                    t.send_control(&update).await;
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
     }
 
     /// The export for `service` if `peer` may open it.

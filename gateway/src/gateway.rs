@@ -34,6 +34,8 @@ struct Ctx {
 /// [`RunningGateway::shutdown`].
 pub struct RunningGateway {
     endpoint: quinn::Endpoint,
+    imports: Vec<JoinHandle<()>>,
+    drain_grace: Duration,
     registry: Arc<Registry>,
     admin: Arc<AdminState>,
     tasks: Vec<JoinHandle<()>>,
@@ -61,9 +63,48 @@ impl RunningGateway {
         &self.registry
     }
 
+    /// Drains, then shuts down: new client connections are refused at
+    /// once, peers get GOAWAY (and stop sending new streams without waiting
+    /// for probes to notice), `/readyz` turns not-ready, and active streams
+    /// get up to the drain grace period to finish.
+    pub async fn drain(self) {
+        tracing::info!(grace = ?self.drain_grace, "draining");
+        self.admin.draining.store(true, Ordering::SeqCst);
+        for import in &self.imports {
+            import.abort();
+        }
+        let goaway = strait_core::frame::Message::GoAway(strait_core::frame::GoAway {
+            reason: "draining".into(),
+        });
+        for t in self.registry.tunnels() {
+            t.send_control(&goaway).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.drain_grace;
+        loop {
+            let active: usize = self
+                .registry
+                .tunnels()
+                .iter()
+                .map(|t| t.active_streams())
+                .sum();
+            if active == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(active, "drain grace over; closing streams still open");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.shutdown().await;
+    }
+
     /// Stops accepting, closes every tunnel and waits (briefly) for the
     /// peers to learn of it.
     pub async fn shutdown(self) {
+        for import in &self.imports {
+            import.abort();
+        }
         self.admin.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         for t in &self.tasks {
@@ -106,7 +147,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             services: exports.ads(),
         },
         registry: registry.clone(),
-        exports,
+        exports: exports.clone(),
         settings: settings.clone(),
         health: config.health.clone(),
     });
@@ -114,6 +155,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     let mut tasks = Vec::new();
 
     let mut import_addrs = Vec::new();
+    let mut imports = Vec::new();
     for import in &config.imports {
         let listener =
             TcpListener::bind(import.listen)
@@ -130,7 +172,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             prefer: import.prefer.clone(),
             own_region: config.region.clone(),
         };
-        tasks.push(tokio::spawn(run_import(
+        imports.push(tokio::spawn(run_import(
             listener,
             route,
             registry.clone(),
@@ -166,6 +208,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     });
     tasks.push(tokio::spawn(serve_admin(admin_listener, admin.clone())));
     tasks.push(tokio::spawn(accept_loop(endpoint.clone(), ctx.clone())));
+    tasks.push(tokio::spawn(exports.clone().check_targets(
+        registry.clone(),
+        config.target_check,
+        settings.connect_timeout.min(config.target_check),
+    )));
     for peer in &config.peers {
         let client = tls.client_config(peer.region.as_deref(), &settings)?;
         for address in &peer.addresses {
@@ -186,6 +233,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     );
     Ok(RunningGateway {
         endpoint,
+        imports,
+        drain_grace: config.drain_grace,
         registry,
         admin,
         tasks,
@@ -303,15 +352,23 @@ async fn run_connection(
     ctx: Arc<Ctx>,
 ) -> Result<(), String> {
     let remote = conn.remote_address();
-    let (tunnel, control_send, control_recv, buf) =
-        match handshake(conn.clone(), dialed, ctx.me.clone()).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(peer_addr = %remote, "peer refused: {e}");
-                conn.close(code::BAD_HELLO, e.to_string().as_bytes());
-                return Err(e.to_string());
-            }
-        };
+    let (tunnel, control_send, control_recv, buf) = match handshake(
+        conn.clone(),
+        dialed,
+        Hello {
+            services: ctx.exports.ads(),
+            ..ctx.me.clone()
+        },
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(peer_addr = %remote, "peer refused: {e}");
+            conn.close(code::BAD_HELLO, e.to_string().as_bytes());
+            return Err(e.to_string());
+        }
+    };
     let duplicate_of = match ctx.registry.register(tunnel.clone()) {
         Registered::Kept => None,
         Registered::Duplicate(existing) => {
@@ -326,6 +383,7 @@ async fn run_connection(
             "tunnel up"
         );
     }
+    tunnel.set_control(control_send).await;
     let control = tokio::spawn(follow_control(tunnel.clone(), control_recv, buf));
     let prober = tokio::spawn(crate::tunnel::probe(tunnel.clone(), ctx.health.clone()));
     let reason = loop {
@@ -344,7 +402,6 @@ async fn run_connection(
     };
     control.abort();
     prober.abort();
-    drop(control_send);
     ctx.registry.remove(&tunnel);
     match duplicate_of {
         None => tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}"),

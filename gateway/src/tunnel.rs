@@ -40,6 +40,8 @@ pub struct Tunnel {
     /// new outgoing streams and closes once idle.
     superseded: AtomicBool,
     health: Mutex<HealthSnapshot>,
+    /// Our side of the control stream, for UPDATE and GOAWAY.
+    control: tokio::sync::Mutex<Option<quinn::SendStream>>,
 }
 
 /// What the probes last said about a tunnel.
@@ -63,6 +65,21 @@ impl Tunnel {
     pub fn track_stream(self: &Arc<Self>) -> StreamGuard {
         self.active.fetch_add(1, Ordering::SeqCst);
         StreamGuard(self.clone())
+    }
+
+    /// Sends a frame on the control stream (UPDATE, GOAWAY); a failure
+    /// means the tunnel is going away and is only logged.
+    pub async fn send_control(&self, msg: &Message) {
+        let mut guard = self.control.lock().await;
+        if let Some(send) = guard.as_mut()
+            && let Err(e) = crate::wire::write_frame(send, msg).await
+        {
+            tracing::debug!(peer = %self.peer, "control frame not sent: {e}");
+        }
+    }
+
+    pub async fn set_control(&self, send: quinn::SendStream) {
+        *self.control.lock().await = Some(send);
     }
 
     pub fn health(&self) -> HealthSnapshot {
@@ -332,6 +349,7 @@ pub async fn handshake(
             rtt: None,
             loss: 0.0,
         }),
+        control: tokio::sync::Mutex::new(None),
     });
     Ok((tunnel, send, recv, buf))
 }

@@ -90,6 +90,8 @@ pub struct GatewaySpec {
     pub tunnel: Vec<String>,
     /// `prefer` of every import.
     pub prefer: Vec<String>,
+    /// Lines of the [health] section.
+    pub health: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -105,6 +107,7 @@ impl GatewaySpec {
             identity,
             tunnel: Vec::new(),
             prefer: Vec::new(),
+            health: Vec::new(),
         }
     }
 
@@ -123,6 +126,12 @@ impl GatewaySpec {
                 .collect::<String>(),
             id = self.identity.display()
         );
+        if !self.health.is_empty() {
+            s += "\n[health]\n";
+            for line in &self.health {
+                s += &format!("{line}\n");
+            }
+        }
         for (region, addr) in &self.peers {
             s += &format!("\n[[peer]]\nregion = \"{region}\"\naddresses = [\"{addr}\"]\n");
         }
@@ -218,6 +227,28 @@ impl GatewayProcess {
                 })
             })
         });
+    }
+
+    /// Sends SIGTERM (the gateway starts draining).
+    pub fn signal_term(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    }
+
+    /// Waits (up to 30 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit after SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn peer_count(&self) -> usize {

@@ -93,6 +93,8 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         }],
         tunnel: TunnelSettings::default(),
         health: Default::default(),
+        target_check: std::time::Duration::from_secs(1),
+        drain_grace: std::time::Duration::from_secs(30),
     };
     serve(config, &args.runtime)
 }
@@ -115,8 +117,7 @@ fn serve(config: GatewayConfig, rt: &RuntimeArgs) -> anyhow::Result<ExitCode> {
             tracing::info!(%service, listen = %addr, "import listening");
         }
         wait_for_signal().await?;
-        tracing::info!("shutting down");
-        gateway.shutdown().await;
+        gateway.drain().await;
         Ok(ExitCode::SUCCESS)
     })
 }
