@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod breaker;
+pub mod budget;
 pub mod frame;
 pub mod health;
 pub mod routing;
