@@ -103,6 +103,12 @@ impl ProbeTracker {
         self.state
     }
 
+    /// Probes missed in a row: one is not yet Down, but new streams have
+    /// reason to prefer another path meanwhile.
+    pub fn consecutive_missed(&self) -> u32 {
+        self.consecutive_missed
+    }
+
     /// Smoothed RTT (EWMA, 1/8 gain), once a PONG has arrived.
     pub fn rtt(&self) -> Option<Duration> {
         self.srtt

@@ -17,6 +17,20 @@ pub struct Candidate<'a> {
     pub region: &'a str,
     pub health: TunnelHealth,
     pub rtt: Option<Duration>,
+    /// Its latest probe went unanswered: not Down yet, but an Up candidate
+    /// without a missed probe is better. This moves new streams off a cut
+    /// path one probe timeout after the cut instead of three.
+    pub suspect: bool,
+}
+
+impl Candidate<'_> {
+    /// The health the choice goes by: a suspect Up counts as Degraded.
+    fn effective(&self) -> TunnelHealth {
+        match (self.health, self.suspect) {
+            (TunnelHealth::Up, true) => TunnelHealth::Degraded,
+            (h, _) => h,
+        }
+    }
 }
 
 /// The tier of a region: lower is preferred.
@@ -42,14 +56,16 @@ pub fn choose(
     for wanted in [TunnelHealth::Up, TunnelHealth::Degraded] {
         let best_tier = candidates
             .iter()
-            .filter(|c| c.health == wanted)
+            .filter(|c| c.effective() == wanted)
             .map(|c| tier(c.region, prefer, own_region))
             .min();
         let Some(best_tier) = best_tier else { continue };
         let pool: Vec<usize> = candidates
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.health == wanted && tier(c.region, prefer, own_region) == best_tier)
+            .filter(|(_, c)| {
+                c.effective() == wanted && tier(c.region, prefer, own_region) == best_tier
+            })
             .map(|(i, _)| i)
             .collect();
         if pool.len() == 1 {
@@ -76,7 +92,20 @@ mod tests {
             region,
             health,
             rtt: Some(Duration::from_millis(rtt_ms)),
+            suspect: false,
         }
+    }
+
+    #[test]
+    fn a_suspect_preferred_peer_yields_to_a_healthy_second_choice() {
+        let prefer = vec!["us-east".to_string(), "ap-south".to_string()];
+        let mut cands = vec![c("us-east", UP, 80), c("ap-south", UP, 150)];
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(0));
+        cands[0].suspect = true;
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(1));
+        // With no better choice, a suspect peer is still used.
+        cands[1].health = DOWN;
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(0));
     }
 
     const UP: TunnelHealth = TunnelHealth::Up;

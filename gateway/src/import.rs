@@ -2,21 +2,39 @@
 //! becomes a service stream on a tunnel whose peer offers the service. The
 //! OPEN frame and the client's first bytes leave at once, without waiting
 //! for the answer: a new connection costs one round trip.
+//!
+//! Until the exporting side answers OK nothing has reached its target, so
+//! the client's early bytes are kept (up to [`EARLY_MAX`]; past that the
+//! client is not read until the answer) and replayed on the next candidate
+//! when a peer refuses, resets, or its tunnel is found Down. Retries come
+//! out of a retry budget; a circuit breaker per (peer, service) ejects
+//! peers that keep failing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rand::RngCore;
+use strait_ca::SpiffeId;
+use strait_core::breaker::{BreakerConfig, BreakerTransition, CircuitBreaker};
+use strait_core::budget::RetryBudget;
 use strait_core::frame::{self, Message, Open, StatusCode};
+use strait_core::health::TunnelHealth;
 use strait_core::trace::TraceContext;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::TunnelSettings;
 use crate::splice::{End, quic_to_tcp, reset_tcp, tcp_to_quic};
-use crate::tunnel::Registry;
+use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame};
+
+/// Client bytes kept for replay before the answer arrives.
+pub const EARLY_MAX: usize = 64 * 1024;
+const HEALTH_POLL: Duration = Duration::from_millis(25);
 
 /// Where an import's streams may go.
 #[derive(Debug, Clone)]
@@ -26,6 +44,75 @@ pub struct Route {
     pub own_region: String,
 }
 
+/// Per-import routing state shared by its client connections.
+#[derive(Debug)]
+pub struct RouteState {
+    pub route: Route,
+    breakers: Mutex<HashMap<SpiffeId, CircuitBreaker>>,
+    budget: Mutex<RetryBudget>,
+}
+
+impl RouteState {
+    pub fn new(route: Route) -> Self {
+        RouteState {
+            route,
+            breakers: Mutex::new(HashMap::new()),
+            budget: Mutex::new(RetryBudget::default()),
+        }
+    }
+
+    fn breakers(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, CircuitBreaker>> {
+        self.breakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next candidate: not tried yet for this client, circuit not open.
+    fn choose(&self, registry: &Registry, tried: &[SpiffeId]) -> Option<Arc<Tunnel>> {
+        let now = Instant::now();
+        let tunnel = {
+            let breakers = self.breakers();
+            registry.pick(
+                &self.route.service,
+                &self.route.prefer,
+                &self.route.own_region,
+                |t| {
+                    !tried.contains(&t.peer)
+                        && breakers.get(&t.peer).is_none_or(|b| b.would_allow(now))
+                },
+            )?
+        };
+        self.breakers()
+            .entry(tunnel.peer.clone())
+            .or_insert_with(|| CircuitBreaker::new(BreakerConfig::default()))
+            .allow(now);
+        Some(tunnel)
+    }
+
+    fn record(&self, peer: &SpiffeId, ok: bool) {
+        let mut breakers = self.breakers();
+        let b = breakers
+            .entry(peer.clone())
+            .or_insert_with(|| CircuitBreaker::new(BreakerConfig::default()));
+        let transition = if ok {
+            b.record_success()
+        } else {
+            b.record_failure(Instant::now())
+        };
+        match transition {
+            BreakerTransition::Opened => {
+                tracing::warn!(service = %self.route.service, %peer, "circuit opened: peer ejected for this service")
+            }
+            BreakerTransition::Closed => {
+                tracing::info!(service = %self.route.service, %peer, "circuit closed")
+            }
+            BreakerTransition::None => {}
+        }
+    }
+}
+
 /// Accepts clients of one import until the listener is dropped.
 pub async fn run_import(
     listener: TcpListener,
@@ -33,13 +120,13 @@ pub async fn run_import(
     registry: Arc<Registry>,
     settings: Arc<TunnelSettings>,
 ) {
-    let route = Arc::new(route);
+    let state = Arc::new(RouteState::new(route));
     loop {
         let (client, from) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(service = %route.service, "accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tracing::warn!(service = %state.route.service, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -47,7 +134,7 @@ pub async fn run_import(
         tokio::spawn(serve_client(
             client,
             from,
-            route.clone(),
+            state.clone(),
             registry.clone(),
             settings.clone(),
         ));
@@ -63,51 +150,92 @@ fn new_trace() -> TraceContext {
     TraceContext::from_random(trace_id, span_id)
 }
 
+/// The client bytes read before the answer, and whether the client has
+/// finished sending.
+#[derive(Debug, Default)]
+struct Early {
+    bytes: BytesMut,
+    eof: bool,
+}
+
+/// How one attempt on one peer ended.
+enum Attempt {
+    Accepted {
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        leftover: BytesMut,
+    },
+    /// Worth trying elsewhere: nothing reached the target.
+    Retry(String),
+    /// The client went away; nothing more to do.
+    ClientGone,
+}
+
 async fn serve_client(
     client: TcpStream,
     from: SocketAddr,
-    route: Arc<Route>,
+    state: Arc<RouteState>,
     registry: Arc<Registry>,
     settings: Arc<TunnelSettings>,
 ) {
     let started = Instant::now();
     let trace = new_trace();
-    let service = route.service.clone();
-    let Some(tunnel) = registry.pick(&service, &route.prefer, &route.own_region) else {
-        tracing::warn!(%trace, %service, client = %from, outcome = "no_peer", "no tunnel offers the service; closing the client");
-        let (r, w) = client.into_split();
-        reset_tcp(r, w);
+    let service = state.route.service.clone();
+    let (mut cr, mut cw) = client.into_split();
+    let mut early = Early::default();
+    let mut tried: Vec<SpiffeId> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    state.budget().record_open(Instant::now());
+
+    let accepted = loop {
+        if !tried.is_empty() && !state.budget().try_retry(Instant::now()) {
+            reasons.push("retry budget exhausted".into());
+            break None;
+        }
+        let Some(tunnel) = state.choose(&registry, &tried) else {
+            if tried.is_empty() {
+                reasons.push("no tunnel offers the service".into());
+            }
+            break None;
+        };
+        tried.push(tunnel.peer.clone());
+        let guard = tunnel.track_stream();
+        match attempt(&tunnel, &trace, &service, &mut cr, &mut early, &settings).await {
+            Attempt::Accepted {
+                send,
+                recv,
+                leftover,
+            } => {
+                state.record(&tunnel.peer, true);
+                if tried.len() > 1 {
+                    tracing::info!(%trace, %service, peer = %tunnel.peer, attempts = tried.len(), "stream retried and accepted");
+                }
+                break Some((tunnel, guard, send, recv, leftover));
+            }
+            Attempt::Retry(reason) => {
+                state.record(&tunnel.peer, false);
+                tracing::warn!(%trace, %service, peer = %tunnel.peer, %reason, "attempt failed before the answer; trying the next peer");
+                reasons.push(format!("{}: {reason}", tunnel.peer));
+            }
+            Attempt::ClientGone => return,
+        }
+    };
+
+    let Some((tunnel, _guard, mut send, mut recv, leftover)) = accepted else {
+        tracing::warn!(
+            %trace, %service, client = %from, outcome = "refused",
+            reasons = %reasons.join("; "),
+            "no peer accepted the stream; resetting the client"
+        );
+        reset_tcp(cr, cw);
         return;
     };
     let peer = tunnel.peer.to_string();
-    let _active = tunnel.track_stream();
-    let (mut send, mut recv) = match tunnel.conn.open_bi().await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(%trace, %service, %peer, outcome = "tunnel_error", "cannot open a stream: {e}");
-            let (r, w) = client.into_split();
-            reset_tcp(r, w);
-            return;
-        }
-    };
-    let mut open = BytesMut::new();
-    let msg = Message::Open(Open {
-        service: service.clone(),
-        trace_id: trace.trace_id,
-        span_id: trace.span_id,
-        origin: None,
-    });
-    if frame::encode(&msg, &mut open).is_err() || send.write_all(&open).await.is_err() {
-        let (r, w) = client.into_split();
-        reset_tcp(r, w);
-        return;
-    }
-    tracing::debug!(%trace, %service, %peer, client = %from, "stream opening");
-
-    let (mut cr, mut cw) = client.into_split();
     let (stop_up, stop_down) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
-    // Client bytes flow at once; the answer is read alongside.
     let up = async {
+        if early.eof {
+            return (End::Finished, early.bytes.len() as u64);
+        }
         let r = tokio::select! {
             r = tcp_to_quic(&mut cr, &mut send, &[]) => r,
             _ = stop_up.notified() => (End::Reset, 0),
@@ -115,67 +243,120 @@ async fn serve_client(
         if r.0 == End::Reset {
             stop_down.notify_one();
         }
-        r
+        (r.0, r.1 + early.bytes.len() as u64)
     };
     let down = async {
-        let mut buf = BytesMut::new();
-        let status = tokio::select! {
-            s = read_frame(&mut recv, &mut buf, settings.open_timeout) => s,
-            _ = stop_down.notified() => return Err(None),
-        };
-        let status = match status {
-            Ok(Message::Status(s)) => s,
-            Ok(other) => {
-                tracing::warn!(%trace, %service, %peer, "expected STATUS, got {other:?}");
-                stop_up.notify_one();
-                return Err(None);
-            }
-            Err(e) => {
-                stop_up.notify_one();
-                return Err(Some(e.to_string()));
-            }
-        };
-        if status.code != StatusCode::Ok {
-            stop_up.notify_one();
-            return Err(Some(format!("{}: {}", status.code, status.message)));
-        }
-        let early = buf.split().freeze();
         let r = tokio::select! {
-            r = quic_to_tcp(&mut recv, &mut cw, &early) => r,
+            r = quic_to_tcp(&mut recv, &mut cw, &leftover) => r,
             _ = stop_down.notified() => (End::Reset, 0),
         };
         if r.0 == End::Reset {
             stop_up.notify_one();
         }
-        Ok(r)
+        r
     };
-    let ((up_end, up_bytes), down) = tokio::join!(up, down);
-    match down {
-        Ok((down_end, down_bytes)) => {
-            let reset = up_end == End::Reset || down_end == End::Reset;
-            if reset {
-                let _ = send.reset(code::RESET);
-                let _ = recv.stop(code::RESET);
-                reset_tcp(cr, cw);
+    let ((up_end, up_bytes), (down_end, down_bytes)) = tokio::join!(up, down);
+    let reset = up_end == End::Reset || down_end == End::Reset;
+    if reset {
+        let _ = send.reset(code::RESET);
+        let _ = recv.stop(code::RESET);
+        reset_tcp(cr, cw);
+    }
+    tracing::info!(
+        %trace, %service, %peer,
+        bytes_out = up_bytes, bytes_in = down_bytes,
+        duration_ms = started.elapsed().as_millis() as u64,
+        attempts = tried.len(),
+        outcome = if reset { "reset" } else { "ok" },
+        "stream closed (import)"
+    );
+}
+
+/// One try on `tunnel`: OPEN, the early bytes so far, then more client
+/// bytes (up to the bound) while waiting for the answer.
+async fn attempt(
+    tunnel: &Arc<Tunnel>,
+    trace: &TraceContext,
+    service: &str,
+    cr: &mut OwnedReadHalf,
+    early: &mut Early,
+    settings: &TunnelSettings,
+) -> Attempt {
+    let (mut send, mut recv) = match tunnel.conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return Attempt::Retry(format!("cannot open a stream: {e}")),
+    };
+    let mut head = BytesMut::new();
+    let open = Message::Open(Open {
+        service: service.to_owned(),
+        trace_id: trace.trace_id,
+        span_id: trace.span_id,
+        origin: None,
+    });
+    if let Err(e) = frame::encode(&open, &mut head) {
+        return Attempt::Retry(e.to_string());
+    }
+    head.extend_from_slice(&early.bytes);
+    if send.write_all(&head).await.is_err() {
+        return Attempt::Retry("stream closed while sending OPEN".into());
+    }
+    if early.eof {
+        let _ = send.finish();
+    }
+    tracing::debug!(%trace, %service, peer = %tunnel.peer, "stream opening");
+    let mut answer = BytesMut::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + settings.open_timeout;
+    loop {
+        let room = !early.eof && early.bytes.len() < EARLY_MAX;
+        tokio::select! {
+            frame = read_frame(&mut recv, &mut answer, settings.open_timeout) => {
+                return match frame {
+                    Ok(Message::Status(s)) if s.code == StatusCode::Ok => Attempt::Accepted { send, recv, leftover: answer },
+                    Ok(Message::Status(s)) => {
+                        let _ = send.reset(code::REFUSED);
+                        Attempt::Retry(format!("{}: {}", s.code, s.message))
+                    }
+                    Ok(other) => {
+                        let _ = send.reset(code::PROTOCOL);
+                        Attempt::Retry(format!("expected STATUS, got {other:?}"))
+                    }
+                    Err(e) => {
+                        let _ = send.reset(code::RESET);
+                        Attempt::Retry(e.to_string())
+                    }
+                };
             }
-            tracing::info!(
-                %trace, %service, %peer,
-                bytes_out = up_bytes, bytes_in = down_bytes,
-                duration_ms = started.elapsed().as_millis() as u64,
-                outcome = if reset { "reset" } else { "ok" },
-                "stream closed (import)"
-            );
-        }
-        Err(reason) => {
-            let _ = send.reset(code::RESET);
-            let _ = recv.stop(code::RESET);
-            reset_tcp(cr, cw);
-            tracing::warn!(
-                %trace, %service, %peer,
-                outcome = "refused",
-                reason = reason.as_deref().unwrap_or("stream reset"),
-                "stream refused"
-            );
+            read = cr.read(&mut chunk[..(EARLY_MAX - early.bytes.len()).min(16 * 1024).max(1)]), if room => {
+                match read {
+                    Ok(0) => {
+                        early.eof = true;
+                        let _ = send.finish();
+                    }
+                    Ok(n) => {
+                        early.bytes.extend_from_slice(&chunk[..n]);
+                        if send.write_all(&chunk[..n]).await.is_err() {
+                            return Attempt::Retry("stream closed while sending".into());
+                        }
+                    }
+                    Err(_) => {
+                        let _ = send.reset(code::RESET);
+                        return Attempt::ClientGone;
+                    }
+                }
+            }
+            _ = tokio::time::sleep(HEALTH_POLL) => {
+                // A silent path: give up on this peer once its tunnel is
+                // known Down (or closed), not on a guess.
+                if tunnel.health().state == TunnelHealth::Down || tunnel.conn.close_reason().is_some() {
+                    let _ = send.reset(code::RESET);
+                    return Attempt::Retry("tunnel went down before the answer".into());
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = send.reset(code::RESET);
+                    return Attempt::Retry(format!("no answer within {:?}", settings.open_timeout));
+                }
+            }
         }
     }
 }

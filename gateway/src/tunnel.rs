@@ -50,6 +50,8 @@ pub struct HealthSnapshot {
     pub state: TunnelHealth,
     pub rtt: Option<Duration>,
     pub loss: f64,
+    /// Probes missed in a row.
+    pub missed: u32,
 }
 
 /// Counts a stream as active on its tunnel for as long as it lives.
@@ -229,11 +231,18 @@ impl Registry {
     /// The tunnel a new stream for `service` goes to, chosen by
     /// `strait_core::routing` from the live, non-superseded tunnels whose
     /// peer offers it.
-    pub fn pick(&self, service: &str, prefer: &[String], own_region: &str) -> Option<Arc<Tunnel>> {
+    pub fn pick(
+        &self,
+        service: &str,
+        prefer: &[String],
+        own_region: &str,
+        eligible: impl Fn(&Tunnel) -> bool,
+    ) -> Option<Arc<Tunnel>> {
         let offering: Vec<(Arc<Tunnel>, HealthSnapshot)> = self
             .lock()
             .values()
             .filter(|t| t.conn.close_reason().is_none() && !t.is_superseded() && t.offers(service))
+            .filter(|t| eligible(t))
             .map(|t| (t.clone(), t.health()))
             .collect();
         let candidates: Vec<Candidate<'_>> = offering
@@ -242,6 +251,7 @@ impl Registry {
                 region: &t.region,
                 health: h.state,
                 rtt: h.rtt,
+                suspect: h.missed > 0,
             })
             .collect();
         let mut rng = rand::rng();
@@ -348,6 +358,7 @@ pub async fn handshake(
             state: TunnelHealth::Up,
             rtt: None,
             loss: 0.0,
+            missed: 0,
         }),
         control: tokio::sync::Mutex::new(None),
     });
@@ -417,6 +428,7 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig) {
             state: tracker.state(),
             rtt: tracker.rtt(),
             loss: tracker.loss(),
+            missed: tracker.consecutive_missed(),
         });
         if tunnel.conn.close_reason().is_some() {
             return;
