@@ -327,7 +327,7 @@ async fn attempt(
                     }
                 };
             }
-            read = cr.read(&mut chunk[..(EARLY_MAX - early.bytes.len()).min(16 * 1024).max(1)]), if room => {
+            read = cr.read(&mut chunk[..(EARLY_MAX - early.bytes.len()).clamp(1, 16 * 1024)]), if room => {
                 match read {
                     Ok(0) => {
                         early.eof = true;
