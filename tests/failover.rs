@@ -129,7 +129,10 @@ fn drill(rt: &tokio::runtime::Runtime) -> Drill {
         .push(("only-b".into(), tagged_target(b'b'), vec![]));
     c.exports.push(("svc".into(), tagged_target(b'C'), vec![]));
     for spec in [&mut a, &mut b, &mut c] {
-        spec.health = vec!["target_check = \"200ms\"".into()];
+        spec.health = vec![
+            "target_check = \"200ms\"".into(),
+            "hold_down = \"2s\"".into(),
+        ];
     }
     let (import, only_b) = (free_tcp(), free_tcp());
     a.imports.push(("svc".into(), import));
@@ -217,17 +220,32 @@ fn cut_and_heal(drill: &Drill, cut: impl Fn(&Network)) {
     }
     let healed_at = Instant::now();
     drill.net.heal(None).unwrap();
-    loop {
-        if served_by(drill.import, Duration::from_secs(5)) == Some(b'B') {
-            break;
+    // Traffic returns to us-east only after it has been usable for the
+    // 2 s hold-down, and then stays there.
+    let failback = loop {
+        let tag = served_by(drill.import, Duration::from_secs(5));
+        if tag == Some(b'B') {
+            break healed_at.elapsed();
         }
+        assert_eq!(tag, Some(b'C'), "a connection failed after healing");
         assert!(
-            healed_at.elapsed() < Duration::from_secs(10),
+            healed_at.elapsed() < Duration::from_secs(15),
             "traffic never came back to us-east"
         );
         std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("failback: {failback:?} after healing");
+    assert!(
+        failback >= Duration::from_secs(2),
+        "failback before the hold-down: {failback:?}"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            served_by(drill.import, Duration::from_secs(5)),
+            Some(b'B'),
+            "traffic flapped after failback"
+        );
     }
-    eprintln!("failback: {:?} after healing", healed_at.elapsed());
     let log = drill.gateway().log_text();
     assert!(
         log.contains("tunnel health changed") && log.contains("to=\"down\""),

@@ -3,9 +3,11 @@
 //! supplies the randomness, so tests decide every coin flip.
 //!
 //! Candidates are ordered in tiers: the import's `prefer` list when given,
-//! otherwise the gateway's own region first, then the rest. Up candidates
-//! beat Degraded ones across all tiers; Down ones are never chosen. Inside
-//! a tier, power of two choices on smoothed RTT.
+//! otherwise the gateway's own region first, then the rest. Health ranks
+//! above tiers: settled Up candidates first, then Up ones still within
+//! their failback hold-down, then suspect (a missed probe) or Degraded
+//! ones; Down ones are never chosen. Inside a tier, power of two choices on
+//! smoothed RTT.
 
 use std::time::Duration;
 
@@ -21,14 +23,21 @@ pub struct Candidate<'a> {
     /// without a missed probe is better. This moves new streams off a cut
     /// path one probe timeout after the cut instead of three.
     pub suspect: bool,
+    /// Came up (or back) less than the hold-down period ago: usable, but an
+    /// established candidate is preferred, so a flapping region does not
+    /// pull traffic back and forth.
+    pub held: bool,
 }
 
 impl Candidate<'_> {
-    /// The health the choice goes by: a suspect Up counts as Degraded.
-    fn effective(&self) -> TunnelHealth {
-        match (self.health, self.suspect) {
-            (TunnelHealth::Up, true) => TunnelHealth::Degraded,
-            (h, _) => h,
+    /// Lower is better: Up and settled, then Up but within its hold-down,
+    /// then Up with a missed probe or Degraded; Down never.
+    fn rank(&self) -> Option<u8> {
+        match self.health {
+            TunnelHealth::Down => None,
+            TunnelHealth::Up if !self.suspect && !self.held => Some(0),
+            TunnelHealth::Up if !self.suspect => Some(1),
+            TunnelHealth::Up | TunnelHealth::Degraded => Some(2),
         }
     }
 }
@@ -53,10 +62,10 @@ pub fn choose(
     own_region: &str,
     coins: (u64, u64),
 ) -> Option<usize> {
-    for wanted in [TunnelHealth::Up, TunnelHealth::Degraded] {
+    for wanted in 0..=2u8 {
         let best_tier = candidates
             .iter()
-            .filter(|c| c.effective() == wanted)
+            .filter(|c| c.rank() == Some(wanted))
             .map(|c| tier(c.region, prefer, own_region))
             .min();
         let Some(best_tier) = best_tier else { continue };
@@ -64,7 +73,7 @@ pub fn choose(
             .iter()
             .enumerate()
             .filter(|(_, c)| {
-                c.effective() == wanted && tier(c.region, prefer, own_region) == best_tier
+                c.rank() == Some(wanted) && tier(c.region, prefer, own_region) == best_tier
             })
             .map(|(i, _)| i)
             .collect();
@@ -93,7 +102,31 @@ mod tests {
             health,
             rtt: Some(Duration::from_millis(rtt_ms)),
             suspect: false,
+            held: false,
         }
+    }
+
+    #[test]
+    fn a_fresh_peer_beats_a_suspect_one() {
+        let prefer = vec!["us-east".to_string(), "ap-south".to_string()];
+        let mut cands = vec![c("us-east", UP, 80), c("ap-south", UP, 150)];
+        cands[0].suspect = true;
+        cands[1].held = true;
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(1));
+    }
+
+    #[test]
+    fn a_recovering_preferred_peer_waits_out_its_hold_down() {
+        let prefer = vec!["us-east".to_string(), "ap-south".to_string()];
+        let mut cands = vec![c("us-east", UP, 80), c("ap-south", UP, 150)];
+        cands[0].held = true;
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(1));
+        cands[0].held = false;
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(0));
+        // At start every tunnel is new: the tiers still decide.
+        cands[0].held = true;
+        cands[1].held = true;
+        assert_eq!(choose(&cands, &prefer, "eu-west", (0, 0)), Some(0));
     }
 
     #[test]

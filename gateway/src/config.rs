@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     pub health: ProbeConfig,
     /// How often exported targets are checked (TCP connect).
     pub target_check: Duration,
+    /// How long a tunnel that came up or back waits before taking traffic
+    /// from established ones (failback hold-down).
+    pub hold_down: Duration,
     /// How long a draining gateway lets active streams finish.
     pub drain_grace: Duration,
 }
@@ -144,6 +147,7 @@ struct RawConfig {
 struct RawHealth {
     interval: Option<Spanned<String>>,
     target_check: Option<Spanned<String>>,
+    hold_down: Option<Spanned<String>>,
     down_after: Option<Spanned<u32>>,
     up_after: Option<Spanned<u32>>,
 }
@@ -486,7 +490,11 @@ impl GatewayConfig {
 
         let mut health = ProbeConfig::default();
         let mut target_check = Duration::from_secs(1);
+        let mut hold_down = Duration::from_secs(5);
         if let Some(h) = &raw.health {
+            if let Some(v) = &h.hold_down {
+                hold_down = src.duration(v, "health.hold_down")?;
+            }
             if let Some(v) = &h.target_check {
                 target_check = src.duration(v, "health.target_check")?;
             }
@@ -526,6 +534,7 @@ impl GatewayConfig {
             tunnel,
             health,
             target_check,
+            hold_down,
             drain_grace,
         })
     }

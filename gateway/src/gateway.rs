@@ -171,6 +171,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             service: import.service.clone(),
             prefer: import.prefer.clone(),
             own_region: config.region.clone(),
+            hold_down: config.hold_down,
         };
         imports.push(tokio::spawn(run_import(
             listener,

@@ -42,6 +42,9 @@ pub struct Route {
     pub service: String,
     pub prefer: Vec<String>,
     pub own_region: String,
+    /// How long a tunnel that came up or back is passed over in favour of
+    /// established ones.
+    pub hold_down: Duration,
 }
 
 /// Per-import routing state shared by its client connections.
@@ -78,7 +81,8 @@ impl RouteState {
                 &self.route.service,
                 &self.route.prefer,
                 &self.route.own_region,
-                |t| {
+                self.route.hold_down,
+                |t: &Tunnel| {
                     !tried.contains(&t.peer)
                         && breakers.get(&t.peer).is_none_or(|b| b.would_allow(now))
                 },

@@ -52,6 +52,8 @@ pub struct HealthSnapshot {
     pub loss: f64,
     /// Probes missed in a row.
     pub missed: u32,
+    /// When the tunnel came up or last came back from Down.
+    pub up_since: Instant,
 }
 
 /// Counts a stream as active on its tunnel for as long as it lives.
@@ -236,8 +238,10 @@ impl Registry {
         service: &str,
         prefer: &[String],
         own_region: &str,
+        hold_down: Duration,
         eligible: impl Fn(&Tunnel) -> bool,
     ) -> Option<Arc<Tunnel>> {
+        let now = Instant::now();
         let offering: Vec<(Arc<Tunnel>, HealthSnapshot)> = self
             .lock()
             .values()
@@ -252,6 +256,7 @@ impl Registry {
                 health: h.state,
                 rtt: h.rtt,
                 suspect: h.missed > 0,
+                held: now.saturating_duration_since(h.up_since) < hold_down,
             })
             .collect();
         let mut rng = rand::rng();
@@ -359,6 +364,7 @@ pub async fn handshake(
             rtt: None,
             loss: 0.0,
             missed: 0,
+            up_since: Instant::now(),
         }),
         control: tokio::sync::Mutex::new(None),
     });
@@ -424,11 +430,19 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig) {
                 tracing::info!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), "tunnel health changed");
             }
         }
+        let previous = tunnel.health();
+        let up_since =
+            if previous.state == TunnelHealth::Down && tracker.state() != TunnelHealth::Down {
+                now
+            } else {
+                previous.up_since
+            };
         tunnel.set_health(HealthSnapshot {
             state: tracker.state(),
             rtt: tracker.rtt(),
             loss: tracker.loss(),
             missed: tracker.consecutive_missed(),
+            up_since,
         });
         if tunnel.conn.close_reason().is_some() {
             return;

@@ -94,6 +94,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         tunnel: TunnelSettings::default(),
         health: Default::default(),
         target_check: std::time::Duration::from_secs(1),
+        hold_down: std::time::Duration::from_secs(5),
         drain_grace: std::time::Duration::from_secs(30),
     };
     serve(config, &args.runtime)
