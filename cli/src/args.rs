@@ -33,6 +33,35 @@ pub enum Command {
     /// Open ad-hoc tunnels without a configuration file.
     #[command(subcommand)]
     Tunnel(TunnelCommand),
+    /// Run the demo mesh on this machine: three regions through netsim, a
+    /// client load, a partition of the preferred region and its healing,
+    /// then a summary and a report with a plot. About a minute.
+    Demo(Demo),
+}
+
+#[derive(Debug, Args)]
+pub struct Demo {
+    /// How long the demo runs; the cut comes at 1/4, the heal at 7/12.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Seed of netsim's random decisions.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// What happens to the preferred region.
+    #[arg(long, value_enum, default_value_t = Scenario::Partition)]
+    pub scenario: Scenario,
+    /// Directory for the report (report.html, timeline.svg, samples.csv,
+    /// gateways.log).
+    #[arg(long, default_value = "strait-demo-report")]
+    pub report: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Scenario {
+    /// eu-west and us-east cannot reach each other.
+    Partition,
+    /// us-east -> eu-west is dropped; eu-west -> us-east still flows.
+    Oneway,
 }
 
 #[derive(Debug, Subcommand)]

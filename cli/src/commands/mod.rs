@@ -3,6 +3,7 @@
 
 mod ca;
 mod cert;
+mod demo;
 mod gateway;
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(GatewayCommand::Run(args)) => gateway::run(args),
         Command::Gateway(GatewayCommand::Check { config }) => gateway::check(&config),
         Command::Tunnel(TunnelCommand::Open(args)) => gateway::tunnel_open(args),
+        Command::Demo(args) => demo::run(args),
     }
 }
 
