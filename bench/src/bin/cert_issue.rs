@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use strait_ca::{CaOptions, CertificateAuthority, KeyType, SpiffeId, SvidRequest, TrustDomain};
 
 fn main() {
-    let seconds = parse_seconds();
+    let seconds = strait_bench::seconds_arg(2.0);
     let td = TrustDomain::parse("example.org").expect("static trust domain");
     println!(
         "strait-ca issuance, one thread, {seconds:.1} s per row (key generation + signing + PEM)"
@@ -47,20 +47,5 @@ fn main() {
             pct(0.50),
             pct(0.99)
         );
-    }
-}
-
-fn parse_seconds() -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| *s > 0.0 && *s <= 60.0)
-            .unwrap_or_else(|| {
-                eprintln!("--seconds takes a number of seconds between 0 and 60");
-                std::process::exit(2)
-            }),
-        None => 2.0,
     }
 }

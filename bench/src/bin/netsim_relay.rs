@@ -28,7 +28,7 @@ const DATAGRAM: usize = 1200;
 const PINGS: usize = 5000;
 
 fn main() {
-    let seconds = seconds_arg();
+    let seconds = strait_bench::seconds_arg(10.0);
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sink_addr = start_sink(received.clone(), stop.clone());
@@ -274,19 +274,4 @@ fn set_buffers(sock: &UdpSocket) {
     // Best effort: rmem_max caps what an unprivileged request gets.
     let _ = socket2::SockRef::from(sock).set_recv_buffer_size(8 << 20);
     let _ = socket2::SockRef::from(sock).set_send_buffer_size(8 << 20);
-}
-
-fn seconds_arg() -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|s| *s > 0.0 && *s <= 60.0)
-            .unwrap_or_else(|| {
-                eprintln!("--seconds takes a number of seconds between 0 and 60");
-                std::process::exit(2)
-            }),
-        None => 10.0,
-    }
 }
