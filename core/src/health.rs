@@ -143,16 +143,22 @@ impl ProbeTracker {
         Some(seq)
     }
 
-    /// A PONG for `seq` arrived.
-    pub fn handle_pong(&mut self, seq: u64, now: Instant) {
+    /// A PONG for `seq` arrived; returns the RTT it measured, if it
+    /// answered a probe still waiting (a late one only updates the RTT).
+    pub fn handle_pong(&mut self, seq: u64, now: Instant) -> Option<Duration> {
         if let Some(i) = self.outstanding.iter().position(|(s, _)| *s == seq) {
             let (_, sent) = self.outstanding.remove(i).expect("index from position");
-            self.sample_rtt(now.saturating_duration_since(sent));
+            let sample = now.saturating_duration_since(sent);
+            self.sample_rtt(sample);
             self.record(true);
+            Some(sample)
         } else if let Some(i) = self.late.iter().position(|(s, _)| *s == seq) {
             // Already counted missed; it still says how long the path is.
             let (_, sent) = self.late.remove(i).expect("index from position");
             self.sample_rtt(now.saturating_duration_since(sent));
+            None
+        } else {
+            None
         }
     }
 
@@ -163,9 +169,11 @@ impl ProbeTracker {
         });
     }
 
-    /// Counts every probe older than the timeout as missed.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Counts every probe older than the timeout as missed; returns how
+    /// many were.
+    pub fn handle_timeout(&mut self, now: Instant) -> u32 {
         let timeout = self.probe_timeout();
+        let mut missed = 0;
         while let Some(&(_, sent)) = self.outstanding.front() {
             if now.saturating_duration_since(sent) < timeout {
                 break;
@@ -177,7 +185,9 @@ impl ProbeTracker {
                 }
             }
             self.record(false);
+            missed += 1;
         }
+        missed
     }
 
     /// The connection closed: Down at once.
@@ -289,7 +299,7 @@ mod tests {
                     .collect();
                 self.in_flight.retain(|p| p.1 > self.now);
                 for seq in due {
-                    self.t.handle_pong(seq, self.now);
+                    let _ = self.t.handle_pong(seq, self.now);
                 }
                 self.t.handle_timeout(self.now);
                 while let Some(seq) = self.t.poll_probe(self.now) {

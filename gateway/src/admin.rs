@@ -1,6 +1,6 @@
 //! The admin endpoint: `/healthz` (alive), `/readyz` (identity loaded,
-//! listeners bound, not draining) and `/status` (JSON: peers, services,
-//! imports). A deliberately small HTTP/1.1 responder on loopback; it never
+//! listeners bound, not draining), `/status` (JSON: peers, services,
+//! imports) and `/metrics` (Prometheus text). A deliberately small HTTP/1.1 responder on loopback; it never
 //! blocks the data plane and answers one request per connection.
 
 use std::sync::Arc;
@@ -150,10 +150,18 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
         ("GET", "/readyz") if state.is_ready() => (200, "text/plain", "ready\n".to_owned()),
         ("GET", "/readyz") => (503, "text/plain", "not ready\n".to_owned()),
         ("GET", "/status") => (200, "application/json", state.status_json()),
+        ("GET", "/metrics") => match crate::metrics::handle() {
+            Some(h) => (200, "text/plain; version=0.0.4", h.render()),
+            None => (
+                503,
+                "text/plain",
+                "metrics are not enabled in this process\n".to_owned(),
+            ),
+        },
         ("GET", _) => (
             404,
             "text/plain",
-            "not found: try /healthz, /readyz or /status\n".to_owned(),
+            "not found: try /healthz, /readyz, /status or /metrics\n".to_owned(),
         ),
         _ => (405, "text/plain", "only GET\n".to_owned()),
     };

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use wildmatch::WildMatch;
 
 use crate::config::{ExportConfig, TunnelSettings};
+use crate::metrics as m;
 use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame, write_frame};
 
@@ -21,6 +22,7 @@ use crate::wire::{code, read_frame, write_frame};
 pub struct Exports {
     services: Vec<Export>,
     trust_domain: String,
+    region: String,
 }
 
 #[derive(Debug)]
@@ -37,7 +39,7 @@ struct Export {
 const TARGET_DOWN_AFTER: u32 = 2;
 
 impl Exports {
-    pub fn new(configs: &[ExportConfig], trust_domain: &str) -> Self {
+    pub fn new(configs: &[ExportConfig], trust_domain: &str, region: &str) -> Self {
         Exports {
             services: configs
                 .iter()
@@ -49,6 +51,7 @@ impl Exports {
                 })
                 .collect(),
             trust_domain: trust_domain.to_owned(),
+            region: region.to_owned(),
         }
     }
 
@@ -85,6 +88,15 @@ impl Exports {
                     e.failures.fetch_add(1, Ordering::SeqCst) + 1
                 };
                 let healthy = ok || failures < TARGET_DOWN_AFTER;
+                let labels = [
+                    ("region", self.region.clone()),
+                    ("service", e.config.service.clone()),
+                ];
+                metrics::gauge!(crate::metrics::TARGET_UP, &labels).set(if healthy {
+                    1.0
+                } else {
+                    0.0
+                });
                 if e.healthy.swap(healthy, Ordering::SeqCst) != healthy {
                     changed = true;
                     if healthy {
@@ -138,17 +150,33 @@ pub async fn serve_stream(
 ) {
     let started = Instant::now();
     let _active = tunnel.track_stream();
+    let region = exports.region.clone();
+    let finished = |service: &str, outcome: &str, bytes_in: u64, bytes_out: u64| {
+        m::FinishedStream {
+            region: &region,
+            side: "export",
+            service,
+            peer: &tunnel.peer.to_string(),
+            outcome,
+            bytes_in,
+            bytes_out,
+            duration: started.elapsed(),
+        }
+        .record();
+    };
     let mut buf = BytesMut::new();
     let open = match read_frame(&mut recv, &mut buf, settings.open_timeout).await {
         Ok(Message::Open(open)) => open,
         Ok(other) => {
             tracing::warn!(peer = %tunnel.peer, "stream did not start with OPEN ({other:?}); resetting it");
+            finished("-", "protocol_error", 0, 0);
             let _ = send.reset(code::PROTOCOL);
             let _ = recv.stop(code::PROTOCOL);
             return;
         }
         Err(e) => {
             tracing::warn!(peer = %tunnel.peer, "bad stream start: {e}; resetting it");
+            finished("-", "protocol_error", 0, 0);
             let _ = send.reset(code::PROTOCOL);
             let _ = recv.stop(code::PROTOCOL);
             return;
@@ -162,9 +190,11 @@ pub async fn serve_stream(
     } = open;
     let trace = TraceContext { trace_id, span_id };
     let peer = tunnel.peer.to_string();
+    let _active_service = m::ActiveStream::new(&region, "export", &service);
     let export = match exports.decide(&service, &peer) {
         Ok(e) => e.clone(),
         Err(code_) => {
+            finished(&service, &code_.as_str().to_ascii_lowercase(), 0, 0);
             tracing::warn!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), outcome = %code_, "stream refused");
             refuse(
                 &mut send,
@@ -184,6 +214,7 @@ pub async fn serve_stream(
     {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
+            finished(&service, "target_unreachable", 0, 0);
             tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "cannot reach target: {e}");
             refuse(
                 &mut send,
@@ -195,6 +226,7 @@ pub async fn serve_stream(
             return;
         }
         Err(_) => {
+            finished(&service, "target_unreachable", 0, 0);
             tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "target connect timed out");
             refuse(
                 &mut send,
@@ -217,6 +249,12 @@ pub async fn serve_stream(
     tracing::debug!(%trace, %service, %peer, "stream open");
     let early = buf.split().freeze();
     let moved = crate::splice::splice(target, send, recv, &[], &early).await;
+    finished(
+        &service,
+        if moved.reset { "reset" } else { "ok" },
+        moved.tcp_to_quic,
+        moved.quic_to_tcp,
+    );
     tracing::info!(
         %trace, %service, %peer,
         bytes_in = moved.quic_to_tcp, bytes_out = moved.tcp_to_quic,
@@ -263,6 +301,7 @@ mod tests {
                 },
             ],
             "example.org",
+            "eu-west",
         )
     }
 

@@ -138,7 +138,21 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         source,
     })?;
     let registry = Arc::new(Registry::new(tls.id().clone()));
-    let exports = Arc::new(Exports::new(&config.exports, tls.trust_domain().as_str()));
+    let exports = Arc::new(Exports::new(
+        &config.exports,
+        tls.trust_domain().as_str(),
+        &config.region,
+    ));
+    let expiry = tls
+        .identity
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let cert_labels = [
+        ("region", config.region.clone()),
+        ("id", tls.id().to_string()),
+    ];
+    metrics::gauge!(crate::metrics::CERT_EXPIRY, &cert_labels).set(expiry.as_secs_f64());
     let ctx = Arc::new(Ctx {
         me: Hello {
             version: PROTOCOL_VERSION,
@@ -297,7 +311,14 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
                 Ok(conn) => {
                     let _ = run_connection(conn, false, ctx).await;
                 }
-                Err(e) => tracing::warn!(peer_addr = %remote, "peer refused: {e}"),
+                Err(e) => {
+                    let labels = [
+                        ("region", ctx.me.region.clone()),
+                        ("reason", "handshake".to_owned()),
+                    ];
+                    metrics::counter!(crate::metrics::PEERS_REFUSED, &labels).increment(1);
+                    tracing::warn!(peer_addr = %remote, "peer refused: {e}")
+                }
             }
         });
     }
@@ -365,6 +386,11 @@ async fn run_connection(
     {
         Ok(t) => t,
         Err(e) => {
+            let labels = [
+                ("region", ctx.me.region.clone()),
+                ("reason", "hello".to_owned()),
+            ];
+            metrics::counter!(crate::metrics::PEERS_REFUSED, &labels).increment(1);
             tracing::warn!(peer_addr = %remote, "peer refused: {e}");
             conn.close(code::BAD_HELLO, e.to_string().as_bytes());
             return Err(e.to_string());
@@ -386,7 +412,11 @@ async fn run_connection(
     }
     tunnel.set_control(control_send).await;
     let control = tokio::spawn(follow_control(tunnel.clone(), control_recv, buf));
-    let prober = tokio::spawn(crate::tunnel::probe(tunnel.clone(), ctx.health.clone()));
+    let prober = tokio::spawn(crate::tunnel::probe(
+        tunnel.clone(),
+        ctx.health.clone(),
+        ctx.me.region.clone(),
+    ));
     let reason = loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {

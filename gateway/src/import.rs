@@ -28,6 +28,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::TunnelSettings;
+use crate::metrics as m;
 use crate::splice::{End, quic_to_tcp, reset_tcp, tcp_to_quic};
 use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame};
@@ -53,6 +54,8 @@ pub struct RouteState {
     pub route: Route,
     breakers: Mutex<HashMap<SpiffeId, CircuitBreaker>>,
     budget: Mutex<RetryBudget>,
+    /// Region that served the last accepted stream, to count failovers.
+    last_region: Mutex<Option<String>>,
 }
 
 impl RouteState {
@@ -61,6 +64,7 @@ impl RouteState {
             route,
             breakers: Mutex::new(HashMap::new()),
             budget: Mutex::new(RetryBudget::default()),
+            last_region: Mutex::new(None),
         }
     }
 
@@ -105,15 +109,48 @@ impl RouteState {
         } else {
             b.record_failure(Instant::now())
         };
+        let labels = [
+            ("region", self.route.own_region.clone()),
+            ("service", self.route.service.clone()),
+            ("peer", peer.to_string()),
+        ];
         match transition {
             BreakerTransition::Opened => {
+                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(1.0);
                 tracing::warn!(service = %self.route.service, %peer, "circuit opened: peer ejected for this service")
             }
             BreakerTransition::Closed => {
+                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(0.0);
                 tracing::info!(service = %self.route.service, %peer, "circuit closed")
             }
             BreakerTransition::None => {}
         }
+    }
+
+    /// Notes the region that served a stream; a move to a less preferred
+    /// tier is a failover, back to a more preferred one a failback.
+    fn served_by(&self, region: &str) {
+        let mut last = self.last_region.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(from) = last.as_deref()
+            && from != region
+        {
+            let tier =
+                |r: &str| strait_core::routing::tier(r, &self.route.prefer, &self.route.own_region);
+            let (name, what) = if tier(region) > tier(from) {
+                (m::FAILOVERS, "failover")
+            } else {
+                (m::FAILBACKS, "failback")
+            };
+            let labels = [
+                ("region", self.route.own_region.clone()),
+                ("service", self.route.service.clone()),
+                ("from", from.to_owned()),
+                ("to", region.to_owned()),
+            ];
+            metrics::counter!(name, &labels).increment(1);
+            tracing::warn!(service = %self.route.service, from, to = region, "{what}");
+        }
+        *last = Some(region.to_owned());
     }
 }
 
@@ -185,6 +222,7 @@ async fn serve_client(
     let started = Instant::now();
     let trace = new_trace();
     let service = state.route.service.clone();
+    let _active = m::ActiveStream::new(&state.route.own_region, "import", &service);
     let (mut cr, mut cw) = client.into_split();
     let mut early = Early::default();
     let mut tried: Vec<SpiffeId> = Vec::new();
@@ -211,6 +249,14 @@ async fn serve_client(
                 leftover,
             } => {
                 state.record(&tunnel.peer, true);
+                state.served_by(&tunnel.region);
+                let open_labels = [
+                    ("region", state.route.own_region.clone()),
+                    ("service", service.clone()),
+                    ("peer_region", tunnel.region.clone()),
+                ];
+                metrics::histogram!(m::STREAM_OPEN, &open_labels)
+                    .record(started.elapsed().as_secs_f64());
                 if tried.len() > 1 {
                     tracing::info!(%trace, %service, peer = %tunnel.peer, attempts = tried.len(), "stream retried and accepted");
                 }
@@ -218,6 +264,11 @@ async fn serve_client(
             }
             Attempt::Retry(reason) => {
                 state.record(&tunnel.peer, false);
+                let retry_labels = [
+                    ("region", state.route.own_region.clone()),
+                    ("service", service.clone()),
+                ];
+                metrics::counter!(m::RETRIES, &retry_labels).increment(1);
                 tracing::warn!(%trace, %service, peer = %tunnel.peer, %reason, "attempt failed before the answer; trying the next peer");
                 reasons.push(format!("{}: {reason}", tunnel.peer));
             }
@@ -226,6 +277,22 @@ async fn serve_client(
     };
 
     let Some((tunnel, _guard, mut send, mut recv, leftover)) = accepted else {
+        let outcome = if tried.is_empty() {
+            "no_peer"
+        } else {
+            "refused"
+        };
+        m::FinishedStream {
+            region: &state.route.own_region,
+            side: "import",
+            service: &service,
+            peer: "-",
+            outcome,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: started.elapsed(),
+        }
+        .record();
         tracing::warn!(
             %trace, %service, client = %from, outcome = "refused",
             reasons = %reasons.join("; "),
@@ -266,6 +333,17 @@ async fn serve_client(
         let _ = recv.stop(code::RESET);
         reset_tcp(cr, cw);
     }
+    m::FinishedStream {
+        region: &state.route.own_region,
+        side: "import",
+        service: &service,
+        peer: &peer,
+        outcome: if reset { "reset" } else { "ok" },
+        bytes_in: down_bytes,
+        bytes_out: up_bytes,
+        duration: started.elapsed(),
+    }
+    .record();
     tracing::info!(
         %trace, %service, %peer,
         bytes_out = up_bytes, bytes_in = down_bytes,

@@ -14,6 +14,7 @@ mod error;
 pub mod export;
 mod gateway;
 pub mod import;
+pub mod metrics;
 pub mod splice;
 pub mod tls;
 pub mod tunnel;

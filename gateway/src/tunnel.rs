@@ -398,8 +398,29 @@ pub async fn follow_control(tunnel: Arc<Tunnel>, mut recv: quinn::RecvStream, mu
 
 /// Probes a tunnel with QUIC datagrams and keeps its health up to date,
 /// answering the peer's probes too, until the connection closes.
-pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig) {
+pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig, region: String) {
+    use crate::metrics as m;
     let mut tracker = ProbeTracker::new(config, Instant::now(), Some(tunnel.conn.rtt()));
+    let labels = [
+        ("region", region),
+        ("peer", tunnel.peer.to_string()),
+        ("peer_region", tunnel.region.clone()),
+    ];
+    let with = |k: &'static str, v: &'static str| {
+        let mut l = labels.to_vec();
+        l.push((k, v.to_owned()));
+        l
+    };
+    let set_state = |state: TunnelHealth| {
+        for s in [TunnelHealth::Up, TunnelHealth::Degraded, TunnelHealth::Down] {
+            metrics::gauge!(m::TUNNEL_STATE, &with("state", s.as_str())).set(if s == state {
+                1.0
+            } else {
+                0.0
+            });
+        }
+    };
+    set_state(TunnelHealth::Up);
     loop {
         let wake = tokio::time::Instant::from_std(tracker.poll_timeout());
         tokio::select! {
@@ -409,20 +430,29 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig) {
                     Some(Probe::Ping(seq)) => {
                         let _ = tunnel.conn.send_datagram(Probe::Pong(seq).encode().to_vec().into());
                     }
-                    Some(Probe::Pong(seq)) => tracker.handle_pong(seq, Instant::now()),
+                    Some(Probe::Pong(seq)) => {
+                        if let Some(rtt) = tracker.handle_pong(seq, Instant::now()) {
+                            metrics::histogram!(m::PROBE_RTT, &labels).record(rtt.as_secs_f64());
+                            metrics::counter!(m::PROBES, &with("result", "answered")).increment(1);
+                        }
+                    }
                     None => {}
                 },
                 Err(_) => tracker.handle_closed(),
             }
         }
         let now = Instant::now();
-        tracker.handle_timeout(now);
+        let missed = tracker.handle_timeout(now);
+        if missed > 0 {
+            metrics::counter!(m::PROBES, &with("result", "missed")).increment(u64::from(missed));
+        }
         while let Some(seq) = tracker.poll_probe(now) {
             let _ = tunnel
                 .conn
                 .send_datagram(Probe::Ping(seq).encode().to_vec().into());
         }
         while let Some(HealthEvent::Changed { from, to }) = tracker.poll_event() {
+            set_state(to);
             let level_warn = to != TunnelHealth::Up;
             if level_warn {
                 tracing::warn!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), loss = tracker.loss(), "tunnel health changed");
@@ -437,6 +467,7 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig) {
             } else {
                 previous.up_since
             };
+        metrics::gauge!(m::PROBE_LOSS, &labels).set(tracker.loss());
         tunnel.set_health(HealthSnapshot {
             state: tracker.state(),
             rtt: tracker.rtt(),

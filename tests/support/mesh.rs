@@ -92,6 +92,8 @@ pub struct GatewaySpec {
     pub prefer: Vec<String>,
     /// Lines of the [health] section.
     pub health: Vec<String>,
+    /// `drain_grace` in [gateway].
+    pub drain_grace: Option<String>,
 }
 
 impl GatewaySpec {
@@ -108,6 +110,7 @@ impl GatewaySpec {
             tunnel: Vec::new(),
             prefer: Vec::new(),
             health: Vec::new(),
+            drain_grace: None,
         }
     }
 
@@ -140,6 +143,13 @@ impl GatewaySpec {
             s += &format!(
                 "\n[[export]]\nservice = \"{service}\"\ntarget = \"{target}\"\nallow = [{}]\n",
                 allow.join(", ")
+            );
+        }
+        if let Some(grace) = &self.drain_grace {
+            s = s.replacen(
+                "[identity]",
+                &format!("drain_grace = \"{grace}\"\n\n[identity]"),
+                1,
             );
         }
         let prefer: Vec<String> = self.prefer.iter().map(|r| format!("\"{r}\"")).collect();

@@ -102,6 +102,9 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
 
 fn serve(config: GatewayConfig, rt: &RuntimeArgs) -> anyhow::Result<ExitCode> {
     init_logging(rt.log_format);
+    if strait_gateway::metrics::install().is_none() {
+        tracing::warn!("metrics recorder could not be installed; /metrics is off");
+    }
     let runtime = if rt.worker_threads == 0 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

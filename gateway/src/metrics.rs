@@ -1,0 +1,208 @@
+//! Every metric strait exports, as constants with their help text, so the
+//! names live in one place (the README table is checked against
+//! [`ALL`] by a test). Base units and Prometheus naming; labels are region,
+//! peer, peer_region, service, side, outcome, never a connection.
+//!
+//! Recording goes through the `metrics` facade; [`install`] sets the
+//! Prometheus recorder once per process and returns the handle `/metrics`
+//! renders. Without it (library use, tests) recording is a no-op.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const BUILD_INFO: &str = "strait_build_info";
+pub const TUNNEL_STATE: &str = "strait_tunnel_state";
+pub const PROBE_RTT: &str = "strait_probe_rtt_seconds";
+pub const PROBE_LOSS: &str = "strait_probe_loss_ratio";
+pub const PROBES: &str = "strait_probes_total";
+pub const STREAMS: &str = "strait_streams_total";
+pub const STREAMS_ACTIVE: &str = "strait_streams_active";
+pub const STREAM_BYTES: &str = "strait_stream_bytes_total";
+pub const STREAM_DURATION: &str = "strait_stream_duration_seconds";
+pub const STREAM_OPEN: &str = "strait_stream_open_seconds";
+pub const RETRIES: &str = "strait_stream_retries_total";
+pub const FAILOVERS: &str = "strait_failovers_total";
+pub const FAILBACKS: &str = "strait_failbacks_total";
+pub const CIRCUIT_OPEN: &str = "strait_circuit_open";
+pub const TARGET_UP: &str = "strait_target_up";
+pub const CERT_EXPIRY: &str = "strait_certificate_expiry_timestamp_seconds";
+pub const PEERS_REFUSED: &str = "strait_peers_refused_total";
+
+/// (name, kind, help) of every metric.
+pub const ALL: &[(&str, &str, &str)] = &[
+    (BUILD_INFO, "gauge", "Always 1; labels carry the version."),
+    (
+        TUNNEL_STATE,
+        "gauge",
+        "1 for the tunnel's current state (state=up|degraded|down), 0 for the others.",
+    ),
+    (
+        PROBE_RTT,
+        "histogram",
+        "Round-trip time of answered probes.",
+    ),
+    (
+        PROBE_LOSS,
+        "gauge",
+        "Share of the last 20 probes that went unanswered.",
+    ),
+    (PROBES, "counter", "Probes by result (answered, missed)."),
+    (
+        STREAMS,
+        "counter",
+        "Streams by side (import, export) and outcome (ok, reset, refused, forbidden, no_such_service, target_unreachable, no_peer, protocol_error).",
+    ),
+    (
+        STREAMS_ACTIVE,
+        "gauge",
+        "Streams in flight by side and service.",
+    ),
+    (
+        STREAM_BYTES,
+        "counter",
+        "Bytes carried by direction (in: towards the client or target of this gateway, out: into the tunnel).",
+    ),
+    (
+        STREAM_DURATION,
+        "histogram",
+        "Lifetime of finished streams.",
+    ),
+    (
+        STREAM_OPEN,
+        "histogram",
+        "From a client connection to the exporting side's OK (import side).",
+    ),
+    (
+        RETRIES,
+        "counter",
+        "Streams replayed on another peer before an answer.",
+    ),
+    (
+        FAILOVERS,
+        "counter",
+        "A service's traffic moved to a less preferred region (from, to).",
+    ),
+    (
+        FAILBACKS,
+        "counter",
+        "A service's traffic moved back to a more preferred region (from, to).",
+    ),
+    (
+        CIRCUIT_OPEN,
+        "gauge",
+        "1 while the circuit breaker for (peer, service) is open.",
+    ),
+    (
+        TARGET_UP,
+        "gauge",
+        "1 while an exported service's target answers its check.",
+    ),
+    (
+        CERT_EXPIRY,
+        "gauge",
+        "When this gateway's certificate expires, Unix seconds.",
+    ),
+    (
+        PEERS_REFUSED,
+        "counter",
+        "Handshakes refused (certificate, identity or HELLO).",
+    ),
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder for this process (once) and returns
+/// the handle that renders `/metrics`.
+pub fn install() -> Option<PrometheusHandle> {
+    if let Some(h) = HANDLE.get() {
+        return Some(h.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".to_owned()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0,
+            ],
+        )
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    for (name, kind, help) in ALL {
+        match *kind {
+            "counter" => describe_counter!(*name, *help),
+            "gauge" => describe_gauge!(*name, *help),
+            _ => describe_histogram!(*name, Unit::Seconds, *help),
+        }
+    }
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let _ = HANDLE.set(handle.clone());
+    Some(handle)
+}
+
+/// The handle, if [`install`] ran in this process.
+pub fn handle() -> Option<PrometheusHandle> {
+    HANDLE.get().cloned()
+}
+
+/// Counts a stream as active for as long as it lives.
+pub struct ActiveStream {
+    labels: [(&'static str, String); 3],
+}
+
+impl ActiveStream {
+    pub fn new(region: &str, side: &'static str, service: &str) -> Self {
+        let labels = [
+            ("region", region.to_owned()),
+            ("side", side.to_owned()),
+            ("service", service.to_owned()),
+        ];
+        gauge!(STREAMS_ACTIVE, &labels).increment(1.0);
+        ActiveStream { labels }
+    }
+}
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        gauge!(STREAMS_ACTIVE, &self.labels).decrement(1.0);
+    }
+}
+
+/// A finished stream, as the metrics record it.
+pub struct FinishedStream<'a> {
+    pub region: &'a str,
+    pub side: &'static str,
+    pub service: &'a str,
+    pub peer: &'a str,
+    pub outcome: &'a str,
+    /// Towards this gateway's client or target.
+    pub bytes_in: u64,
+    /// Into the tunnel.
+    pub bytes_out: u64,
+    pub duration: std::time::Duration,
+}
+
+impl FinishedStream<'_> {
+    /// Records outcome, bytes each way and duration.
+    pub fn record(&self) {
+        let base = [
+            ("region", self.region.to_owned()),
+            ("side", self.side.to_owned()),
+            ("service", self.service.to_owned()),
+        ];
+        let mut with_outcome = base.to_vec();
+        with_outcome.push(("peer", self.peer.to_owned()));
+        with_outcome.push(("outcome", self.outcome.to_owned()));
+        counter!(STREAMS, &with_outcome).increment(1);
+        for (direction, bytes) in [("in", self.bytes_in), ("out", self.bytes_out)] {
+            let mut labels = base.to_vec();
+            labels.push(("direction", direction.to_owned()));
+            counter!(STREAM_BYTES, &labels).increment(bytes);
+        }
+        let mut dur = base.to_vec();
+        dur.push(("outcome", self.outcome.to_owned()));
+        metrics::histogram!(STREAM_DURATION, &dur).record(self.duration.as_secs_f64());
+    }
+}

@@ -1,0 +1,282 @@
+//! Observability of real gateways: `/metrics` parses as Prometheus text,
+//! its counters move with traffic, every metric in the README's table is
+//! one strait defines, the trace id of a stream appears in both gateways'
+//! logs, and `/readyz` turns not-ready while draining.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp, http_get};
+
+/// `name{labels}` -> value, from Prometheus text exposition.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(series.to_owned(), value);
+    }
+    out
+}
+
+/// Sum of every series of `name` whose labels contain all of `labels`.
+fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(name) && k[name.len()..].starts_with(['{', ' ']) || k.as_str() == name
+        })
+        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn scrape(gw: &GatewayProcess) -> HashMap<String, f64> {
+    parse(&http_get(gw.spec_admin, "/metrics").expect("/metrics answered"))
+}
+
+fn echo(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(data).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    out
+}
+
+fn pair(dir: &std::path::Path) -> (GatewaySpec, GatewaySpec) {
+    let ca = TestCa::new(dir, "example.org");
+    ca.gateway("eu-west", "gw-w", &dir.join("gw-w"));
+    ca.gateway("us-east", "gw-e", &dir.join("gw-e"));
+    let mut west = GatewaySpec::new("gw-w", "eu-west", dir.join("gw-w"));
+    let mut east = GatewaySpec::new("gw-e", "us-east", dir.join("gw-e"));
+    east.peers.push(("eu-west".into(), west.quic));
+    west.exports.push(("echo".into(), echo_server(), vec![]));
+    east.imports.push(("echo".into(), free_tcp()));
+    (west, east)
+}
+
+#[test]
+fn metrics_move_with_traffic_and_match_the_readme() {
+    let dir = tempfile::tempdir().unwrap();
+    let (west, east) = pair(dir.path());
+    let import = east.imports[0].1;
+    let west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    let before = scrape(&east);
+    let ok_before = sum(
+        &before,
+        "strait_streams_total",
+        &["side=\"import\"", "outcome=\"ok\""],
+    );
+    for _ in 0..5 {
+        assert_eq!(echo(import, &[7u8; 10_000]), vec![7u8; 10_000]);
+    }
+    // Probes run every 250 ms; give the RTT histogram a few.
+    std::thread::sleep(Duration::from_millis(600));
+    let e = scrape(&east);
+    let w = scrape(&west);
+    assert_eq!(
+        sum(
+            &e,
+            "strait_streams_total",
+            &["side=\"import\"", "outcome=\"ok\""]
+        ) - ok_before,
+        5.0
+    );
+    assert_eq!(
+        sum(
+            &w,
+            "strait_streams_total",
+            &["side=\"export\"", "outcome=\"ok\""]
+        ),
+        5.0
+    );
+    assert_eq!(
+        sum(
+            &e,
+            "strait_stream_bytes_total",
+            &["side=\"import\"", "direction=\"out\""]
+        ),
+        50_000.0
+    );
+    assert_eq!(
+        sum(
+            &e,
+            "strait_stream_bytes_total",
+            &["side=\"import\"", "direction=\"in\""]
+        ),
+        50_000.0
+    );
+    assert_eq!(
+        sum(
+            &w,
+            "strait_stream_bytes_total",
+            &["side=\"export\"", "direction=\"in\""]
+        ),
+        50_000.0
+    );
+    assert_eq!(
+        sum(
+            &e,
+            "strait_tunnel_state",
+            &["state=\"up\"", "peer_region=\"eu-west\""]
+        ),
+        1.0
+    );
+    assert!(sum(&e, "strait_probe_rtt_seconds_count", &[]) > 0.0);
+    assert!(sum(&e, "strait_probes_total", &["result=\"answered\""]) > 0.0);
+    assert_eq!(sum(&w, "strait_target_up", &["service=\"echo\""]), 1.0);
+    assert!(sum(&e, "strait_certificate_expiry_timestamp_seconds", &[]) > 1.7e9);
+    assert_eq!(sum(&e, "strait_build_info", &[]), 1.0);
+    assert!(sum(&e, "strait_stream_open_seconds_count", &[]) >= 5.0);
+    assert!(sum(&w, "strait_stream_duration_seconds_count", &[]) >= 5.0);
+    assert_eq!(sum(&e, "strait_streams_active", &["side=\"import\""]), 0.0);
+
+    // The README's table and the code agree, and every metric the code
+    // defines is documented.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `strait_"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let defined: Vec<String> = strait_metric_names();
+    assert!(!documented.is_empty());
+    for d in &documented {
+        assert!(
+            defined.contains(&format!("strait_{d}")),
+            "README documents strait_{d}, which strait does not define"
+        );
+    }
+    for name in &defined {
+        assert!(
+            documented.contains(&&name["strait_".len()..]),
+            "{name} is missing from the README's table"
+        );
+    }
+    // Every metric the traffic above must produce is in the scrapes.
+    let seen: String = [&e, &w]
+        .iter()
+        .flat_map(|m| m.keys())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    for name in [
+        "strait_build_info",
+        "strait_tunnel_state",
+        "strait_probe_rtt_seconds",
+        "strait_probe_loss_ratio",
+        "strait_probes_total",
+        "strait_streams_total",
+        "strait_streams_active",
+        "strait_stream_bytes_total",
+        "strait_stream_duration_seconds",
+        "strait_stream_open_seconds",
+        "strait_target_up",
+        "strait_certificate_expiry_timestamp_seconds",
+    ] {
+        assert!(seen.contains(name), "{name} not exported");
+    }
+}
+
+/// The metric names strait-gateway defines, read from its source (the
+/// test crate does not link the gateway library).
+fn strait_metric_names() -> Vec<String> {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gateway/src/metrics.rs"
+    ))
+    .unwrap();
+    src.lines()
+        .filter(|l| l.starts_with("pub const ") && l.contains(": &str = \"strait_"))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn both_gateways_log_a_streams_trace_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (west, east) = pair(dir.path());
+    let import = east.imports[0].1;
+    let west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    echo(import, b"trace me");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let trace = loop {
+        let log = east.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("stream closed (import)")) {
+            let t = line
+                .split("trace=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no import log line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(trace.len(), 32, "W3C trace ids are 32 hex digits: {trace}");
+    while !west.log_text().contains(&format!("trace={trace}")) {
+        assert!(
+            Instant::now() < deadline,
+            "export side never logged {trace}:\n{}",
+            west.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn readyz_turns_not_ready_while_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut west, east) = pair(dir.path());
+    west.drain_grace = Some("10s".into());
+    let import = east.imports[0].1;
+    let mut west = GatewayProcess::start(dir.path(), &west);
+    let east = GatewayProcess::start(dir.path(), &east);
+    east.wait_for_service("echo");
+    assert!(
+        http_get(west.spec_admin, "/readyz").is_some(),
+        "ready before draining"
+    );
+    // A stream stays open, so the drain lasts until it closes.
+    let mut open = TcpStream::connect(import).unwrap();
+    open.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    open.read_exact(&mut one).unwrap();
+    west.signal_term();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while http_get(west.spec_admin, "/readyz").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready while draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        http_get(west.spec_admin, "/healthz").is_some(),
+        "alive while draining"
+    );
+    drop(open);
+    assert!(west.wait_exit().success());
+}
