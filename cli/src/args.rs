@@ -37,6 +37,23 @@ pub enum Command {
     /// client load, a partition of the preferred region and its healing,
     /// then a summary and a report with a plot. About a minute.
     Demo(Demo),
+    /// Show a gateway's view of the mesh: peers with state, RTT, loss,
+    /// streams, services and when each was last heard from; which regions
+    /// serve each service; the latest events.
+    Status(Status),
+}
+
+#[derive(Debug, Args)]
+pub struct Status {
+    /// The gateway's admin address.
+    #[arg(long, default_value = "http://127.0.0.1:15000", env = "STRAIT_ADMIN")]
+    pub admin: String,
+    /// Redraw every second.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the raw JSON of /status.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,8 @@ struct Status<'a> {
     peers: Vec<PeerStatus>,
     imports: Vec<ImportStatus>,
     exports: &'a [String],
+    /// Oldest first.
+    events: Vec<crate::events::Event>,
 }
 
 #[derive(Serialize)]
@@ -51,6 +53,9 @@ struct PeerStatus {
     state: &'static str,
     rtt_ms: f64,
     probe_loss: f64,
+    active_streams: usize,
+    /// Milliseconds since the peer last answered a probe.
+    last_seen_ms: u64,
     services: Vec<ServiceStatus>,
 }
 
@@ -81,6 +86,8 @@ impl AdminState {
                 state: t.health().state.as_str(),
                 rtt_ms: t.health().rtt.unwrap_or(t.conn.rtt()).as_secs_f64() * 1e3,
                 probe_loss: t.health().loss,
+                active_streams: t.active_streams(),
+                last_seen_ms: t.health().last_seen.elapsed().as_millis() as u64,
                 services: t
                     .services()
                     .into_iter()
@@ -107,6 +114,7 @@ impl AdminState {
                 })
                 .collect(),
             exports: &self.exports,
+            events: self.registry.events.snapshot(),
         };
         serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into())
     }

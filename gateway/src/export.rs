@@ -100,8 +100,16 @@ impl Exports {
                 if e.healthy.swap(healthy, Ordering::SeqCst) != healthy {
                     changed = true;
                     if healthy {
+                        registry.events.record(
+                            "target_up",
+                            format!("{} at {}", e.config.service, e.config.target),
+                        );
                         tracing::info!(service = %e.config.service, target = %e.config.target, "target healthy again");
                     } else {
+                        registry.events.record(
+                            "target_down",
+                            format!("{} at {}", e.config.service, e.config.target),
+                        );
                         tracing::warn!(service = %e.config.service, target = %e.config.target, "target unreachable; telling peers");
                     }
                 }

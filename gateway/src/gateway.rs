@@ -317,6 +317,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
                         ("reason", "handshake".to_owned()),
                     ];
                     metrics::counter!(crate::metrics::PEERS_REFUSED, &labels).increment(1);
+                    ctx.registry
+                        .events
+                        .record("peer_refused", format!("{remote}: {e}"));
                     tracing::warn!(peer_addr = %remote, "peer refused: {e}")
                 }
             }
@@ -391,6 +394,9 @@ async fn run_connection(
                 ("reason", "hello".to_owned()),
             ];
             metrics::counter!(crate::metrics::PEERS_REFUSED, &labels).increment(1);
+            ctx.registry
+                .events
+                .record("peer_refused", format!("{remote}: {e}"));
             tracing::warn!(peer_addr = %remote, "peer refused: {e}");
             conn.close(code::BAD_HELLO, e.to_string().as_bytes());
             return Err(e.to_string());
@@ -404,6 +410,10 @@ async fn run_connection(
         }
     };
     if duplicate_of.is_none() {
+        ctx.registry.events.record(
+            "tunnel_up",
+            format!("{} ({}) at {remote}", tunnel.peer, tunnel.region),
+        );
         tracing::info!(
         peer = %tunnel.peer, peer_addr = %remote, dialed,
             services = ?tunnel.services().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
@@ -416,6 +426,7 @@ async fn run_connection(
         tunnel.clone(),
         ctx.health.clone(),
         ctx.me.region.clone(),
+        ctx.registry.events.clone(),
     ));
     let reason = loop {
         match conn.accept_bi().await {
@@ -435,7 +446,13 @@ async fn run_connection(
     prober.abort();
     ctx.registry.remove(&tunnel);
     match duplicate_of {
-        None => tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}"),
+        None => {
+            ctx.registry.events.record(
+                "tunnel_down",
+                format!("{} ({}): {reason}", tunnel.peer, tunnel.region),
+            );
+            tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}")
+        }
         Some(existing) => {
             tracing::debug!(peer = %tunnel.peer, "duplicate tunnel closed: {reason}");
             // Redial only once the tunnel that was preferred is gone.

@@ -99,7 +99,7 @@ impl RouteState {
         Some(tunnel)
     }
 
-    fn record(&self, peer: &SpiffeId, ok: bool) {
+    fn record(&self, peer: &SpiffeId, ok: bool, events: &crate::events::EventLog) {
         let mut breakers = self.breakers();
         let b = breakers
             .entry(peer.clone())
@@ -117,10 +117,18 @@ impl RouteState {
         match transition {
             BreakerTransition::Opened => {
                 metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(1.0);
+                events.record(
+                    "circuit_opened",
+                    format!("{} for {}", peer, self.route.service),
+                );
                 tracing::warn!(service = %self.route.service, %peer, "circuit opened: peer ejected for this service")
             }
             BreakerTransition::Closed => {
                 metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(0.0);
+                events.record(
+                    "circuit_closed",
+                    format!("{} for {}", peer, self.route.service),
+                );
                 tracing::info!(service = %self.route.service, %peer, "circuit closed")
             }
             BreakerTransition::None => {}
@@ -129,7 +137,7 @@ impl RouteState {
 
     /// Notes the region that served a stream; a move to a less preferred
     /// tier is a failover, back to a more preferred one a failback.
-    fn served_by(&self, region: &str) {
+    fn served_by(&self, region: &str, events: &crate::events::EventLog) {
         let mut last = self.last_region.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(from) = last.as_deref()
             && from != region
@@ -148,6 +156,7 @@ impl RouteState {
                 ("to", region.to_owned()),
             ];
             metrics::counter!(name, &labels).increment(1);
+            events.record(what, format!("{}: {from} -> {region}", self.route.service));
             tracing::warn!(service = %self.route.service, from, to = region, "{what}");
         }
         *last = Some(region.to_owned());
@@ -248,8 +257,8 @@ async fn serve_client(
                 recv,
                 leftover,
             } => {
-                state.record(&tunnel.peer, true);
-                state.served_by(&tunnel.region);
+                state.record(&tunnel.peer, true, &registry.events);
+                state.served_by(&tunnel.region, &registry.events);
                 let open_labels = [
                     ("region", state.route.own_region.clone()),
                     ("service", service.clone()),
@@ -263,7 +272,7 @@ async fn serve_client(
                 break Some((tunnel, guard, send, recv, leftover));
             }
             Attempt::Retry(reason) => {
-                state.record(&tunnel.peer, false);
+                state.record(&tunnel.peer, false, &registry.events);
                 let retry_labels = [
                     ("region", state.route.own_region.clone()),
                     ("service", service.clone()),

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 mod error;
+pub mod events;
 pub mod export;
 mod gateway;
 pub mod import;

@@ -54,6 +54,8 @@ pub struct HealthSnapshot {
     pub missed: u32,
     /// When the tunnel came up or last came back from Down.
     pub up_since: Instant,
+    /// When the peer last answered a probe.
+    pub last_seen: Instant,
 }
 
 /// Counts a stream as active on its tunnel for as long as it lives.
@@ -154,6 +156,9 @@ impl Tunnel {
 #[derive(Debug)]
 pub struct Registry {
     me: SpiffeId,
+    /// The gateway's event log, reachable from everything that has the
+    /// registry.
+    pub events: Arc<crate::events::EventLog>,
     tunnels: Mutex<HashMap<SpiffeId, Arc<Tunnel>>>,
     changed: watch::Sender<u64>,
 }
@@ -169,6 +174,7 @@ impl Registry {
     pub fn new(me: SpiffeId) -> Self {
         Registry {
             me,
+            events: Arc::new(crate::events::EventLog::default()),
             tunnels: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
         }
@@ -365,6 +371,7 @@ pub async fn handshake(
             loss: 0.0,
             missed: 0,
             up_since: Instant::now(),
+            last_seen: Instant::now(),
         }),
         control: tokio::sync::Mutex::new(None),
     });
@@ -398,7 +405,13 @@ pub async fn follow_control(tunnel: Arc<Tunnel>, mut recv: quinn::RecvStream, mu
 
 /// Probes a tunnel with QUIC datagrams and keeps its health up to date,
 /// answering the peer's probes too, until the connection closes.
-pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig, region: String) {
+pub async fn probe(
+    tunnel: Arc<Tunnel>,
+    config: ProbeConfig,
+    region: String,
+    events: Arc<crate::events::EventLog>,
+) {
+    let mut last_seen = Instant::now();
     use crate::metrics as m;
     let mut tracker = ProbeTracker::new(config, Instant::now(), Some(tunnel.conn.rtt()));
     let labels = [
@@ -431,7 +444,8 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig, region: String) {
                         let _ = tunnel.conn.send_datagram(Probe::Pong(seq).encode().to_vec().into());
                     }
                     Some(Probe::Pong(seq)) => {
-                        if let Some(rtt) = tracker.handle_pong(seq, Instant::now()) {
+                        last_seen = Instant::now();
+                        if let Some(rtt) = tracker.handle_pong(seq, last_seen) {
                             metrics::histogram!(m::PROBE_RTT, &labels).record(rtt.as_secs_f64());
                             metrics::counter!(m::PROBES, &with("result", "answered")).increment(1);
                         }
@@ -453,6 +467,16 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig, region: String) {
         }
         while let Some(HealthEvent::Changed { from, to }) = tracker.poll_event() {
             set_state(to);
+            events.record(
+                "tunnel_health",
+                format!(
+                    "{} ({}): {} -> {}",
+                    tunnel.peer,
+                    tunnel.region,
+                    from.as_str(),
+                    to.as_str()
+                ),
+            );
             let level_warn = to != TunnelHealth::Up;
             if level_warn {
                 tracing::warn!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), loss = tracker.loss(), "tunnel health changed");
@@ -474,6 +498,7 @@ pub async fn probe(tunnel: Arc<Tunnel>, config: ProbeConfig, region: String) {
             loss: tracker.loss(),
             missed: tracker.consecutive_missed(),
             up_since,
+            last_seen,
         });
         if tunnel.conn.close_reason().is_some() {
             return;

@@ -5,6 +5,7 @@ mod ca;
 mod cert;
 mod demo;
 mod gateway;
+mod status;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(GatewayCommand::Check { config }) => gateway::check(&config),
         Command::Tunnel(TunnelCommand::Open(args)) => gateway::tunnel_open(args),
         Command::Demo(args) => demo::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
 

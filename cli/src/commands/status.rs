@@ -1,0 +1,167 @@
+//! `strait status`: a gateway's view of the mesh from its admin endpoint,
+//! as tables (like `linkerd multicluster gateways`), or JSON.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::args::Status;
+
+pub fn run(args: Status) -> anyhow::Result<ExitCode> {
+    loop {
+        let status = fetch(&args.admin)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            if args.watch {
+                // Clear the screen and go home, then redraw.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", render(&status));
+        }
+        if !args.watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::io::stdout().flush()?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// GET /status from an admin address (`http://host:port` or `host:port`).
+fn fetch(admin: &str) -> anyhow::Result<Value> {
+    let authority = admin
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .filter(|a| !a.is_empty())
+        .with_context(|| {
+            format!("{admin:?} is not an admin address such as http://127.0.0.1:15000")
+        })?;
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} resolved to no address"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).with_context(|| {
+            format!("cannot reach the admin endpoint at {addr}; is the gateway running?")
+        })?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /status HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{addr} answered something that is not HTTP"))?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "{addr}: {}",
+        head.lines().next().unwrap_or_default()
+    );
+    serde_json::from_str(body).with_context(|| format!("{addr}/status is not JSON"))
+}
+
+fn render(s: &Value) -> String {
+    let str_of = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    let mut out = format!(
+        "gateway {} ({})  {}  {}\n\n",
+        str_of(&s["name"]),
+        str_of(&s["region"]),
+        str_of(&s["id"]),
+        if s["draining"].as_bool() == Some(true) {
+            "DRAINING"
+        } else if s["ready"].as_bool() == Some(true) {
+            "ready"
+        } else {
+            "not ready"
+        }
+    );
+    out += &format!(
+        "{:<12} {:<12} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
+        "PEER", "REGION", "STATE", "RTT", "LOSS", "STREAMS", "SERVICES", "LAST-SEEN"
+    );
+    let mut served_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in s["peers"].as_array().into_iter().flatten() {
+        let services: Vec<String> = p["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                let name = str_of(&v["name"]);
+                if v["healthy"].as_bool() == Some(true) {
+                    served_by
+                        .entry(name.clone())
+                        .or_default()
+                        .push(str_of(&p["region"]));
+                    name
+                } else {
+                    format!("{name}(down)")
+                }
+            })
+            .collect();
+        out += &format!(
+            "{:<12} {:<12} {:<9} {:>7.1}ms {:>5.0}% {:>8}  {:<24} {:>8.1}s ago\n",
+            str_of(&p["name"]),
+            str_of(&p["region"]),
+            str_of(&p["state"]),
+            p["rtt_ms"].as_f64().unwrap_or(0.0),
+            p["probe_loss"].as_f64().unwrap_or(0.0) * 100.0,
+            p["active_streams"].as_u64().unwrap_or(0),
+            services.join(","),
+            p["last_seen_ms"].as_f64().unwrap_or(0.0) / 1e3,
+        );
+    }
+    out += "\nSERVICE          SERVED BY (healthy, from here)\n";
+    for (service, regions) in &served_by {
+        out += &format!("{service:<16} {}\n", regions.join(", "));
+    }
+    let events = s["events"].as_array().cloned().unwrap_or_default();
+    out += &format!(
+        "\nEVENTS (last {} of {})\n",
+        events.len().min(10),
+        events.len()
+    );
+    for e in events.iter().rev().take(10).rev() {
+        out += &format!(
+            "{}  {:<15} {}\n",
+            str_of(&e["time"]),
+            str_of(&e["kind"]),
+            str_of(&e["detail"])
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render;
+
+    #[test]
+    fn renders_peers_services_and_events() {
+        let status = serde_json::json!({
+            "id": "spiffe://example.org/region/eu-west/gateway/gw-1", "name": "gw-1", "region": "eu-west",
+            "ready": true, "draining": false,
+            "peers": [{"name": "gw-2", "region": "us-east", "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
+                       "active_streams": 3, "last_seen_ms": 120,
+                       "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]}],
+            "events": [{"time": "2026-11-23T12:00:00Z", "kind": "failover", "detail": "payments: us-east -> ap-south"}]
+        });
+        let text = render(&status);
+        assert!(text.contains("gw-2         us-east      up"), "{text}");
+        assert!(text.contains("80.4ms"), "{text}");
+        assert!(text.contains("payments,orders(down)"), "{text}");
+        assert!(text.contains("payments         us-east"), "{text}");
+        assert!(
+            text.contains("failover        payments: us-east -> ap-south"),
+            "{text}"
+        );
+    }
+}
