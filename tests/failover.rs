@@ -403,3 +403,89 @@ fn a_draining_gateway_loses_no_connection() {
     let log = d.gateways[0].log_text();
     assert!(log.contains("draining"), "{log}");
 }
+
+/// The mesh as a gateway saw it last: (age in ms, stale, streams_total) of
+/// `gateway` in `observer`'s /status.
+fn seen(observer: &GatewayProcess, gateway: &str) -> Option<(u64, bool, u64)> {
+    let status = observer.status()?;
+    let entry = status["mesh"]
+        .as_array()?
+        .iter()
+        .find(|e| e["gateway"] == gateway)?
+        .clone();
+    Some((
+        entry["age_ms"].as_u64()?,
+        entry["stale"].as_bool()?,
+        entry["streams_total"].as_u64()?,
+    ))
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_partition_makes_figures_stale_not_gone() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = drill(&rt);
+    for _ in 0..5 {
+        assert_eq!(served_by(d.import, Duration::from_secs(5)), Some(b'B'));
+    }
+    let (a, b) = (&d.gateways[2], &d.gateways[0]);
+    wait_until(
+        "us-east hears eu-west's counters",
+        Duration::from_secs(10),
+        || seen(b, "gw-a").is_some_and(|(age, stale, total)| !stale && age < 3000 && total >= 5),
+    );
+    wait_until(
+        "eu-west hears both regions",
+        Duration::from_secs(10),
+        || seen(a, "gw-b").is_some_and(|s| !s.1) && seen(a, "gw-c").is_some_and(|s| !s.1),
+    );
+    let total_before = seen(b, "gw-a").unwrap().2;
+
+    d.net.partition("eu-west", "us-east", false).unwrap();
+    // Both sides keep the other in view, marked stale, with a growing age.
+    wait_until(
+        "eu-west marks us-east stale",
+        Duration::from_secs(10),
+        || seen(a, "gw-b").is_some_and(|s| s.1),
+    );
+    wait_until(
+        "us-east marks eu-west stale",
+        Duration::from_secs(10),
+        || seen(b, "gw-a").is_some_and(|s| s.1),
+    );
+    let first = seen(a, "gw-b").unwrap().0;
+    std::thread::sleep(Duration::from_millis(500));
+    let later = seen(a, "gw-b").unwrap().0;
+    assert!(later >= first + 400, "age did not grow: {first} -> {later}");
+    assert!(
+        seen(a, "gw-c").is_some_and(|s| !s.1),
+        "ap-south went stale too"
+    );
+    // Traffic meanwhile goes to ap-south and is counted.
+    for _ in 0..5 {
+        assert_eq!(served_by(d.import, Duration::from_secs(5)), Some(b'C'));
+    }
+
+    d.net.heal(None).unwrap();
+    wait_until(
+        "figures fresh again after healing",
+        Duration::from_secs(20),
+        || seen(a, "gw-b").is_some_and(|s| !s.1) && seen(b, "gw-a").is_some_and(|s| !s.1),
+    );
+    let total_after = seen(b, "gw-a").unwrap().2;
+    assert!(
+        total_after >= total_before + 5,
+        "counter went from {total_before} to {total_after}"
+    );
+}

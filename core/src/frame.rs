@@ -26,6 +26,45 @@ pub enum Message {
     Open(Open),
     /// The exporting side's answer to OPEN.
     Status(Status),
+    /// A compact summary of the sender and of what it last heard from
+    /// others, sent on the control stream every second.
+    Telemetry(Telemetry),
+}
+
+/// What a gateway tells its peers about itself and the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// The sender's own report (age 0).
+    pub origin: GatewayReport,
+    /// Reports the sender holds from other gateways, with their ages.
+    pub relayed: Vec<GatewayReport>,
+}
+
+/// One gateway's summary. Ages, not timestamps: clocks differ between
+/// regions, elapsed time does not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayReport {
+    pub gateway: String,
+    pub region: String,
+    /// Random per process start: a new value means the counters restarted.
+    pub boot_id: u64,
+    /// How old this report was when sent, in milliseconds.
+    pub age_ms: u64,
+    pub tunnels: Vec<TunnelReport>,
+    pub services: Vec<ServiceAd>,
+    /// Streams this gateway finished since it started, and how many failed.
+    pub streams_total: u64,
+    pub streams_failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelReport {
+    pub peer: String,
+    pub peer_region: String,
+    pub state: String,
+    pub rtt_us: u64,
+    /// Probe loss in thousandths.
+    pub loss_permille: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// What the admin endpoint reports.
 #[derive(Debug)]
 pub struct AdminState {
+    pub exports_state: Arc<crate::export::Exports>,
     pub id: String,
     pub name: String,
     pub region: String,
@@ -41,6 +42,8 @@ struct Status<'a> {
     exports: &'a [String],
     /// Oldest first.
     events: Vec<crate::events::Event>,
+    /// Every gateway heard of, this one first, with the age of its figures.
+    mesh: Vec<crate::telemetry::MeshEntry>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +118,11 @@ impl AdminState {
                 .collect(),
             exports: &self.exports,
             events: self.registry.events.snapshot(),
+            mesh: self.registry.mesh.snapshot(
+                self.registry
+                    .mesh
+                    .own_report(&self.registry, self.exports_state.ads()),
+            ),
         };
         serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into())
     }

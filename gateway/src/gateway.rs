@@ -137,7 +137,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         addr: config.listen,
         source,
     })?;
-    let registry = Arc::new(Registry::new(tls.id().clone()));
+    let registry = Arc::new(Registry::new(
+        tls.id().clone(),
+        &config.name,
+        &config.region,
+    ));
     let exports = Arc::new(Exports::new(
         &config.exports,
         tls.trust_domain().as_str(),
@@ -204,6 +208,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin);
     let admin = Arc::new(AdminState {
+        exports_state: exports.clone(),
         id: tls.id().to_string(),
         name: config.name.clone(),
         region: config.region.clone(),
@@ -223,6 +228,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     });
     tasks.push(tokio::spawn(serve_admin(admin_listener, admin.clone())));
     tasks.push(tokio::spawn(accept_loop(endpoint.clone(), ctx.clone())));
+    tasks.push(tokio::spawn(crate::telemetry::share(
+        registry.mesh.clone(),
+        registry.clone(),
+        exports.clone(),
+    )));
     tasks.push(tokio::spawn(exports.clone().check_targets(
         registry.clone(),
         config.target_check,
@@ -421,7 +431,12 @@ async fn run_connection(
         );
     }
     tunnel.set_control(control_send).await;
-    let control = tokio::spawn(follow_control(tunnel.clone(), control_recv, buf));
+    let control = tokio::spawn(follow_control(
+        tunnel.clone(),
+        ctx.registry.mesh.clone(),
+        control_recv,
+        buf,
+    ));
     let prober = tokio::spawn(crate::tunnel::probe(
         tunnel.clone(),
         ctx.health.clone(),

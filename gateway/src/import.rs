@@ -286,6 +286,7 @@ async fn serve_client(
     };
 
     let Some((tunnel, _guard, mut send, mut recv, leftover)) = accepted else {
+        registry.mesh.counters.finished(false);
         let outcome = if tried.is_empty() {
             "no_peer"
         } else {
@@ -337,6 +338,7 @@ async fn serve_client(
     };
     let ((up_end, up_bytes), (down_end, down_bytes)) = tokio::join!(up, down);
     let reset = up_end == End::Reset || down_end == End::Reset;
+    registry.mesh.counters.finished(!reset);
     if reset {
         let _ = send.reset(code::RESET);
         let _ = recv.stop(code::RESET);

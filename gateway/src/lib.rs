@@ -17,6 +17,7 @@ mod gateway;
 pub mod import;
 pub mod metrics;
 pub mod splice;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod wire;

@@ -159,6 +159,8 @@ pub struct Registry {
     /// The gateway's event log, reachable from everything that has the
     /// registry.
     pub events: Arc<crate::events::EventLog>,
+    /// What this gateway knows of the mesh (telemetry from peers).
+    pub mesh: Arc<crate::telemetry::MeshView>,
     tunnels: Mutex<HashMap<SpiffeId, Arc<Tunnel>>>,
     changed: watch::Sender<u64>,
 }
@@ -171,10 +173,11 @@ pub enum Registered {
 }
 
 impl Registry {
-    pub fn new(me: SpiffeId) -> Self {
+    pub fn new(me: SpiffeId, name: &str, region: &str) -> Self {
         Registry {
             me,
             events: Arc::new(crate::events::EventLog::default()),
+            mesh: Arc::new(crate::telemetry::MeshView::new(name, region)),
             tunnels: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
         }
@@ -378,10 +381,17 @@ pub async fn handshake(
     Ok((tunnel, send, recv, buf))
 }
 
-/// Reads UPDATE and GOAWAY from a tunnel's control stream until it ends.
-pub async fn follow_control(tunnel: Arc<Tunnel>, mut recv: quinn::RecvStream, mut buf: BytesMut) {
+/// Reads UPDATE, GOAWAY and TELEMETRY from a tunnel's control stream until
+/// it ends.
+pub async fn follow_control(
+    tunnel: Arc<Tunnel>,
+    mesh: Arc<crate::telemetry::MeshView>,
+    mut recv: quinn::RecvStream,
+    mut buf: BytesMut,
+) {
     loop {
         match read_frame(&mut recv, &mut buf, Duration::from_secs(24 * 3600)).await {
+            Ok(Message::Telemetry(t)) => mesh.receive(t),
             Ok(Message::Update(u)) => {
                 tracing::info!(peer = %tunnel.peer, services = u.services.len(), "peer updated its services");
                 tunnel.set_services(u.services);

@@ -1,0 +1,313 @@
+//! The mesh as this gateway saw it last. Every second each gateway sends
+//! its peers a compact report of itself (tunnels, services, stream
+//! counters) plus the reports it holds from others; `/status` shows every
+//! gateway heard of, each with the age of its figures. A partition makes
+//! figures stale and says so; it does not make them vanish. Counters are
+//! kept monotonic across reconnects and restarts of the reporting gateway.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use strait_core::frame::{GatewayReport, Message, Telemetry, TunnelReport};
+
+use crate::tunnel::Registry;
+
+/// Figures older than this are marked stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// How often reports are shared.
+pub const SHARE_EVERY: Duration = Duration::from_secs(1);
+/// Reports relayed per message, at most.
+const MAX_RELAYED: usize = 64;
+
+/// Stream counters of this gateway.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub streams_total: AtomicU64,
+    pub streams_failed: AtomicU64,
+}
+
+impl Counters {
+    pub fn finished(&self, ok: bool) {
+        self.streams_total.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.streams_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    report: GatewayReport,
+    /// When we received it, and how old it already was then.
+    received: Instant,
+    age_then: Duration,
+    direct: bool,
+    /// Counters of earlier boots of that gateway, so totals never drop.
+    base_total: u64,
+    base_failed: u64,
+}
+
+impl Held {
+    fn age(&self) -> Duration {
+        self.age_then + self.received.elapsed()
+    }
+}
+
+/// One gateway as `/status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshEntry {
+    pub gateway: String,
+    pub region: String,
+    pub age_ms: u64,
+    pub stale: bool,
+    /// Heard from it directly (else relayed by another gateway).
+    pub direct: bool,
+    pub streams_total: u64,
+    pub streams_failed: u64,
+    pub tunnels: Vec<TunnelReport>,
+    pub services: Vec<strait_core::frame::ServiceAd>,
+}
+
+/// What this gateway knows of the mesh.
+#[derive(Debug)]
+pub struct MeshView {
+    me: String,
+    region: String,
+    boot_id: u64,
+    pub counters: Counters,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+impl MeshView {
+    pub fn new(me: &str, region: &str) -> Self {
+        MeshView {
+            me: me.to_owned(),
+            region: region.to_owned(),
+            boot_id: rand::random(),
+            counters: Counters::default(),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This gateway's own report, fresh.
+    pub fn own_report(
+        &self,
+        registry: &Registry,
+        services: Vec<strait_core::frame::ServiceAd>,
+    ) -> GatewayReport {
+        GatewayReport {
+            gateway: self.me.clone(),
+            region: self.region.clone(),
+            boot_id: self.boot_id,
+            age_ms: 0,
+            tunnels: registry
+                .tunnels()
+                .iter()
+                .map(|t| {
+                    let h = t.health();
+                    TunnelReport {
+                        peer: t.name.clone(),
+                        peer_region: t.region.clone(),
+                        state: h.state.as_str().to_owned(),
+                        rtt_us: h.rtt.unwrap_or_default().as_micros() as u64,
+                        loss_permille: (h.loss * 1000.0).round() as u16,
+                    }
+                })
+                .collect(),
+            services,
+            streams_total: self.counters.streams_total.load(Ordering::Relaxed),
+            streams_failed: self.counters.streams_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes in a peer's telemetry: its own report and what it relays.
+    pub fn receive(&self, telemetry: Telemetry) {
+        let mut held = self.held();
+        let mut take = |report: GatewayReport, direct: bool| {
+            if report.gateway == self.me {
+                return;
+            }
+            let age = Duration::from_millis(report.age_ms);
+            let (base_total, base_failed) = match held.get(&report.gateway) {
+                // Older news than what we hold: keep ours.
+                Some(h) if h.age() <= age => return,
+                Some(h) if h.report.boot_id != report.boot_id => (
+                    h.base_total + h.report.streams_total,
+                    h.base_failed + h.report.streams_failed,
+                ),
+                Some(h) => (h.base_total, h.base_failed),
+                None => (0, 0),
+            };
+            held.insert(
+                report.gateway.clone(),
+                Held {
+                    report,
+                    received: Instant::now(),
+                    age_then: age,
+                    direct,
+                    base_total,
+                    base_failed,
+                },
+            );
+        };
+        take(telemetry.origin, true);
+        for r in telemetry.relayed {
+            take(r, false);
+        }
+    }
+
+    /// What to send: our report and the freshest we hold of others.
+    pub fn outgoing(&self, own: GatewayReport) -> Telemetry {
+        let held = self.held();
+        let mut relayed: Vec<GatewayReport> = held
+            .values()
+            .map(|h| {
+                let mut r = h.report.clone();
+                r.age_ms = h.age().as_millis() as u64;
+                r
+            })
+            .collect();
+        relayed.sort_by_key(|r| r.age_ms);
+        relayed.truncate(MAX_RELAYED);
+        Telemetry {
+            origin: own,
+            relayed,
+        }
+    }
+
+    /// Every gateway heard of, ourselves first.
+    pub fn snapshot(&self, own: GatewayReport) -> Vec<MeshEntry> {
+        let mut out = vec![MeshEntry {
+            gateway: own.gateway,
+            region: own.region,
+            age_ms: 0,
+            stale: false,
+            direct: true,
+            streams_total: own.streams_total,
+            streams_failed: own.streams_failed,
+            tunnels: own.tunnels,
+            services: own.services,
+        }];
+        let held = self.held();
+        let mut others: Vec<&Held> = held.values().collect();
+        others.sort_by(|a, b| {
+            a.report
+                .region
+                .cmp(&b.report.region)
+                .then(a.report.gateway.cmp(&b.report.gateway))
+        });
+        for h in others {
+            let age = h.age();
+            out.push(MeshEntry {
+                gateway: h.report.gateway.clone(),
+                region: h.report.region.clone(),
+                age_ms: age.as_millis() as u64,
+                stale: age > STALE_AFTER,
+                direct: h.direct,
+                streams_total: h.base_total + h.report.streams_total,
+                streams_failed: h.base_failed + h.report.streams_failed,
+                tunnels: h.report.tunnels.clone(),
+                services: h.report.services.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// Sends our telemetry on every tunnel each second.
+pub async fn share(
+    mesh: std::sync::Arc<MeshView>,
+    registry: std::sync::Arc<Registry>,
+    exports: std::sync::Arc<crate::export::Exports>,
+) {
+    loop {
+        tokio::time::sleep(SHARE_EVERY).await;
+        let msg = Message::Telemetry(mesh.outgoing(mesh.own_report(&registry, exports.ads())));
+        // Not on a tunnel that is Down: the control stream is reliable, so
+        // reports would queue behind the outage and arrive late looking new.
+        for t in registry.tunnels() {
+            if t.health().state != strait_core::health::TunnelHealth::Down {
+                t.send_control(&msg).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(gateway: &str, boot_id: u64, age_ms: u64, total: u64) -> GatewayReport {
+        GatewayReport {
+            gateway: gateway.into(),
+            region: "r".into(),
+            boot_id,
+            age_ms,
+            tunnels: vec![],
+            services: vec![],
+            streams_total: total,
+            streams_failed: 0,
+        }
+    }
+
+    #[test]
+    fn fresher_news_wins_and_relayed_news_is_kept() {
+        let view = MeshView::new("a", "eu");
+        view.receive(Telemetry {
+            origin: report("b", 1, 0, 10),
+            relayed: vec![report("c", 7, 500, 3), report("a", 9, 0, 99)],
+        });
+        // Older news about b (relayed by c) does not replace the direct one.
+        view.receive(Telemetry {
+            origin: report("c", 7, 0, 4),
+            relayed: vec![report("b", 1, 2_000, 8)],
+        });
+        let own = report("a", 9, 0, 1);
+        let snap = view.snapshot(own);
+        assert_eq!(
+            snap.len(),
+            3,
+            "ourselves, b and c; never our own relayed report"
+        );
+        let b = snap.iter().find(|e| e.gateway == "b").unwrap();
+        assert_eq!(b.streams_total, 10);
+        assert!(b.direct);
+        let c = snap.iter().find(|e| e.gateway == "c").unwrap();
+        assert_eq!(c.streams_total, 4);
+    }
+
+    #[test]
+    fn counters_never_go_backwards_when_a_gateway_restarts() {
+        let view = MeshView::new("a", "eu");
+        view.receive(Telemetry {
+            origin: report("b", 1, 0, 10),
+            relayed: vec![],
+        });
+        view.receive(Telemetry {
+            origin: report("b", 2, 0, 3),
+            relayed: vec![],
+        });
+        let snap = view.snapshot(report("a", 9, 0, 0));
+        assert_eq!(snap[1].streams_total, 13);
+    }
+
+    #[test]
+    fn ages_grow_and_turn_stale() {
+        let view = MeshView::new("a", "eu");
+        view.receive(Telemetry {
+            origin: report("b", 1, 2_900, 1),
+            relayed: vec![],
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        let snap = view.snapshot(report("a", 9, 0, 0));
+        assert!(snap[1].age_ms >= 3_050);
+        assert!(snap[1].stale);
+    }
+}
