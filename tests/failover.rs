@@ -489,3 +489,51 @@ fn a_partition_makes_figures_stale_not_gone() {
         "counter went from {total_before} to {total_after}"
     );
 }
+
+#[test]
+fn a_stream_cut_by_a_partition_is_logged_with_its_trace_id_on_both_sides() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let d = drill(&rt);
+    let (a, b) = (&d.gateways[2], &d.gateways[0]);
+    let mut long = TcpStream::connect(d.import).unwrap();
+    long.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    long.write_all(b"x").unwrap();
+    let mut first = [0u8; 2];
+    long.read_exact(&mut first).unwrap();
+    assert_eq!(first, *b"Bx");
+    let trace = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("stream opening") && l.contains("gw-b"))
+        .last()
+        .and_then(|l| l.split("trace=").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .expect("the import logged the stream's trace id")
+        .to_owned();
+    d.net.partition("eu-west", "us-east", false).unwrap();
+    // The stream cannot survive the tunnel's idle timeout (5 s in tests);
+    // each side logs its end under the same trace id.
+    let needle = format!("trace={trace}");
+    wait_until(
+        "both sides log the cut stream",
+        Duration::from_secs(20),
+        || {
+            let (la, lb) = (a.log_text(), b.log_text());
+            la.lines()
+                .any(|l| l.contains(&needle) && l.contains("stream closed (import)"))
+                && lb
+                    .lines()
+                    .any(|l| l.contains(&needle) && l.contains("stream closed (export)"))
+        },
+    );
+    let mut rest = [0u8; 1];
+    assert!(
+        !matches!(long.read(&mut rest), Ok(1)),
+        "the cut stream carried data"
+    );
+}

@@ -440,7 +440,6 @@ impl StraitPair {
             let child = Command::new(std::env::current_exe().unwrap())
                 .arg("--gateway")
                 .arg(&path)
-                .env("RUST_LOG", "warn")
                 .stdin(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()

@@ -123,6 +123,30 @@ fn render(s: &Value) -> String {
     for (service, regions) in &served_by {
         out += &format!("{service:<16} {}\n", regions.join(", "));
     }
+    out += "\nMESH (as this gateway last heard)\n";
+    out += &format!(
+        "{:<12} {:<12} {:>9} {:>7} {:>9} {:>7}\n",
+        "GATEWAY", "REGION", "AGE", "", "STREAMS", "FAILED"
+    );
+    for g in s["mesh"].as_array().into_iter().flatten() {
+        let age = g["age_ms"].as_f64().unwrap_or(0.0) / 1e3;
+        let flag = if g["stale"].as_bool() == Some(true) {
+            "STALE"
+        } else if g["direct"].as_bool() == Some(false) {
+            "relayed"
+        } else {
+            ""
+        };
+        out += &format!(
+            "{:<12} {:<12} {:>8.1}s {:>7} {:>9} {:>7}\n",
+            str_of(&g["gateway"]),
+            str_of(&g["region"]),
+            age,
+            flag,
+            g["streams_total"].as_u64().unwrap_or(0),
+            g["streams_failed"].as_u64().unwrap_or(0),
+        );
+    }
     let events = s["events"].as_array().cloned().unwrap_or_default();
     out += &format!(
         "\nEVENTS (last {} of {})\n",
@@ -152,7 +176,9 @@ mod tests {
             "peers": [{"name": "gw-2", "region": "us-east", "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
                        "active_streams": 3, "last_seen_ms": 120,
                        "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]}],
-            "events": [{"time": "2026-11-23T12:00:00Z", "kind": "failover", "detail": "payments: us-east -> ap-south"}]
+            "events": [{"time": "2026-11-23T12:00:00Z", "kind": "failover", "detail": "payments: us-east -> ap-south"}],
+            "mesh": [{"gateway": "gw-2", "region": "us-east", "age_ms": 7400, "stale": true, "direct": true,
+                      "streams_total": 12, "streams_failed": 1}]
         });
         let text = render(&status);
         assert!(text.contains("gw-2         us-east      up"), "{text}");
