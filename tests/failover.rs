@@ -509,8 +509,8 @@ fn a_stream_cut_by_a_partition_is_logged_with_its_trace_id_on_both_sides() {
     let trace = a
         .log_text()
         .lines()
-        .filter(|l| l.contains("stream opening") && l.contains("gw-b"))
-        .last()
+        .rev()
+        .find(|l| l.contains("stream opening") && l.contains("gw-b"))
         .and_then(|l| l.split("trace=").nth(1))
         .and_then(|t| t.split_whitespace().next())
         .expect("the import logged the stream's trace id")
