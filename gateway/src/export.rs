@@ -254,7 +254,7 @@ pub async fn serve_stream(
     if write_frame(&mut send, &ok).await.is_err() {
         return;
     }
-    tracing::debug!(%trace, %service, %peer, "stream open");
+    tracing::info!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), "stream open (export)");
     let early = buf.split().freeze();
     let moved = crate::splice::splice(target, send, recv, &[], &early).await;
     finished(

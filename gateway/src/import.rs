@@ -396,7 +396,7 @@ async fn attempt(
     if early.eof {
         let _ = send.finish();
     }
-    tracing::debug!(%trace, %service, peer = %tunnel.peer, "stream opening");
+    tracing::info!(%trace, %service, peer = %tunnel.peer, "stream opening (import)");
     let mut answer = BytesMut::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let deadline = tokio::time::Instant::now() + settings.open_timeout;
