@@ -76,6 +76,8 @@ struct Drill {
     only_b: SocketAddr,
     /// Stops us-east's `svc` target.
     stop_b_target: Arc<std::sync::atomic::AtomicBool>,
+    /// Runs the relays; dropped after them (fields drop in order).
+    _rt: tokio::runtime::Runtime,
 }
 
 impl Drill {
@@ -84,7 +86,12 @@ impl Drill {
     }
 }
 
-fn drill(rt: &tokio::runtime::Runtime) -> Drill {
+fn drill() -> Drill {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = TestCa::new(d, "example.org");
@@ -158,6 +165,7 @@ fn drill(rt: &tokio::runtime::Runtime) -> Drill {
         import,
         only_b,
         stop_b_target,
+        _rt: rt,
     }
 }
 
@@ -255,12 +263,7 @@ fn cut_and_heal(drill: &Drill, cut: impl Fn(&Network)) {
 
 #[test]
 fn a_hard_partition_fails_over_within_a_second_and_heals() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let d = drill(&rt);
+    let d = drill();
     cut_and_heal(&d, |net| {
         net.partition("eu-west", "us-east", false).unwrap()
     });
@@ -268,12 +271,7 @@ fn a_hard_partition_fails_over_within_a_second_and_heals() {
 
 #[test]
 fn an_asymmetric_partition_is_detected_like_a_full_one() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let d = drill(&rt);
+    let d = drill();
     // us-east -> eu-west dropped, eu-west -> us-east flowing: probes arrive,
     // answers do not.
     cut_and_heal(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
@@ -281,12 +279,7 @@ fn an_asymmetric_partition_is_detected_like_a_full_one() {
 
 #[test]
 fn a_dead_target_fails_over_while_the_other_services_of_its_region_stay() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let d = drill(&rt);
+    let d = drill();
     assert_eq!(served_by(d.import, Duration::from_secs(5)), Some(b'B'));
     let stopped_at = Instant::now();
     d.stop_b_target
@@ -329,12 +322,7 @@ fn a_dead_target_fails_over_while_the_other_services_of_its_region_stay() {
 #[test]
 fn a_draining_gateway_loses_no_connection() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut d = drill(&rt);
+    let mut d = drill();
     // A connection open on us-east before the drain must finish normally.
     let mut long = TcpStream::connect(d.import).unwrap();
     long.set_read_timeout(Some(Duration::from_secs(10)))
@@ -430,12 +418,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_partition_makes_figures_stale_not_gone() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let d = drill(&rt);
+    let d = drill();
     for _ in 0..5 {
         assert_eq!(served_by(d.import, Duration::from_secs(5)), Some(b'B'));
     }
@@ -492,12 +475,7 @@ fn a_partition_makes_figures_stale_not_gone() {
 
 #[test]
 fn a_stream_cut_by_a_partition_is_logged_with_its_trace_id_on_both_sides() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let d = drill(&rt);
+    let d = drill();
     let (a, b) = (&d.gateways[2], &d.gateways[0]);
     let mut long = TcpStream::connect(d.import).unwrap();
     long.set_read_timeout(Some(Duration::from_secs(20)))
