@@ -148,3 +148,105 @@ async fn certificates_that_are_not_ours_are_refused() {
     let b = GatewayProcess::start(d, &b);
     b.wait_for_service("echo");
 }
+
+/// A raw client with a proper gateway identity speaks strait/1 by hand:
+/// HELLO, then hostile streams, then a proper one on the same tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
+    use bytes::BytesMut;
+    use strait_core::frame::{self, Hello, Message, Open, PROTOCOL_VERSION, StatusCode};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
+    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    spec.exports.push(("echo".into(), echo_server(), vec![]));
+    let gw = GatewayProcess::start(d, &spec);
+    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
+    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
+    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
+
+    let encode = |m: &Message| {
+        let mut b = BytesMut::new();
+        frame::encode(m, &mut b).unwrap();
+        b
+    };
+    let (mut control, mut control_rx) = conn.open_bi().await.unwrap();
+    let hello = Message::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        name: "gw-raw".into(),
+        region: "us-east".into(),
+        services: vec![],
+    });
+    control.write_all(&encode(&hello)).await.unwrap();
+    let mut buf = BytesMut::new();
+    let theirs = loop {
+        if let Some(m) = frame::decode(&mut buf).unwrap() {
+            break m;
+        }
+        let mut chunk = [0u8; 1024];
+        let n = control_rx.read(&mut chunk).await.unwrap().unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert!(matches!(theirs, Message::Hello(_)));
+
+    // 1. Garbage where OPEN belongs; 2. an oversized length prefix; 3. a
+    // valid frame that is not OPEN. Each stream is reset, nothing else.
+    for hostile in [
+        b"\x00\x00\x00\x05hello".to_vec(),
+        vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+        encode(&Message::Status(strait_core::frame::Status {
+            code: StatusCode::Ok,
+            message: String::new(),
+        }))
+        .to_vec(),
+    ] {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&hostile).await.unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1024))
+            .await
+            .expect("no answer");
+        assert!(
+            outcome.is_err(),
+            "a hostile stream got an answer: {outcome:?}"
+        );
+    }
+
+    // The same tunnel still carries a proper stream.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let open = Message::Open(Open {
+        service: "echo".into(),
+        trace_id: [1; 16],
+        span_id: [2; 8],
+        origin: None,
+    });
+    let mut request = encode(&open);
+    request.extend_from_slice(b"still serving");
+    send.write_all(&request).await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 16))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut answer = BytesMut::from(&answer[..]);
+    match frame::decode(&mut answer).unwrap() {
+        Some(Message::Status(s)) => assert_eq!(s.code, StatusCode::Ok),
+        other => panic!("expected OK, got {other:?}"),
+    }
+    assert_eq!(&answer[..], b"still serving");
+    assert!(conn.close_reason().is_none(), "the tunnel was closed");
+    let log = gw.log_text();
+    assert!(
+        log.contains("bad stream start") || log.contains("did not start with OPEN"),
+        "{log}"
+    );
+}
