@@ -250,3 +250,47 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_that_contradicts_the_certificate_is_refused() {
+    use bytes::BytesMut;
+    use strait_core::frame::{self, Hello, Message, PROTOCOL_VERSION};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
+    let spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    let gw = GatewayProcess::start(d, &spec);
+    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
+    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
+    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
+    let (mut control, _rx) = conn.open_bi().await.unwrap();
+    // The certificate says gw-raw in us-east; HELLO claims another gateway.
+    let mut hello = BytesMut::new();
+    frame::encode(
+        &Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            name: "gw-impostor".into(),
+            region: "ap-south".into(),
+            services: vec![],
+        }),
+        &mut hello,
+    )
+    .unwrap();
+    control.write_all(&hello).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("tunnel not closed");
+    assert!(closed.to_string().contains("HELLO says"), "{closed}");
+    wait_for_log(&gw, "HELLO says gateway \"gw-impostor\"");
+    assert_eq!(gw.peer_count(), 0);
+}
