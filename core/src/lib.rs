@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod budget;
 pub mod frame;
 pub mod health;
+pub mod limits;
 pub mod routing;
 pub mod trace;
 

@@ -2,7 +2,7 @@
 //! Every error names the file, the line and the key. Relative paths are
 //! relative to the file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use toml::Spanned;
 use strait_core::health::ProbeConfig;
 
 use crate::GatewayError;
+pub use crate::admission::Limits;
 
 /// Default QUIC port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
@@ -65,6 +66,7 @@ pub struct ExportConfig {
     /// SPIFFE ID patterns (`*` matches any run of characters) of peers
     /// allowed to open this service. Empty: any gateway of the trust domain.
     pub allow: Vec<String>,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,7 @@ pub struct ImportConfig {
     pub listen: SocketAddr,
     /// Regions in order of preference; empty: own region first, then any.
     pub prefer: Vec<String>,
+    pub limits: Limits,
 }
 
 /// QUIC transport settings, sized for cross-region links.
@@ -178,21 +181,38 @@ struct RawPeer {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawExport {
     service: Spanned<String>,
     target: Spanned<String>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(flatten)]
+    limits: RawLimits,
+}
+
+/// Limits of an import or export. Flattened into the section, so plain
+/// values: spans do not survive serde's flatten buffering, and errors point
+/// at the section's `service` line instead. serde's deny_unknown_fields
+/// does not combine with flatten either, so unknown keys land in `unknown`.
+#[derive(Debug, Default, Deserialize)]
+struct RawLimits {
+    max_concurrent: Option<usize>,
+    queue: Option<usize>,
+    queue_timeout: Option<String>,
+    rate: Option<f64>,
+    burst: Option<u32>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawImport {
     service: Spanned<String>,
     listen: Spanned<String>,
     #[serde(default)]
     prefer: Vec<Spanned<String>>,
+    #[serde(flatten)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +301,47 @@ impl Source<'_> {
                 ),
             )
         })
+    }
+
+    /// `at` is the span of the section's `service` key.
+    fn limits(
+        &self,
+        raw: &RawLimits,
+        section: &str,
+        at: std::ops::Range<usize>,
+    ) -> Result<Limits, GatewayError> {
+        let err =
+            |key: &str, message: &str| self.err(at.clone(), &format!("{section}.{key}"), message);
+        if let Some(key) = raw.unknown.keys().next() {
+            return Err(err(key, "unknown key"));
+        }
+        let mut limits = Limits::default();
+        if let Some(v) = raw.max_concurrent {
+            if v == 0 {
+                return Err(err("max_concurrent", "must be at least 1"));
+            }
+            limits.max_concurrent = Some(v);
+        }
+        limits.queue = raw.queue.unwrap_or(0);
+        if let Some(v) = &raw.queue_timeout {
+            limits.queue_timeout = humantime::parse_duration(v).map_err(|e| {
+                err(
+                    "queue_timeout",
+                    &format!("{v:?} is not a duration ({e}); write e.g. 500ms"),
+                )
+            })?;
+        }
+        if let Some(v) = raw.rate {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(err(
+                    "rate",
+                    "must be a number of streams per second above 0",
+                ));
+            }
+            limits.rate = Some(v);
+        }
+        limits.burst = raw.burst;
+        Ok(limits)
     }
 
     fn file(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, GatewayError> {
@@ -399,10 +460,12 @@ impl GatewayConfig {
                 }
                 allow.push(a.get_ref().clone());
             }
+            let limits = src.limits(&e.limits, "export", e.service.span())?;
             exports.push(ExportConfig {
                 service,
                 target,
                 allow,
+                limits,
             });
         }
 
@@ -450,10 +513,12 @@ impl GatewayConfig {
                 .iter()
                 .map(|r| src.name(r, "import.prefer"))
                 .collect::<Result<_, _>>()?;
+            let limits = src.limits(&i.limits, "import", i.service.span())?;
             imports.push(ImportConfig {
                 service,
                 listen,
                 prefer,
+                limits,
             });
         }
 
@@ -645,5 +710,48 @@ listen = "127.0.0.1:19080"
             "[tunnel]\nidle_timeout = \"soon\"\n\n[[import]]",
         ));
         assert!(e.contains("tunnel.idle_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn limits_parse_and_bad_limits_name_the_section() {
+        let f = files();
+        let with = |lines: &str| {
+            GOOD.replace(
+                "listen = \"127.0.0.1:19080\"",
+                &format!("listen = \"127.0.0.1:19080\"\nprefer = [\"us-east\"]\n{lines}"),
+            )
+        };
+        let c = parse(
+            &f,
+            &with(
+                "max_concurrent = 10\nqueue = 5\nqueue_timeout = \"250ms\"\nrate = 20.5\nburst = 4",
+            ),
+        )
+        .unwrap();
+        let l = &c.imports[0].limits;
+        assert_eq!(l.max_concurrent, Some(10));
+        assert_eq!(l.queue, 5);
+        assert_eq!(l.queue_timeout, Duration::from_millis(250));
+        assert_eq!(l.rate, Some(20.5));
+        assert_eq!(l.burst, Some(4));
+        assert_eq!(c.imports[0].prefer, vec!["us-east".to_string()]);
+        assert_eq!(c.exports[0].limits, Limits::default());
+        let e = error(&with("max_concurent = 3"));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.max_concurent: unknown key"),
+            "{e}"
+        );
+        let e = error(&with("max_concurrent = 0"));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.max_concurrent: must be at least 1"),
+            "{e}"
+        );
+        let e = error(&with("rate = -1.0"));
+        assert!(e.starts_with("DIR/gw.toml:22: import.rate:"), "{e}");
+        let e = error(&with("queue_timeout = \"soon\""));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.queue_timeout:"),
+            "{e}"
+        );
     }
 }

@@ -31,6 +31,7 @@ struct Export {
     allow: Vec<WildMatch>,
     /// Last verdict of the target check; starts healthy.
     healthy: AtomicBool,
+    admission: crate::admission::Admission,
     failures: AtomicU32,
 }
 
@@ -47,6 +48,7 @@ impl Exports {
                     config: c.clone(),
                     allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
                     healthy: AtomicBool::new(true),
+                    admission: crate::admission::Admission::new(&c.limits),
                     failures: AtomicU32::new(0),
                 })
                 .collect(),
@@ -123,6 +125,17 @@ impl Exports {
                 }
             }
             tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Admits a stream for `service` under its limits.
+    async fn admit(
+        &self,
+        service: &str,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, crate::admission::Refusal> {
+        match self.services.iter().find(|e| e.config.service == service) {
+            Some(e) => e.admission.admit().await,
+            None => Ok(None),
         }
     }
 
@@ -209,6 +222,21 @@ pub async fn serve_stream(
                 &mut recv,
                 code_,
                 format!("{code_} for {service}"),
+            )
+            .await;
+            return;
+        }
+    };
+    let _permit = match exports.admit(&service).await {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            finished(&service, "overloaded", 0, 0);
+            tracing::warn!(%trace, %service, %peer, outcome = "OVERLOADED", reason = refusal.as_str(), "stream refused by the export's limits");
+            refuse(
+                &mut send,
+                &mut recv,
+                StatusCode::Overloaded,
+                refusal.as_str().to_owned(),
             )
             .await;
             return;
@@ -301,11 +329,13 @@ mod tests {
                     service: "open".into(),
                     target: "127.0.0.1:1".into(),
                     allow: vec![],
+                    limits: Default::default(),
                 },
                 ExportConfig {
                     service: "east-only".into(),
                     target: "127.0.0.1:1".into(),
                     allow: vec!["spiffe://example.org/region/us-east/gateway/*".into()],
+                    limits: Default::default(),
                 },
             ],
             "example.org",

@@ -190,6 +190,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             prefer: import.prefer.clone(),
             own_region: config.region.clone(),
             hold_down: config.hold_down,
+            limits: import.limits.clone(),
         };
         imports.push(tokio::spawn(run_import(
             listener,
@@ -220,6 +221,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
                 service: service.clone(),
                 listen: *listen,
                 prefer: import.prefer.clone(),
+                limits: import.limits.clone(),
             })
             .collect(),
         exports: config.exports.iter().map(|e| e.service.clone()).collect(),

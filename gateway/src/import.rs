@@ -46,6 +46,7 @@ pub struct Route {
     /// How long a tunnel that came up or back is passed over in favour of
     /// established ones.
     pub hold_down: Duration,
+    pub limits: crate::admission::Limits,
 }
 
 /// Per-import routing state shared by its client connections.
@@ -56,11 +57,13 @@ pub struct RouteState {
     budget: Mutex<RetryBudget>,
     /// Region that served the last accepted stream, to count failovers.
     last_region: Mutex<Option<String>>,
+    admission: crate::admission::Admission,
 }
 
 impl RouteState {
     pub fn new(route: Route) -> Self {
         RouteState {
+            admission: crate::admission::Admission::new(&route.limits),
             route,
             breakers: Mutex::new(HashMap::new()),
             budget: Mutex::new(RetryBudget::default()),
@@ -231,6 +234,27 @@ async fn serve_client(
     let started = Instant::now();
     let trace = new_trace();
     let service = state.route.service.clone();
+    let _permit = match state.admission.admit().await {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            registry.mesh.counters.finished(false);
+            m::FinishedStream {
+                region: &state.route.own_region,
+                side: "import",
+                service: &service,
+                peer: "-",
+                outcome: "overloaded",
+                bytes_in: 0,
+                bytes_out: 0,
+                duration: started.elapsed(),
+            }
+            .record();
+            tracing::warn!(%trace, %service, client = %from, outcome = "overloaded", reason = refusal.as_str(), "client refused by the import's limits");
+            let (r, w) = client.into_split();
+            reset_tcp(r, w);
+            return;
+        }
+    };
     let _active = m::ActiveStream::new(&state.route.own_region, "import", &service);
     let (mut cr, mut cw) = client.into_split();
     let mut early = Early::default();

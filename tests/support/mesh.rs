@@ -94,6 +94,8 @@ pub struct GatewaySpec {
     pub health: Vec<String>,
     /// `drain_grace` in [gateway].
     pub drain_grace: Option<String>,
+    /// Extra lines for the [[import]] or [[export]] of a service.
+    pub service_lines: Vec<(String, String)>,
 }
 
 impl GatewaySpec {
@@ -111,7 +113,16 @@ impl GatewaySpec {
             prefer: Vec::new(),
             health: Vec::new(),
             drain_grace: None,
+            service_lines: Vec::new(),
         }
+    }
+
+    fn lines_for(&self, service: &str) -> String {
+        self.service_lines
+            .iter()
+            .filter(|(s, _)| s == service)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
     }
 
     pub fn toml(&self) -> String {
@@ -144,6 +155,7 @@ impl GatewaySpec {
                 "\n[[export]]\nservice = \"{service}\"\ntarget = \"{target}\"\nallow = [{}]\n",
                 allow.join(", ")
             );
+            s += &self.lines_for(service);
         }
         if let Some(grace) = &self.drain_grace {
             s = s.replacen(
@@ -158,6 +170,7 @@ impl GatewaySpec {
                 "\n[[import]]\nservice = \"{service}\"\nlisten = \"{listen}\"\nprefer = [{}]\n",
                 prefer.join(", ")
             );
+            s += &self.lines_for(service);
         }
         s
     }

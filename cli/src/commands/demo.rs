@@ -332,6 +332,7 @@ fn gateway_config(
                 service: s.to_owned(),
                 target: t.to_string(),
                 allow: Vec::new(),
+                limits: Default::default(),
             })
             .collect(),
         imports: imports
@@ -340,6 +341,7 @@ fn gateway_config(
                 service: s.to_owned(),
                 listen: l,
                 prefer: vec![PREFERRED.to_owned(), SECOND.to_owned()],
+                limits: Default::default(),
             })
             .collect(),
         tunnel: TunnelSettings::default(),

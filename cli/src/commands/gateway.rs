@@ -90,6 +90,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
             service: args.service.clone(),
             listen: args.listen,
             prefer: Vec::new(),
+            limits: Default::default(),
         }],
         tunnel: TunnelSettings::default(),
         health: Default::default(),

@@ -1,0 +1,180 @@
+//! Limits through real gateways: a bulkhead whose queue fills and times
+//! out, a rate limit that refuses and recovers, and a flood on one import
+//! that leaves another serving.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp};
+
+/// Opens a connection, sends a byte and waits for the echo: `Some` with
+/// the open connection when served, `None` when refused.
+fn open(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(b"x").ok()?;
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(1) => Some(s),
+        _ => None,
+    }
+}
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    _gateways: Vec<GatewayProcess>,
+    imports: Vec<SocketAddr>,
+}
+
+/// west exports echo services, east imports them; `lines` go into the
+/// sections of the named services.
+fn pair(services: &[&str], lines: &[(&str, &str)]) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-w", &d.join("gw-w"));
+    ca.gateway("us-east", "gw-e", &d.join("gw-e"));
+    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("gw-w"));
+    let mut east = GatewaySpec::new("gw-e", "us-east", d.join("gw-e"));
+    east.peers.push(("eu-west".into(), west.quic));
+    let mut imports = Vec::new();
+    for service in services {
+        west.exports
+            .push((format!("{service}-x"), echo_server(), vec![]));
+        let listen = free_tcp();
+        // Import and export names differ so `lines` can target either side.
+        east.imports.push((format!("{service}-x"), listen));
+        imports.push(listen);
+    }
+    for (service, line) in lines {
+        let (spec, name) = match service.strip_prefix("export:") {
+            Some(s) => (&mut west, format!("{s}-x")),
+            None => (&mut east, format!("{service}-x")),
+        };
+        spec.service_lines.push((name, line.to_string()));
+    }
+    // The same name is imported on east and exported on west; lines for
+    // one side only reach that side's file.
+    let west_gw = GatewayProcess::start(d, &west);
+    let east_gw = GatewayProcess::start(d, &east);
+    for service in services {
+        east_gw.wait_for_service(&format!("{service}-x"));
+    }
+    Pair {
+        _dir: dir,
+        _gateways: vec![west_gw, east_gw],
+        imports,
+    }
+}
+
+#[test]
+fn a_full_bulkhead_queues_then_refuses_and_recovers() {
+    let p = pair(
+        &["a"],
+        &[
+            ("a", "max_concurrent = 2"),
+            ("a", "queue = 1"),
+            ("a", "queue_timeout = \"400ms\""),
+        ],
+    );
+    let import = p.imports[0];
+    let first = open(import).expect("first admitted");
+    let _second = open(import).expect("second admitted");
+    // The third waits in the queue and gives up after the queue timeout.
+    let queued = std::thread::spawn(move || {
+        let started = Instant::now();
+        (open(import).is_none(), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // The fourth finds the queue full and is refused at once.
+    let started = Instant::now();
+    assert!(
+        open(import).is_none(),
+        "a fourth client was admitted past the limit"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    let (refused, waited) = queued.join().unwrap();
+    assert!(
+        refused,
+        "the queued client was admitted while both slots were held"
+    );
+    assert!(
+        waited >= Duration::from_millis(400),
+        "the queued client gave up after {waited:?}"
+    );
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open(import).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no slot came back after a stream ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_rate_limit_refuses_and_recovers() {
+    // On the export side: OVERLOADED reaches the importer, which has no
+    // other peer to try, so the client is refused.
+    let p = pair(
+        &["r"],
+        &[("export:r", "rate = 2.0"), ("export:r", "burst = 2")],
+    );
+    let import = p.imports[0];
+    let results: Vec<bool> = (0..4).map(|_| open(import).is_some()).collect();
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 2, "{results:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(open(import).is_some(), "the rate limit did not recover");
+}
+
+#[test]
+fn a_flood_on_one_import_leaves_the_other_serving() {
+    let p = pair(&["flood", "calm"], &[("flood", "max_concurrent = 4")]);
+    let (flood, calm) = (p.imports[0], p.imports[1]);
+    let flooders: Vec<_> = (0..40)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let held = open(flood);
+                let admitted = held.is_some();
+                // Admitted clients hold their slot for a while.
+                std::thread::sleep(Duration::from_millis(if admitted { 1500 } else { 0 }));
+                (admitted, started.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..20 {
+        let started = Instant::now();
+        assert!(
+            open(calm).is_some(),
+            "the calm import failed request {i} during the flood"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "calm request {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    let outcomes: Vec<(bool, Duration)> = flooders.into_iter().map(|t| t.join().unwrap()).collect();
+    let admitted = outcomes.iter().filter(|o| o.0).count();
+    assert!(
+        admitted <= 8,
+        "{admitted} flood clients admitted past a limit of 4"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| !o.0)
+            .all(|o| o.1 < Duration::from_secs(2)),
+        "refused clients were parked"
+    );
+}
