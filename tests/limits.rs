@@ -178,3 +178,54 @@ fn a_flood_on_one_import_leaves_the_other_serving() {
         "refused clients were parked"
     );
 }
+
+#[test]
+fn an_idle_stream_is_reset_after_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-w", &d.join("gw-w"));
+    ca.gateway("us-east", "gw-e", &d.join("gw-e"));
+    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("gw-w"));
+    let mut east = GatewaySpec::new("gw-e", "us-east", d.join("gw-e"));
+    east.peers.push(("eu-west".into(), west.quic));
+    west.exports.push(("echo".into(), echo_server(), vec![]));
+    let import = free_tcp();
+    east.imports.push(("echo".into(), import));
+    for spec in [&mut west, &mut east] {
+        spec.tunnel.push("stream_idle_timeout = \"600ms\"".into());
+    }
+    let w = GatewayProcess::start(d, &west);
+    let e = GatewayProcess::start(d, &east);
+    e.wait_for_service("echo");
+    let mut s = open(import).expect("admitted");
+    // Activity keeps it alive...
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(b"y").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+    }
+    // ...silence ends it.
+    let started = Instant::now();
+    let mut b = [0u8; 1];
+    let r = s.read(&mut b);
+    assert!(matches!(r, Err(_) | Ok(0)), "{r:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "reset after {:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Whichever side's timer fires first logs "idle"; the other sees a reset.
+    while !(e.log_text().contains("outcome=\"idle\"") || w.log_text().contains("outcome=\"idle\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}\n{}",
+            e.log_text(),
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

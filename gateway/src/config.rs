@@ -94,6 +94,8 @@ pub struct TunnelSettings {
     pub connect_timeout: Duration,
     /// Time allowed for the OPEN frame of a new stream to arrive.
     pub open_timeout: Duration,
+    /// A stream with no bytes either way for this long is reset.
+    pub stream_idle_timeout: Duration,
     /// Redial backoff: first delay and cap.
     pub redial_min: Duration,
     pub redial_max: Duration,
@@ -121,6 +123,7 @@ impl Default for TunnelSettings {
             udp_buffer: 8 << 20,
             connect_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(3600),
             redial_min: Duration::from_millis(200),
             redial_max: Duration::from_secs(10),
             congestion: Congestion::Bbr,
@@ -226,6 +229,7 @@ struct RawTunnel {
     udp_buffer: Option<usize>,
     connect_timeout: Option<Spanned<String>>,
     open_timeout: Option<Spanned<String>>,
+    stream_idle_timeout: Option<Spanned<String>>,
     congestion: Option<Congestion>,
 }
 
@@ -547,6 +551,9 @@ impl GatewayConfig {
             }
             if let Some(v) = &t.connect_timeout {
                 tunnel.connect_timeout = src.duration(v, "tunnel.connect_timeout")?;
+            }
+            if let Some(v) = &t.stream_idle_timeout {
+                tunnel.stream_idle_timeout = src.duration(v, "tunnel.stream_idle_timeout")?;
             }
             if let Some(v) = &t.open_timeout {
                 tunnel.open_timeout = src.duration(v, "tunnel.open_timeout")?;

@@ -284,18 +284,29 @@ pub async fn serve_stream(
     }
     tracing::info!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), "stream open (export)");
     let early = buf.split().freeze();
-    let moved = crate::splice::splice(target, send, recv, &[], &early).await;
-    finished(
-        &service,
-        if moved.reset { "reset" } else { "ok" },
-        moved.tcp_to_quic,
-        moved.quic_to_tcp,
-    );
+    let moved = crate::splice::splice(
+        target,
+        send,
+        recv,
+        crate::splice::SpliceOptions {
+            first_to_quic: &[],
+            first_to_tcp: &early,
+            tcp_finished: false,
+            idle_timeout: settings.stream_idle_timeout,
+        },
+    )
+    .await;
+    let outcome = match (moved.idle, moved.reset) {
+        (true, _) => "idle",
+        (false, true) => "reset",
+        (false, false) => "ok",
+    };
+    finished(&service, outcome, moved.tcp_to_quic, moved.quic_to_tcp);
     tracing::info!(
         %trace, %service, %peer,
         bytes_in = moved.quic_to_tcp, bytes_out = moved.tcp_to_quic,
         duration_ms = started.elapsed().as_millis() as u64,
-        outcome = if moved.reset { "reset" } else { "ok" },
+        outcome,
         "stream closed (export)"
     );
 }

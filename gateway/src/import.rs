@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::TunnelSettings;
 use crate::metrics as m;
-use crate::splice::{End, quic_to_tcp, reset_tcp, tcp_to_quic};
+use crate::splice::reset_tcp;
 use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame};
 
@@ -336,44 +336,39 @@ async fn serve_client(
         return;
     };
     let peer = tunnel.peer.to_string();
-    let (stop_up, stop_down) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
-    let up = async {
-        if early.eof {
-            return (End::Finished, early.bytes.len() as u64);
-        }
-        let r = tokio::select! {
-            r = tcp_to_quic(&mut cr, &mut send, &[]) => r,
-            _ = stop_up.notified() => (End::Reset, 0),
-        };
-        if r.0 == End::Reset {
-            stop_down.notify_one();
-        }
-        (r.0, r.1 + early.bytes.len() as u64)
-    };
-    let down = async {
-        let r = tokio::select! {
-            r = quic_to_tcp(&mut recv, &mut cw, &leftover) => r,
-            _ = stop_down.notified() => (End::Reset, 0),
-        };
-        if r.0 == End::Reset {
-            stop_up.notify_one();
-        }
-        r
-    };
-    let ((up_end, up_bytes), (down_end, down_bytes)) = tokio::join!(up, down);
-    let reset = up_end == End::Reset || down_end == End::Reset;
+    let moved = crate::splice::run(
+        &mut cr,
+        &mut cw,
+        &mut send,
+        &mut recv,
+        crate::splice::SpliceOptions {
+            first_to_quic: &[],
+            first_to_tcp: &leftover,
+            tcp_finished: early.eof,
+            idle_timeout: settings.stream_idle_timeout,
+        },
+    )
+    .await;
+    let (up_bytes, down_bytes, reset) = (
+        moved.tcp_to_quic + early.bytes.len() as u64,
+        moved.quic_to_tcp,
+        moved.reset,
+    );
     registry.mesh.counters.finished(!reset);
     if reset {
-        let _ = send.reset(code::RESET);
-        let _ = recv.stop(code::RESET);
         reset_tcp(cr, cw);
     }
+    let outcome = match (moved.idle, reset) {
+        (true, _) => "idle",
+        (false, true) => "reset",
+        (false, false) => "ok",
+    };
     m::FinishedStream {
         region: &state.route.own_region,
         side: "import",
         service: &service,
         peer: &peer,
-        outcome: if reset { "reset" } else { "ok" },
+        outcome,
         bytes_in: down_bytes,
         bytes_out: up_bytes,
         duration: started.elapsed(),
@@ -384,7 +379,7 @@ async fn serve_client(
         bytes_out = up_bytes, bytes_in = down_bytes,
         duration_ms = started.elapsed().as_millis() as u64,
         attempts = tried.len(),
-        outcome = if reset { "reset" } else { "ok" },
+        outcome,
         "stream closed (import)"
     );
 }

@@ -3,6 +3,9 @@
 //! the whole response) and resets carried across. Memory is bounded by one
 //! buffer per direction: a slow side slows the other through flow control.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -25,6 +28,43 @@ pub struct Moved {
     pub tcp_to_quic: u64,
     pub quic_to_tcp: u64,
     pub reset: bool,
+    /// Reset because nothing moved for the idle timeout.
+    pub idle: bool,
+}
+
+/// When bytes last moved either way, for the idle timeout.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Returns once nothing has moved for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = last.elapsed();
+            if quiet >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - quiet).await;
+        }
+    }
 }
 
 /// TCP -> QUIC until EOF (then FIN) or error (then reset).
@@ -32,6 +72,7 @@ pub async fn tcp_to_quic(
     tcp: &mut OwnedReadHalf,
     send: &mut quinn::SendStream,
     first: &[u8],
+    activity: &Activity,
 ) -> (End, u64) {
     let mut moved = 0u64;
     if !first.is_empty() {
@@ -48,6 +89,7 @@ pub async fn tcp_to_quic(
                 return (End::Finished, moved);
             }
             Ok(n) => {
+                activity.touch();
                 if send.write_all(&buf[..n]).await.is_err() {
                     return (End::Reset, moved);
                 }
@@ -67,6 +109,7 @@ pub async fn quic_to_tcp(
     recv: &mut quinn::RecvStream,
     tcp: &mut OwnedWriteHalf,
     first: &[u8],
+    activity: &Activity,
 ) -> (End, u64) {
     let mut moved = 0u64;
     if !first.is_empty() {
@@ -80,6 +123,7 @@ pub async fn quic_to_tcp(
     loop {
         match recv.read(&mut buf).await {
             Ok(Some(n)) => {
+                activity.touch();
                 if tcp.write_all(&buf[..n]).await.is_err() {
                     let _ = recv.stop(code::RESET);
                     return (End::Reset, moved);
@@ -95,20 +139,36 @@ pub async fn quic_to_tcp(
     }
 }
 
-/// Runs both directions; if either ends in a reset, the TCP side is reset
-/// (RST, not FIN) and the QUIC side is reset and stopped.
-pub async fn splice(
-    tcp: tokio::net::TcpStream,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    first_to_quic: &[u8],
-    first_to_tcp: &[u8],
+/// How a splice starts.
+#[derive(Debug, Clone, Copy)]
+pub struct SpliceOptions<'a> {
+    pub first_to_quic: &'a [u8],
+    pub first_to_tcp: &'a [u8],
+    /// The TCP side already finished sending (its FIN went out earlier).
+    pub tcp_finished: bool,
+    /// A stream with no bytes either way for this long is reset.
+    pub idle_timeout: Duration,
+}
+
+/// Runs both directions on split halves; if either ends in a reset, or the
+/// stream goes idle, both are stopped and `reset` is set (the caller resets
+/// the TCP side, as only it owns both halves).
+pub async fn run(
+    tr: &mut OwnedReadHalf,
+    tw: &mut OwnedWriteHalf,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    opts: SpliceOptions<'_>,
 ) -> Moved {
-    let (mut tr, mut tw) = tcp.into_split();
+    let activity = Activity::default();
+    activity.touch();
     let (stop_up, stop_down) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
     let up = async {
+        if opts.tcp_finished {
+            return (End::Finished, 0);
+        }
         let r = tokio::select! {
-            r = tcp_to_quic(&mut tr, &mut send, first_to_quic) => r,
+            r = tcp_to_quic(tr, send, opts.first_to_quic, &activity) => r,
             _ = stop_up.notified() => (End::Reset, 0),
         };
         if r.0 == End::Reset {
@@ -118,7 +178,7 @@ pub async fn splice(
     };
     let down = async {
         let r = tokio::select! {
-            r = quic_to_tcp(&mut recv, &mut tw, first_to_tcp) => r,
+            r = quic_to_tcp(recv, tw, opts.first_to_tcp, &activity) => r,
             _ = stop_down.notified() => (End::Reset, 0),
         };
         if r.0 == End::Reset {
@@ -126,18 +186,38 @@ pub async fn splice(
         }
         r
     };
-    let ((up_end, up_bytes), (down_end, down_bytes)) = tokio::join!(up, down);
-    let was_reset = up_end == End::Reset || down_end == End::Reset;
-    if was_reset {
+    let both = async { tokio::join!(up, down) };
+    let ((up_end, up_bytes), (down_end, down_bytes), idle) = tokio::select! {
+        (u, d) = both => (u, d, false),
+        _ = activity.idle_for(opts.idle_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
+    };
+    let reset = idle || up_end == End::Reset || down_end == End::Reset;
+    if reset {
         let _ = send.reset(code::RESET);
         let _ = recv.stop(code::RESET);
-        reset_tcp(tr, tw);
     }
     Moved {
         tcp_to_quic: up_bytes,
         quic_to_tcp: down_bytes,
-        reset: was_reset,
+        reset,
+        idle,
     }
+}
+
+/// [`run`] on a whole TCP connection, resetting it when the splice ends
+/// in a reset.
+pub async fn splice(
+    tcp: tokio::net::TcpStream,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    opts: SpliceOptions<'_>,
+) -> Moved {
+    let (mut tr, mut tw) = tcp.into_split();
+    let moved = run(&mut tr, &mut tw, &mut send, &mut recv, opts).await;
+    if moved.reset {
+        reset_tcp(tr, tw);
+    }
+    moved
 }
 
 /// Closes a TCP connection with RST instead of FIN.
