@@ -294,3 +294,78 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
     wait_for_log(&gw, "HELLO says gateway \"gw-impostor\"");
     assert_eq!(gw.peer_count(), 0);
 }
+
+/// The certificate a raw client sees when it dials `addr` now, as DER.
+async fn served_certificate(addr: std::net::SocketAddr, d: &Path) -> (quinn::Connection, Vec<u8>) {
+    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
+    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
+    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    let conn = endpoint.connect(addr, "gw").unwrap().await.unwrap();
+    let certs = conn
+        .peer_identity()
+        .unwrap()
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .unwrap();
+    let der = certs[0].to_vec();
+    (conn, der)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_identity_files_are_reloaded_and_broken_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
+    let spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    let gw = GatewayProcess::start(d, &spec);
+    let (old_conn, first) = served_certificate(spec.quic, d).await;
+
+    // A renewed certificate (new key, new serial) written over the old one.
+    support::strait(
+        d,
+        &format!(
+            "cert issue --ca {} --gateway --region eu-west --name gw-a --out {} --ttl 2h --force",
+            ca.dir.display(),
+            d.join("gw-a").display()
+        ),
+    )
+    .ok();
+    wait_for_log(&gw, "identity reloaded");
+    let (_new_conn, second) = served_certificate(spec.quic, d).await;
+    assert_ne!(
+        first, second,
+        "new handshakes still get the old certificate"
+    );
+    assert!(
+        old_conn.close_reason().is_none(),
+        "the reload closed an open connection"
+    );
+
+    // A broken file is refused and the running identity stays.
+    std::fs::write(
+        d.join("gw-a/cert.pem"),
+        "-----BEGIN CERTIFICATE-----\ntruncated",
+    )
+    .unwrap();
+    wait_for_log(&gw, "do not load; keeping the running identity");
+    let (_third_conn, third) = served_certificate(spec.quic, d).await;
+    assert_eq!(second, third, "a broken reload changed the identity");
+    let status = gw.status().unwrap();
+    let kinds: Vec<&str> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"certificate_reloaded") && kinds.contains(&"certificate_reload_failed"),
+        "{kinds:?}"
+    );
+}

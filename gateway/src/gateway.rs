@@ -240,12 +240,24 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         config.target_check,
         settings.connect_timeout.min(config.target_check),
     )));
+    let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
+    tasks.push(tokio::spawn(crate::reload::watch(
+        config.identity.clone(),
+        config.name.clone(),
+        config.region.clone(),
+        identity.clone(),
+        endpoint.clone(),
+        settings.clone(),
+        registry.clone(),
+    )));
     for peer in &config.peers {
-        let client = tls.client_config(peer.region.as_deref(), &settings)?;
+        // Fail at start, not at the first dial, if the config cannot build.
+        tls.client_config(peer.region.as_deref(), &settings)?;
         for address in &peer.addresses {
             tasks.push(tokio::spawn(dial_loop(
                 endpoint.clone(),
-                client.clone(),
+                peer.region.clone(),
+                identity.clone(),
                 address.clone(),
                 ctx.clone(),
                 stop_rx.clone(),
@@ -341,14 +353,23 @@ async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
 
 async fn dial_loop(
     endpoint: quinn::Endpoint,
-    client: quinn::ClientConfig,
+    region: Option<String>,
+    identity: Arc<crate::reload::CurrentIdentity>,
     address: String,
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(ctx.settings.redial_min, ctx.settings.redial_max);
     loop {
-        match dial_once(&endpoint, &client, &address, ctx.clone()).await {
+        // The identity in force now: it may have been reloaded.
+        let dialed = match identity
+            .get()
+            .client_config(region.as_deref(), &ctx.settings)
+        {
+            Ok(client) => dial_once(&endpoint, &client, &address, ctx.clone()).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match dialed {
             Ok(()) => backoff.reset(),
             Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
         }
