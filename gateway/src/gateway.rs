@@ -460,7 +460,7 @@ async fn run_connection(
         control_recv,
         buf,
     ));
-    let prober = tokio::spawn(crate::tunnel::probe(
+    let prober = tokio::spawn(crate::probe::run(
         tunnel.clone(),
         ctx.health.clone(),
         ctx.me.region.clone(),

@@ -17,6 +17,7 @@ pub mod export;
 mod gateway;
 pub mod import;
 pub mod metrics;
+pub mod probe;
 pub mod reload;
 pub mod splice;
 pub mod telemetry;
