@@ -7,11 +7,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rand::Rng;
-use std::time::Instant;
 use strait_ca::{IdentityKind, SpiffeId};
 
 use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, ServiceAd};
