@@ -24,8 +24,7 @@ pub struct AdminState {
     pub name: String,
     pub region: String,
     pub registry: Arc<Registry>,
-    pub imports: Vec<ImportConfig>,
-    pub exports: Vec<String>,
+    pub imports: std::sync::Mutex<Vec<ImportConfig>>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
 }
@@ -39,7 +38,7 @@ struct Status<'a> {
     draining: bool,
     peers: Vec<PeerStatus>,
     imports: Vec<ImportStatus>,
-    exports: &'a [String],
+    exports: Vec<String>,
     /// Oldest first.
     events: Vec<crate::events::Event>,
     /// Every gateway heard of, this one first, with the age of its figures.
@@ -110,13 +109,15 @@ impl AdminState {
             peers,
             imports: self
                 .imports
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .iter()
                 .map(|i| ImportStatus {
                     service: i.service.clone(),
                     listen: i.listen.to_string(),
                 })
                 .collect(),
-            exports: &self.exports,
+            exports: self.exports_state.names(),
             events: self.registry.events.snapshot(),
             mesh: self.registry.mesh.snapshot(
                 self.registry

@@ -58,7 +58,7 @@ pub struct PeerConfig {
     pub addresses: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExportConfig {
     pub service: String,
     /// `host:port`, resolved when a stream dials it.
@@ -69,7 +69,7 @@ pub struct ExportConfig {
     pub limits: Limits,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImportConfig {
     pub service: String,
     pub listen: SocketAddr,

@@ -37,6 +37,8 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{key} cannot change while running; restart the gateway to change it")]
+    NeedsRestart { key: String },
     #[error("QUIC configuration rejected: {0}")]
     Quic(String),
 }

@@ -2,8 +2,8 @@
 //! service, allowed peer), dial the target, answer with a status, splice.
 //! A refusal answers the stream and never touches the tunnel.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,10 +17,12 @@ use crate::metrics as m;
 use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame, write_frame};
 
-/// The exports of this gateway, with compiled allow patterns.
+/// The exports of this gateway, with compiled allow patterns. The set can
+/// be replaced at run time (configuration reload); each stream works on the
+/// set in force when it started.
 #[derive(Debug)]
 pub struct Exports {
-    services: Vec<Export>,
+    services: RwLock<Arc<Vec<Arc<Export>>>>,
     trust_domain: String,
     region: String,
 }
@@ -39,26 +41,63 @@ struct Export {
 /// success brings it back.
 const TARGET_DOWN_AFTER: u32 = 2;
 
+/// Builds a set of exports, reusing the live state of those whose
+/// configuration is unchanged in `previous`.
+fn build(configs: &[ExportConfig], previous: &[Arc<Export>]) -> Vec<Arc<Export>> {
+    configs
+        .iter()
+        .map(|c| {
+            previous
+                .iter()
+                .find(|e| &e.config == c)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(Export {
+                        config: c.clone(),
+                        allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
+                        healthy: AtomicBool::new(true),
+                        admission: crate::admission::Admission::new(&c.limits),
+                        failures: AtomicU32::new(0),
+                    })
+                })
+        })
+        .collect()
+}
+
 impl Exports {
     pub fn new(configs: &[ExportConfig], trust_domain: &str, region: &str) -> Self {
         Exports {
-            services: configs
-                .iter()
-                .map(|c| Export {
-                    config: c.clone(),
-                    allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
-                    healthy: AtomicBool::new(true),
-                    admission: crate::admission::Admission::new(&c.limits),
-                    failures: AtomicU32::new(0),
-                })
-                .collect(),
+            services: RwLock::new(Arc::new(build(configs, &[]))),
             trust_domain: trust_domain.to_owned(),
             region: region.to_owned(),
         }
     }
 
-    pub fn ads(&self) -> Vec<strait_core::frame::ServiceAd> {
+    fn current(&self) -> Arc<Vec<Arc<Export>>> {
         self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the set. Exports whose configuration did not change keep
+    /// their state (target health, limits in use); streams already open
+    /// finish on the set they started with.
+    pub fn replace(&self, configs: &[ExportConfig]) {
+        let mut guard = self.services.write().unwrap_or_else(|p| p.into_inner());
+        let next = build(configs, &guard);
+        *guard = Arc::new(next);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.current()
+            .iter()
+            .map(|e| e.config.service.clone())
+            .collect()
+    }
+
+    pub fn ads(&self) -> Vec<strait_core::frame::ServiceAd> {
+        self.current()
             .iter()
             .map(|e| strait_core::frame::ServiceAd {
                 name: e.config.service.clone(),
@@ -78,7 +117,8 @@ impl Exports {
     ) {
         loop {
             let mut changed = false;
-            for e in &self.services {
+            let services = self.current();
+            for e in services.iter() {
                 let ok = matches!(
                     tokio::time::timeout(timeout, TcpStream::connect(&e.config.target)).await,
                     Ok(Ok(_))
@@ -133,16 +173,17 @@ impl Exports {
         &self,
         service: &str,
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, crate::admission::Refusal> {
-        match self.services.iter().find(|e| e.config.service == service) {
+        let services = self.current();
+        match services.iter().find(|e| e.config.service == service) {
             Some(e) => e.admission.admit().await,
             None => Ok(None),
         }
     }
 
     /// The export for `service` if `peer` may open it.
-    fn decide(&self, service: &str, peer: &str) -> Result<&ExportConfig, StatusCode> {
-        let export = self
-            .services
+    fn decide(&self, service: &str, peer: &str) -> Result<ExportConfig, StatusCode> {
+        let services = self.current();
+        let export = services
             .iter()
             .find(|e| e.config.service == service)
             .ok_or(StatusCode::NoSuchService)?;
@@ -154,7 +195,7 @@ impl Exports {
             export.allow.iter().any(|p| p.matches(peer))
         };
         if allowed {
-            Ok(&export.config)
+            Ok(export.config.clone())
         } else {
             Err(StatusCode::Forbidden)
         }

@@ -30,11 +30,21 @@ struct Ctx {
     settings: Arc<TunnelSettings>,
 }
 
+/// A configured peer address and the region its certificate must name.
+type DialTarget = (Option<String>, String);
+
 /// A running gateway. Dropping it does not stop it; call
 /// [`RunningGateway::shutdown`].
 pub struct RunningGateway {
     endpoint: quinn::Endpoint,
-    imports: Vec<JoinHandle<()>>,
+    /// Each import listener's task, with the configuration it runs.
+    imports: Vec<(crate::config::ImportConfig, JoinHandle<()>)>,
+    /// Each dialer's task, by (peer region, address).
+    dialers: Vec<(DialTarget, JoinHandle<()>)>,
+    config: GatewayConfig,
+    ctx: Arc<Ctx>,
+    identity: Arc<crate::reload::CurrentIdentity>,
+    stop_rx: watch::Receiver<bool>,
     drain_grace: Duration,
     registry: Arc<Registry>,
     admin: Arc<AdminState>,
@@ -70,7 +80,7 @@ impl RunningGateway {
     pub async fn drain(self) {
         tracing::info!(grace = ?self.drain_grace, "draining");
         self.admin.draining.store(true, Ordering::SeqCst);
-        for import in &self.imports {
+        for (_, import) in &self.imports {
             import.abort();
         }
         let goaway = strait_core::frame::Message::GoAway(strait_core::frame::GoAway {
@@ -102,8 +112,11 @@ impl RunningGateway {
     /// Stops accepting, closes every tunnel and waits (briefly) for the
     /// peers to learn of it.
     pub async fn shutdown(self) {
-        for import in &self.imports {
+        for (_, import) in &self.imports {
             import.abort();
+        }
+        for (_, dialer) in &self.dialers {
+            dialer.abort();
         }
         self.admin.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
@@ -175,29 +188,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     let mut import_addrs = Vec::new();
     let mut imports = Vec::new();
     for import in &config.imports {
-        let listener =
-            TcpListener::bind(import.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    what: "an import listener",
-                    addr: import.listen,
-                    source,
-                })?;
+        let listener = bind_import(import).await?;
         let addr = listener.local_addr().unwrap_or(import.listen);
         import_addrs.push((import.service.clone(), addr));
-        let route = crate::import::Route {
-            service: import.service.clone(),
-            prefer: import.prefer.clone(),
-            own_region: config.region.clone(),
-            hold_down: config.hold_down,
-            limits: import.limits.clone(),
-        };
-        imports.push(tokio::spawn(run_import(
-            listener,
-            route,
-            registry.clone(),
-            settings.clone(),
-        )));
+        let task = spawn_import(listener, import, &config, &registry, &settings);
+        imports.push((import.clone(), task));
     }
     let admin_listener =
         TcpListener::bind(config.admin)
@@ -214,17 +209,18 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         name: config.name.clone(),
         region: config.region.clone(),
         registry: registry.clone(),
-        imports: import_addrs
-            .iter()
-            .zip(&config.imports)
-            .map(|((service, listen), import)| crate::config::ImportConfig {
-                service: service.clone(),
-                listen: *listen,
-                prefer: import.prefer.clone(),
-                limits: import.limits.clone(),
-            })
-            .collect(),
-        exports: config.exports.iter().map(|e| e.service.clone()).collect(),
+        imports: std::sync::Mutex::new(
+            import_addrs
+                .iter()
+                .zip(&config.imports)
+                .map(|((service, listen), import)| crate::config::ImportConfig {
+                    service: service.clone(),
+                    listen: *listen,
+                    prefer: import.prefer.clone(),
+                    limits: import.limits.clone(),
+                })
+                .collect(),
+        ),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
@@ -241,6 +237,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         settings.connect_timeout.min(config.target_check),
     )));
     let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
+    let mut dialers = Vec::new();
     tasks.push(tokio::spawn(crate::reload::watch(
         config.identity.clone(),
         config.name.clone(),
@@ -254,14 +251,15 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         // Fail at start, not at the first dial, if the config cannot build.
         tls.client_config(peer.region.as_deref(), &settings)?;
         for address in &peer.addresses {
-            tasks.push(tokio::spawn(dial_loop(
+            let task = tokio::spawn(dial_loop(
                 endpoint.clone(),
                 peer.region.clone(),
                 identity.clone(),
                 address.clone(),
                 ctx.clone(),
                 stop_rx.clone(),
-            )));
+            ));
+            dialers.push(((peer.region.clone(), address.clone()), task));
         }
     }
     admin.ready.store(true, Ordering::SeqCst);
@@ -273,6 +271,11 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     Ok(RunningGateway {
         endpoint,
         imports,
+        dialers,
+        config: config.clone(),
+        ctx,
+        identity,
+        stop_rx,
         drain_grace: config.drain_grace,
         registry,
         admin,
@@ -282,6 +285,152 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         admin_addr,
         import_addrs,
     })
+}
+
+async fn bind_import(import: &crate::config::ImportConfig) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(import.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            what: "an import listener",
+            addr: import.listen,
+            source,
+        })
+}
+
+fn spawn_import(
+    listener: TcpListener,
+    import: &crate::config::ImportConfig,
+    config: &GatewayConfig,
+    registry: &Arc<Registry>,
+    settings: &Arc<TunnelSettings>,
+) -> JoinHandle<()> {
+    let route = crate::import::Route {
+        service: import.service.clone(),
+        prefer: import.prefer.clone(),
+        own_region: config.region.clone(),
+        hold_down: config.hold_down,
+        limits: import.limits.clone(),
+    };
+    tokio::spawn(run_import(
+        listener,
+        route,
+        registry.clone(),
+        settings.clone(),
+    ))
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadSummary {
+    pub imports_added: usize,
+    pub imports_removed: usize,
+    pub exports_changed: bool,
+    pub peers_added: usize,
+    pub peers_removed: usize,
+}
+
+impl RunningGateway {
+    /// Applies a new, validated configuration without touching what it
+    /// does not change: imports and peer dialers are added and removed one
+    /// by one (open streams of a removed import finish), exports are
+    /// swapped (peers hear of it with UPDATE). Settings that need a restart
+    /// (name, region, listen, admin, identity paths, tunnel, health) are
+    /// refused with an error, and then nothing changes.
+    pub async fn reload(&mut self, new: GatewayConfig) -> Result<ReloadSummary, GatewayError> {
+        let old = &self.config;
+        let fixed = [
+            ("gateway.name", old.name != new.name),
+            ("gateway.region", old.region != new.region),
+            ("gateway.listen", old.listen != new.listen),
+            ("gateway.admin", old.admin != new.admin),
+            (
+                "identity",
+                old.identity.cert != new.identity.cert
+                    || old.identity.key != new.identity.key
+                    || old.identity.bundle != new.identity.bundle,
+            ),
+        ];
+        if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(GatewayError::NeedsRestart {
+                key: (*key).to_owned(),
+            });
+        }
+        let mut summary = ReloadSummary::default();
+        // Bind new listeners first: a port that cannot be bound fails the
+        // reload before anything changed, unless the port is being freed by
+        // an import this reload removes.
+        let removed: Vec<usize> = (0..self.imports.len())
+            .filter(|i| !new.imports.contains(&self.imports[*i].0))
+            .collect();
+        let freed: Vec<SocketAddr> = removed.iter().map(|i| self.imports[*i].0.listen).collect();
+        let added: Vec<&crate::config::ImportConfig> = new
+            .imports
+            .iter()
+            .filter(|i| !self.imports.iter().any(|(c, _)| c == *i))
+            .collect();
+        let mut bound = Vec::new();
+        for import in added.iter().filter(|i| !freed.contains(&i.listen)) {
+            bound.push((*import, bind_import(import).await?));
+        }
+        for i in removed.iter().rev() {
+            let (_, task) = self.imports.remove(*i);
+            task.abort();
+            summary.imports_removed += 1;
+        }
+        for import in added.iter().filter(|i| freed.contains(&i.listen)) {
+            bound.push((*import, bind_import(import).await?));
+        }
+        for (import, listener) in bound {
+            let task = spawn_import(listener, import, &new, &self.registry, &self.ctx.settings);
+            self.imports.push((import.clone(), task));
+            summary.imports_added += 1;
+        }
+        if old.exports != new.exports {
+            self.ctx.exports.replace(&new.exports);
+            summary.exports_changed = true;
+            let update = strait_core::frame::Message::Update(strait_core::frame::Update {
+                services: self.ctx.exports.ads(),
+            });
+            for t in self.registry.tunnels() {
+                t.send_control(&update).await;
+            }
+        }
+        let wanted: Vec<DialTarget> = new
+            .peers
+            .iter()
+            .flat_map(|p| {
+                p.addresses
+                    .iter()
+                    .map(move |a| (p.region.clone(), a.clone()))
+            })
+            .collect();
+        self.dialers.retain(|(key, task)| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+                summary.peers_removed += 1;
+            }
+            keep
+        });
+        for key in wanted {
+            if !self.dialers.iter().any(|(k, _)| *k == key) {
+                let task = tokio::spawn(dial_loop(
+                    self.endpoint.clone(),
+                    key.0.clone(),
+                    self.identity.clone(),
+                    key.1.clone(),
+                    self.ctx.clone(),
+                    self.stop_rx.clone(),
+                ));
+                self.dialers.push((key, task));
+                summary.peers_added += 1;
+            }
+        }
+        *self.admin.imports.lock().unwrap_or_else(|p| p.into_inner()) =
+            self.imports.iter().map(|(c, _)| c.clone()).collect();
+        self.config = new;
+        Ok(summary)
+    }
 }
 
 /// The QUIC endpoint on a UDP socket with enlarged buffers.

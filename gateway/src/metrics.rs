@@ -30,6 +30,7 @@ pub const TARGET_UP: &str = "strait_target_up";
 pub const CERT_EXPIRY: &str = "strait_certificate_expiry_timestamp_seconds";
 pub const PEERS_REFUSED: &str = "strait_peers_refused_total";
 pub const RELOADS_FAILED: &str = "strait_identity_reloads_failed_total";
+pub const CONFIG_RELOADS_FAILED: &str = "strait_config_reloads_failed_total";
 
 /// (name, kind, help) of every metric.
 pub const ALL: &[(&str, &str, &str)] = &[

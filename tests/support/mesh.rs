@@ -181,6 +181,8 @@ impl GatewaySpec {
 pub struct GatewayProcess {
     pub spec_admin: SocketAddr,
     pub log: PathBuf,
+    /// The configuration file it runs (rewrite it and send SIGHUP to reload).
+    pub config: PathBuf,
     child: Child,
 }
 
@@ -200,6 +202,7 @@ impl GatewayProcess {
         let gw = GatewayProcess {
             spec_admin: spec.admin,
             log,
+            config: config.clone(),
             child,
         };
         gw.wait_for("admin endpoint", |_| true);
@@ -250,6 +253,12 @@ impl GatewayProcess {
                 })
             })
         });
+    }
+
+    /// Sends SIGHUP (the gateway reloads its configuration file).
+    pub fn signal_hup(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     }
 
     /// Sends SIGTERM (the gateway starts draining).

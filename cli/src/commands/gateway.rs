@@ -12,7 +12,7 @@ use crate::args::{GatewayRun, LogFormat, RuntimeArgs, TunnelOpen};
 
 pub fn run(args: GatewayRun) -> anyhow::Result<ExitCode> {
     let config = GatewayConfig::load(&args.config)?;
-    serve(config, &args.runtime)
+    serve(config, &args.runtime, Some(args.config.clone()))
 }
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
@@ -98,10 +98,14 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         hold_down: std::time::Duration::from_secs(5),
         drain_grace: std::time::Duration::from_secs(30),
     };
-    serve(config, &args.runtime)
+    serve(config, &args.runtime, None)
 }
 
-fn serve(config: GatewayConfig, rt: &RuntimeArgs) -> anyhow::Result<ExitCode> {
+fn serve(
+    config: GatewayConfig,
+    rt: &RuntimeArgs,
+    path: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
     init_logging(rt.log_format);
     if strait_gateway::metrics::install().is_none() {
         tracing::warn!("metrics recorder could not be installed; /metrics is off");
@@ -117,24 +121,75 @@ fn serve(config: GatewayConfig, rt: &RuntimeArgs) -> anyhow::Result<ExitCode> {
             .build()?
     };
     runtime.block_on(async {
-        let gateway = strait_gateway::start(config).await?;
+        let mut gateway = strait_gateway::start(config).await?;
         for (service, addr) in gateway.import_addrs() {
             tracing::info!(%service, listen = %addr, "import listening");
         }
-        wait_for_signal().await?;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen = path.as_deref().and_then(modified);
+        let mut poll = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            let reason = tokio::select! {
+                r = tokio::signal::ctrl_c() => { r?; break; }
+                _ = term.recv() => break,
+                _ = hup.recv() => "SIGHUP",
+                _ = poll.tick() => {
+                    let now = path.as_deref().and_then(modified);
+                    if now == seen { continue; }
+                    "the file changed"
+                }
+            };
+            let Some(path) = &path else {
+                tracing::warn!("{reason}, but this gateway has no configuration file to reload");
+                continue;
+            };
+            seen = modified(path);
+            reload(&mut gateway, path, reason).await;
+        }
         gateway.drain().await;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// Loads the configuration again and applies it; a file that does not
+/// validate (or asks for a change that needs a restart) is refused, logged
+/// and counted, and the running configuration stays.
+async fn reload(
+    gateway: &mut strait_gateway::RunningGateway,
+    path: &std::path::Path,
+    reason: &str,
+) {
+    let events = gateway.registry().events.clone();
+    let result = match GatewayConfig::load(path) {
+        Ok(config) => gateway.reload(config).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(s) => {
+            let detail = format!(
+                "{reason}: imports +{} -{}, exports {}, peer addresses +{} -{}",
+                s.imports_added,
+                s.imports_removed,
+                if s.exports_changed {
+                    "changed"
+                } else {
+                    "unchanged"
+                },
+                s.peers_added,
+                s.peers_removed
+            );
+            events.record("config_reloaded", detail.clone());
+            tracing::info!("configuration reloaded ({detail})");
+        }
+        Err(e) => {
+            metrics::counter!(strait_gateway::metrics::CONFIG_RELOADS_FAILED).increment(1);
+            events.record("config_reload_failed", e.to_string());
+            tracing::error!("configuration not reloaded ({reason}); the running one stays: {e}");
+        }
     }
-    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
