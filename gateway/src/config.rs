@@ -66,6 +66,9 @@ pub struct ExportConfig {
     /// SPIFFE ID patterns (`*` matches any run of characters) of peers
     /// allowed to open this service. Empty: any gateway of the trust domain.
     pub allow: Vec<String>,
+    /// SPIFFE ID patterns of origin workloads allowed; empty: any origin,
+    /// or none. When set, a stream without a matching origin is FORBIDDEN.
+    pub allow_workloads: Vec<String>,
     pub limits: Limits,
 }
 
@@ -76,6 +79,9 @@ pub struct ImportConfig {
     /// Regions in order of preference; empty: own region first, then any.
     pub prefer: Vec<String>,
     pub limits: Limits,
+    /// Clients must present an X.509-SVID of the trust domain; its SPIFFE
+    /// ID travels in OPEN as the origin.
+    pub mtls: bool,
 }
 
 /// QUIC transport settings, sized for cross-region links.
@@ -189,6 +195,8 @@ struct RawExport {
     target: Spanned<String>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_workloads: Vec<String>,
     #[serde(flatten)]
     limits: RawLimits,
 }
@@ -214,6 +222,8 @@ struct RawImport {
     listen: Spanned<String>,
     #[serde(default)]
     prefer: Vec<Spanned<String>>,
+    #[serde(default)]
+    mtls: bool,
     #[serde(flatten)]
     limits: RawLimits,
 }
@@ -465,10 +475,20 @@ impl GatewayConfig {
                 allow.push(a.get_ref().clone());
             }
             let limits = src.limits(&e.limits, "export", e.service.span())?;
+            for p in &e.allow_workloads {
+                if !p.starts_with("spiffe://") {
+                    return Err(src.err(
+                        e.service.span(),
+                        "export.allow_workloads",
+                        format!("{p:?} is not a SPIFFE ID pattern (spiffe://...)"),
+                    ));
+                }
+            }
             exports.push(ExportConfig {
                 service,
                 target,
                 allow,
+                allow_workloads: e.allow_workloads.clone(),
                 limits,
             });
         }
@@ -523,6 +543,7 @@ impl GatewayConfig {
                 listen,
                 prefer,
                 limits,
+                mtls: i.mtls,
             });
         }
 

@@ -31,6 +31,7 @@ pub struct Exports {
 struct Export {
     config: ExportConfig,
     allow: Vec<WildMatch>,
+    allow_workloads: Vec<WildMatch>,
     /// Last verdict of the target check; starts healthy.
     healthy: AtomicBool,
     admission: crate::admission::Admission,
@@ -55,6 +56,11 @@ fn build(configs: &[ExportConfig], previous: &[Arc<Export>]) -> Vec<Arc<Export>>
                     Arc::new(Export {
                         config: c.clone(),
                         allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
+                        allow_workloads: c
+                            .allow_workloads
+                            .iter()
+                            .map(|p| WildMatch::new(p))
+                            .collect(),
                         healthy: AtomicBool::new(true),
                         admission: crate::admission::Admission::new(&c.limits),
                         failures: AtomicU32::new(0),
@@ -181,7 +187,12 @@ impl Exports {
     }
 
     /// The export for `service` if `peer` may open it.
-    fn decide(&self, service: &str, peer: &str) -> Result<ExportConfig, StatusCode> {
+    fn decide(
+        &self,
+        service: &str,
+        peer: &str,
+        origin: Option<&str>,
+    ) -> Result<ExportConfig, StatusCode> {
         let services = self.current();
         let export = services
             .iter()
@@ -194,6 +205,11 @@ impl Exports {
         } else {
             export.allow.iter().any(|p| p.matches(peer))
         };
+        // Origin workloads, when the export names them, must be known and
+        // match: the importing gateway vouches for them with workload mTLS.
+        let allowed = allowed
+            && (export.allow_workloads.is_empty()
+                || origin.is_some_and(|o| export.allow_workloads.iter().any(|p| p.matches(o))));
         if allowed {
             Ok(export.config.clone())
         } else {
@@ -253,7 +269,7 @@ pub async fn serve_stream(
     let trace = TraceContext { trace_id, span_id };
     let peer = tunnel.peer.to_string();
     let _active_service = m::ActiveStream::new(&region, "export", &service);
-    let export = match exports.decide(&service, &peer) {
+    let export = match exports.decide(&service, &peer, origin.as_deref()) {
         Ok(e) => e.clone(),
         Err(code_) => {
             finished(&service, &code_.as_str().to_ascii_lowercase(), 0, 0);
@@ -381,12 +397,14 @@ mod tests {
                     service: "open".into(),
                     target: "127.0.0.1:1".into(),
                     allow: vec![],
+                    allow_workloads: vec![],
                     limits: Default::default(),
                 },
                 ExportConfig {
                     service: "east-only".into(),
                     target: "127.0.0.1:1".into(),
                     allow: vec!["spiffe://example.org/region/us-east/gateway/*".into()],
+                    allow_workloads: vec![],
                     limits: Default::default(),
                 },
             ],
@@ -400,18 +418,18 @@ mod tests {
         let e = exports();
         let east = "spiffe://example.org/region/us-east/gateway/gw-2";
         let west = "spiffe://example.org/region/eu-west/gateway/gw-1";
-        assert!(e.decide("open", west).is_ok());
-        assert!(e.decide("east-only", east).is_ok());
+        assert!(e.decide("open", west, None).is_ok());
+        assert!(e.decide("east-only", east, None).is_ok());
         assert_eq!(
-            e.decide("east-only", west).unwrap_err(),
+            e.decide("east-only", west, None).unwrap_err(),
             StatusCode::Forbidden
         );
         assert_eq!(
-            e.decide("nope", east).unwrap_err(),
+            e.decide("nope", east, None).unwrap_err(),
             StatusCode::NoSuchService
         );
         assert_eq!(
-            e.decide("open", "spiffe://other.org/region/x/gateway/y")
+            e.decide("open", "spiffe://other.org/region/x/gateway/y", None)
                 .unwrap_err(),
             StatusCode::Forbidden
         );

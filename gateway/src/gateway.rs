@@ -185,13 +185,14 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
+    let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
     let mut import_addrs = Vec::new();
     let mut imports = Vec::new();
     for import in &config.imports {
         let listener = bind_import(import).await?;
         let addr = listener.local_addr().unwrap_or(import.listen);
         import_addrs.push((import.service.clone(), addr));
-        let task = spawn_import(listener, import, &config, &registry, &settings);
+        let task = spawn_import(listener, import, &config, &registry, &settings, &identity)?;
         imports.push((import.clone(), task));
     }
     let admin_listener =
@@ -218,6 +219,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
                     listen: *listen,
                     prefer: import.prefer.clone(),
                     limits: import.limits.clone(),
+                    mtls: import.mtls,
                 })
                 .collect(),
         ),
@@ -236,7 +238,6 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         config.target_check,
         settings.connect_timeout.min(config.target_check),
     )));
-    let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
     let mut dialers = Vec::new();
     tasks.push(tokio::spawn(crate::reload::watch(
         config.identity.clone(),
@@ -303,7 +304,21 @@ fn spawn_import(
     config: &GatewayConfig,
     registry: &Arc<Registry>,
     settings: &Arc<TunnelSettings>,
-) -> JoinHandle<()> {
+    identity: &crate::reload::CurrentIdentity,
+) -> Result<JoinHandle<()>, GatewayError> {
+    let mtls = if import.mtls {
+        // Workloads of our trust domain, verified by strait-ca; the
+        // gateway's own certificate serves as the listener's.
+        let tls = identity.get();
+        let verifier = Arc::new(strait_ca::tls::SvidVerifier::new(
+            tls.bundle.clone(),
+            strait_ca::PeerRequirement::AnyInTrustDomain(tls.trust_domain().clone()),
+        ));
+        let server = strait_ca::tls::server_config(&tls.identity, verifier, &[])?;
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+    } else {
+        None
+    };
     let route = crate::import::Route {
         service: import.service.clone(),
         prefer: import.prefer.clone(),
@@ -311,12 +326,13 @@ fn spawn_import(
         hold_down: config.hold_down,
         limits: import.limits.clone(),
     };
-    tokio::spawn(run_import(
+    Ok(tokio::spawn(run_import(
         listener,
         route,
         registry.clone(),
         settings.clone(),
-    ))
+        mtls,
+    )))
 }
 
 /// What a reload changed.
@@ -381,7 +397,14 @@ impl RunningGateway {
             bound.push((*import, bind_import(import).await?));
         }
         for (import, listener) in bound {
-            let task = spawn_import(listener, import, &new, &self.registry, &self.ctx.settings);
+            let task = spawn_import(
+                listener,
+                import,
+                &new,
+                &self.registry,
+                &self.ctx.settings,
+                &self.identity,
+            )?;
             self.imports.push((import.clone(), task));
             summary.imports_added += 1;
         }

@@ -24,12 +24,11 @@ use strait_core::frame::{self, Message, Open, StatusCode};
 use strait_core::health::TunnelHealth;
 use strait_core::trace::TraceContext;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::config::TunnelSettings;
 use crate::metrics as m;
-use crate::splice::reset_tcp;
+use crate::splice::ClientConn;
 use crate::tunnel::{Registry, Tunnel};
 use crate::wire::{code, read_frame};
 
@@ -172,6 +171,7 @@ pub async fn run_import(
     route: Route,
     registry: Arc<Registry>,
     settings: Arc<TunnelSettings>,
+    mtls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let state = Arc::new(RouteState::new(route));
     loop {
@@ -184,13 +184,43 @@ pub async fn run_import(
             }
         };
         let _ = client.set_nodelay(true);
-        tokio::spawn(serve_client(
-            client,
-            from,
-            state.clone(),
-            registry.clone(),
-            settings.clone(),
-        ));
+        let (state, registry, settings) = (state.clone(), registry.clone(), settings.clone());
+        match &mtls {
+            None => {
+                tokio::spawn(serve_client(client, None, from, state, registry, settings));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // The workload's certificate is verified by strait-ca in
+                    // the handshake; its SPIFFE ID travels in OPEN.
+                    let tls = match tokio::time::timeout(
+                        settings.open_timeout,
+                        acceptor.accept(client),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::warn!(service = %state.route.service, client = %from, "workload refused: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!(service = %state.route.service, client = %from, "workload TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let origin = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|leaf| strait_ca::SpiffeId::from_certificate(leaf).ok())
+                        .map(|id| id.to_string());
+                    serve_client(tls, origin, from, state, registry, settings).await;
+                });
+            }
+        }
     }
 }
 
@@ -224,8 +254,9 @@ enum Attempt {
     ClientGone,
 }
 
-async fn serve_client(
-    client: TcpStream,
+async fn serve_client<C: ClientConn>(
+    client: C,
+    origin: Option<String>,
     from: SocketAddr,
     state: Arc<RouteState>,
     registry: Arc<Registry>,
@@ -250,13 +281,13 @@ async fn serve_client(
             }
             .record();
             tracing::warn!(%trace, %service, client = %from, outcome = "overloaded", reason = refusal.as_str(), "client refused by the import's limits");
-            let (r, w) = client.into_split();
-            reset_tcp(r, w);
+            let (r, w) = client.split();
+            C::reset(r, w);
             return;
         }
     };
     let _active = m::ActiveStream::new(&state.route.own_region, "import", &service);
-    let (mut cr, mut cw) = client.into_split();
+    let (mut cr, mut cw) = client.split();
     let mut early = Early::default();
     let mut tried: Vec<SpiffeId> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
@@ -275,7 +306,17 @@ async fn serve_client(
         };
         tried.push(tunnel.peer.clone());
         let guard = tunnel.track_stream();
-        match attempt(&tunnel, &trace, &service, &mut cr, &mut early, &settings).await {
+        match attempt(
+            &tunnel,
+            &trace,
+            &service,
+            &mut cr,
+            origin.as_deref(),
+            &mut early,
+            &settings,
+        )
+        .await
+        {
             Attempt::Accepted {
                 send,
                 recv,
@@ -332,7 +373,7 @@ async fn serve_client(
             reasons = %reasons.join("; "),
             "no peer accepted the stream; resetting the client"
         );
-        reset_tcp(cr, cw);
+        C::reset(cr, cw);
         return;
     };
     let peer = tunnel.peer.to_string();
@@ -356,7 +397,7 @@ async fn serve_client(
     );
     registry.mesh.counters.finished(!reset);
     if reset {
-        reset_tcp(cr, cw);
+        C::reset(cr, cw);
     }
     let outcome = match (moved.idle, reset) {
         (true, _) => "idle",
@@ -386,11 +427,12 @@ async fn serve_client(
 
 /// One try on `tunnel`: OPEN, the early bytes so far, then more client
 /// bytes (up to the bound) while waiting for the answer.
-async fn attempt(
+async fn attempt<R: tokio::io::AsyncRead + Unpin>(
     tunnel: &Arc<Tunnel>,
     trace: &TraceContext,
     service: &str,
-    cr: &mut OwnedReadHalf,
+    cr: &mut R,
+    origin: Option<&str>,
     early: &mut Early,
     settings: &TunnelSettings,
 ) -> Attempt {
@@ -403,7 +445,7 @@ async fn attempt(
         service: service.to_owned(),
         trace_id: trace.trace_id,
         span_id: trace.span_id,
-        origin: None,
+        origin: origin.map(str::to_owned),
     });
     if let Err(e) = frame::encode(&open, &mut head) {
         return Attempt::Retry(e.to_string());

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::wire::code;
@@ -68,8 +68,8 @@ impl Activity {
 }
 
 /// TCP -> QUIC until EOF (then FIN) or error (then reset).
-pub async fn tcp_to_quic(
-    tcp: &mut OwnedReadHalf,
+pub async fn tcp_to_quic<R: AsyncRead + Unpin>(
+    tcp: &mut R,
     send: &mut quinn::SendStream,
     first: &[u8],
     activity: &Activity,
@@ -105,9 +105,9 @@ pub async fn tcp_to_quic(
 
 /// QUIC -> TCP until the stream finishes (then shut down TCP's write side)
 /// or is reset (then the caller resets TCP).
-pub async fn quic_to_tcp(
+pub async fn quic_to_tcp<W: AsyncWrite + Unpin>(
     recv: &mut quinn::RecvStream,
-    tcp: &mut OwnedWriteHalf,
+    tcp: &mut W,
     first: &[u8],
     activity: &Activity,
 ) -> (End, u64) {
@@ -153,9 +153,9 @@ pub struct SpliceOptions<'a> {
 /// Runs both directions on split halves; if either ends in a reset, or the
 /// stream goes idle, both are stopped and `reset` is set (the caller resets
 /// the TCP side, as only it owns both halves).
-pub async fn run(
-    tr: &mut OwnedReadHalf,
-    tw: &mut OwnedWriteHalf,
+pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    tr: &mut R,
+    tw: &mut W,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     opts: SpliceOptions<'_>,
@@ -226,4 +226,39 @@ pub fn reset_tcp(read: OwnedReadHalf, write: OwnedWriteHalf) {
     // the read half, which resets with a zero linger.
     write.forget();
     let _ = read.as_ref().set_zero_linger();
+}
+
+/// A client connection the splice can run on and reset: plain TCP, or TLS
+/// over TCP (an import with workload mTLS).
+pub trait ClientConn: Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn split(self) -> (Self::Read, Self::Write);
+    /// Closes with RST instead of FIN.
+    fn reset(read: Self::Read, write: Self::Write);
+}
+
+impl ClientConn for tokio::net::TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+    fn reset(read: OwnedReadHalf, write: OwnedWriteHalf) {
+        reset_tcp(read, write);
+    }
+}
+
+type TlsTcp = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+impl ClientConn for TlsTcp {
+    type Read = tokio::io::ReadHalf<TlsTcp>;
+    type Write = tokio::io::WriteHalf<TlsTcp>;
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+    fn reset(read: Self::Read, write: Self::Write) {
+        let stream = read.unsplit(write);
+        let _ = stream.get_ref().0.set_zero_linger();
+    }
 }

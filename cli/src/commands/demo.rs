@@ -332,6 +332,7 @@ fn gateway_config(
                 service: s.to_owned(),
                 target: t.to_string(),
                 allow: Vec::new(),
+                allow_workloads: Vec::new(),
                 limits: Default::default(),
             })
             .collect(),
@@ -342,6 +343,7 @@ fn gateway_config(
                 listen: l,
                 prefer: vec![PREFERRED.to_owned(), SECOND.to_owned()],
                 limits: Default::default(),
+                mtls: false,
             })
             .collect(),
         tunnel: TunnelSettings::default(),

@@ -91,6 +91,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
             listen: args.listen,
             prefer: Vec::new(),
             limits: Default::default(),
+            mtls: false,
         }],
         tunnel: TunnelSettings::default(),
         health: Default::default(),

@@ -1,0 +1,142 @@
+//! Workload mTLS on an import: the client presents an X.509-SVID of the
+//! trust domain, its SPIFFE ID travels in OPEN as the origin, and the
+//! export's `allow_workloads` decides on it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use strait_ca::tls::{SvidVerifier, client_config};
+use strait_ca::{Identity, PeerRequirement, TrustBundle, TrustDomain};
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
+
+/// Connects as the workload whose files are in `dir` (or with no client
+/// certificate when `None`), sends a request and returns the echo, or the
+/// error.
+async fn request(
+    addr: SocketAddr,
+    workload: Option<&std::path::Path>,
+    bundle: &std::path::Path,
+) -> Result<Vec<u8>, String> {
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(
+        TrustBundle::load(bundle).unwrap(),
+        PeerRequirement::Gateway(td),
+    ));
+    let config = match workload {
+        Some(dir) => {
+            let id = Identity::load(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+            client_config(&id, verifier, &[]).unwrap()
+        }
+        None => rustls::ClientConfig::builder_with_provider(strait_ca::tls::crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let mut tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("gateway").unwrap(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        tls.write_all(b"hello").await.map_err(|e| e.to_string())?;
+        let mut out = [0u8; 5];
+        tls.read_exact(&mut out).await.map_err(|e| e.to_string())?;
+        Ok(out.to_vec())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_travel_in_open_and_exports_decide_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let ca = TestCa::new(&d, "example.org");
+    ca.gateway("eu-west", "gw-w", &d.join("gw-w"));
+    ca.gateway("us-east", "gw-e", &d.join("gw-e"));
+    for (name, id) in [
+        ("web", "spiffe://example.org/ns/shop/sa/web"),
+        ("evil", "spiffe://example.org/ns/shop/sa/evil"),
+    ] {
+        support::strait(
+            &d,
+            &format!(
+                "cert issue --ca {} --spiffe-id {id} --out {}",
+                ca.dir.display(),
+                d.join(name).display()
+            ),
+        )
+        .ok();
+    }
+    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("gw-w"));
+    let mut east = GatewaySpec::new("gw-e", "us-east", d.join("gw-e"));
+    east.peers.push(("eu-west".into(), west.quic));
+    west.exports.push(("shop".into(), echo_server(), vec![]));
+    west.service_lines.push((
+        "shop".into(),
+        "allow_workloads = [\"spiffe://example.org/ns/shop/sa/web\"]".into(),
+    ));
+    let import = free_tcp();
+    east.imports.push(("shop-in".into(), import));
+    // The import has its own name so that its lines stay on east's side.
+    west.exports.push(("shop-in".into(), echo_server(), vec![]));
+    west.service_lines.push((
+        "shop-in".into(),
+        "allow_workloads = [\"spiffe://example.org/ns/shop/sa/web\"]".into(),
+    ));
+    east.service_lines
+        .push(("shop-in".into(), "mtls = true".into()));
+    let (w, e) = tokio::task::spawn_blocking(move || {
+        let w = GatewayProcess::start(&d, &west);
+        let e = GatewayProcess::start(&d, &east);
+        e.wait_for_service("shop-in");
+        (w, e)
+    })
+    .await
+    .unwrap();
+    let d = dir.path();
+    let bundle = d.join("web/bundle.pem");
+    assert_eq!(
+        request(import, Some(&d.join("web")), &bundle)
+            .await
+            .unwrap(),
+        b"hello"
+    );
+    let evil = request(import, Some(&d.join("evil")), &bundle).await;
+    assert!(
+        evil.is_err(),
+        "a workload outside allow_workloads got through: {evil:?}"
+    );
+    let anonymous = request(import, None, &bundle).await;
+    assert!(
+        anonymous.is_err(),
+        "a client without a certificate got through"
+    );
+    let wl = w.log_text();
+    assert!(
+        wl.lines().any(|l| l.contains("stream open (export)")
+            && l.contains("origin=\"spiffe://example.org/ns/shop/sa/web\"")),
+        "{wl}"
+    );
+    assert!(
+        wl.lines().any(|l| l.contains("stream refused")
+            && l.contains("origin=\"spiffe://example.org/ns/shop/sa/evil\"")),
+        "{wl}"
+    );
+    assert!(
+        e.log_text().contains("workload refused"),
+        "{}",
+        e.log_text()
+    );
+}
