@@ -53,6 +53,21 @@ async fn dial(addr: SocketAddr, identity: &Identity, bundle: &TrustBundle) {
         .expect("the gateway neither refused nor closed the connection");
 }
 
+/// A QUIC client endpoint that presents the gateway identity in
+/// `d/gw-raw` and accepts any gateway of example.org.
+fn raw_endpoint(d: &Path) -> quinn::Endpoint {
+    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
+    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
+    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    endpoint
+}
+
 fn strait_core_alpn() -> &'static [u8] {
     b"strait/1"
 }
@@ -164,15 +179,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
     let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
     spec.exports.push(("echo".into(), echo_server(), vec![]));
     let gw = GatewayProcess::start(d, &spec);
-    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
-    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
-    let td = TrustDomain::parse("example.org").unwrap();
-    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
-    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(tls).unwrap(),
-    )));
+    let endpoint = raw_endpoint(d);
     let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
 
     let encode = |m: &Message| {
@@ -263,15 +270,7 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
     ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
     let spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
     let gw = GatewayProcess::start(d, &spec);
-    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
-    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
-    let td = TrustDomain::parse("example.org").unwrap();
-    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
-    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(tls).unwrap(),
-    )));
+    let endpoint = raw_endpoint(d);
     let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
     let (mut control, _rx) = conn.open_bi().await.unwrap();
     // The certificate says gw-raw in us-east; HELLO claims another gateway.
@@ -297,15 +296,7 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
 
 /// The certificate a raw client sees when it dials `addr` now, as DER.
 async fn served_certificate(addr: std::net::SocketAddr, d: &Path) -> (quinn::Connection, Vec<u8>) {
-    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
-    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
-    let td = TrustDomain::parse("example.org").unwrap();
-    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
-    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(tls).unwrap(),
-    )));
+    let endpoint = raw_endpoint(d);
     let conn = endpoint.connect(addr, "gw").unwrap().await.unwrap();
     let certs = conn
         .peer_identity()
