@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp};
+use support::mesh::{GatewayProcess, echo_server, free_tcp, west_east};
 
 /// Opens a connection, sends a byte and waits for the echo: `Some` with
 /// the open connection when served, `None` when refused.
@@ -34,12 +34,7 @@ struct Pair {
 fn pair(services: &[&str], lines: &[(&str, &str)]) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new(d, "example.org");
-    ca.gateway("eu-west", "gw-w", &d.join("gw-w"));
-    ca.gateway("us-east", "gw-e", &d.join("gw-e"));
-    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("gw-w"));
-    let mut east = GatewaySpec::new("gw-e", "us-east", d.join("gw-e"));
-    east.peers.push(("eu-west".into(), west.quic));
+    let (_ca, mut west, mut east) = west_east(d);
     let mut imports = Vec::new();
     for service in services {
         west.exports
@@ -183,12 +178,7 @@ fn a_flood_on_one_import_leaves_the_other_serving() {
 fn an_idle_stream_is_reset_after_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new(d, "example.org");
-    ca.gateway("eu-west", "gw-w", &d.join("gw-w"));
-    ca.gateway("us-east", "gw-e", &d.join("gw-e"));
-    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("gw-w"));
-    let mut east = GatewaySpec::new("gw-e", "us-east", d.join("gw-e"));
-    east.peers.push(("eu-west".into(), west.quic));
+    let (_ca, mut west, mut east) = west_east(d);
     west.exports.push(("echo".into(), echo_server(), vec![]));
     let import = free_tcp();
     east.imports.push(("echo".into(), import));

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp, http_get};
+use support::mesh::{GatewayProcess, GatewaySpec, echo_server, free_tcp, http_get, west_east};
 
 /// `name{labels}` -> value, from Prometheus text exposition.
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -57,12 +57,7 @@ fn echo(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
 }
 
 fn pair(dir: &std::path::Path) -> (GatewaySpec, GatewaySpec) {
-    let ca = TestCa::new(dir, "example.org");
-    ca.gateway("eu-west", "gw-w", &dir.join("gw-w"));
-    ca.gateway("us-east", "gw-e", &dir.join("gw-e"));
-    let mut west = GatewaySpec::new("gw-w", "eu-west", dir.join("gw-w"));
-    let mut east = GatewaySpec::new("gw-e", "us-east", dir.join("gw-e"));
-    east.peers.push(("eu-west".into(), west.quic));
+    let (_ca, mut west, mut east) = west_east(dir);
     west.exports.push(("echo".into(), echo_server(), vec![]));
     east.imports.push(("echo".into(), free_tcp()));
     (west, east)

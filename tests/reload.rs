@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp};
+use support::mesh::{GatewayProcess, echo_server, free_tcp, west_east};
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -42,12 +42,7 @@ fn fill(buf: &mut [u8], offset: u64) {
 fn reloads_add_and_remove_without_disturbing_running_streams() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new(d, "example.org");
-    ca.gateway("eu-west", "gw-w", &d.join("gw-w"));
-    ca.gateway("us-east", "gw-e", &d.join("gw-e"));
-    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("gw-w"));
-    let mut east = GatewaySpec::new("gw-e", "us-east", d.join("gw-e"));
-    east.peers.push(("eu-west".into(), west.quic));
+    let (_ca, mut west, mut east) = west_east(d);
     west.exports.push(("echo".into(), echo_server(), vec![]));
     west.exports.push(("extra".into(), echo_server(), vec![]));
     let import = free_tcp();

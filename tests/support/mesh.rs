@@ -71,6 +71,19 @@ impl TestCa {
     }
 }
 
+/// The two-gateway mesh most tests start from: a CA of example.org,
+/// `gw-w` in eu-west and `gw-e` in us-east with their certificates, and
+/// east configured to dial west. Services are the caller's to add.
+pub fn west_east(dir: &Path) -> (TestCa, GatewaySpec, GatewaySpec) {
+    let ca = TestCa::new(dir, "example.org");
+    ca.gateway("eu-west", "gw-w", &dir.join("gw-w"));
+    ca.gateway("us-east", "gw-e", &dir.join("gw-e"));
+    let west = GatewaySpec::new("gw-w", "eu-west", dir.join("gw-w"));
+    let mut east = GatewaySpec::new("gw-e", "us-east", dir.join("gw-e"));
+    east.peers.push(("eu-west".into(), west.quic));
+    (ca, west, east)
+}
+
 /// What one gateway is configured with.
 #[derive(Clone)]
 pub struct GatewaySpec {
