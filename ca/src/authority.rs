@@ -65,6 +65,8 @@ pub struct CertificateAuthority {
     signer_not_after: SystemTime,
     /// Certificates sent after an issued leaf: the intermediate, if any.
     intermediates: Vec<CertificateDer<'static>>,
+    /// The root this CA's chains end in.
+    root: CertificateDer<'static>,
     bundle: TrustBundle,
 }
 
@@ -138,6 +140,7 @@ impl CertificateAuthority {
                 signer,
                 signer_not_after: not_after,
                 intermediates: Vec::new(),
+                root: root_cert.der().clone(),
                 bundle,
             };
             return Ok((ca, files));
@@ -158,6 +161,7 @@ impl CertificateAuthority {
             signer: Issuer::new(int_params, int_key),
             signer_not_after: not_after,
             intermediates: vec![int_cert.der().clone()],
+            root: root_cert.der().clone(),
             bundle,
         };
         Ok((ca, files))
@@ -245,8 +249,14 @@ impl CertificateAuthority {
             signer,
             signer_not_after,
             intermediates,
+            root,
             bundle,
         })
+    }
+
+    /// The root certificate this CA's chains end in (what join tokens pin).
+    pub fn root(&self) -> &CertificateDer<'static> {
+        &self.root
     }
 
     pub fn trust_domain(&self) -> &TrustDomain {

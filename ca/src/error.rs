@@ -72,6 +72,16 @@ pub enum CaError {
     RootNotInBundle { cert: PathBuf, bundle: PathBuf },
     #[error("TLS configuration rejected: {0}")]
     Tls(String),
+    #[error("{}:{line}: {reason}", path.display())]
+    DenyList {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("bad token: {0}")]
+    BadTokenPolicy(String),
+    #[error("the system random number generator failed")]
+    Random,
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{context}: {reason}")]
@@ -128,6 +138,8 @@ pub enum VerifyError {
     NotAGateway { id: String },
     #[error("{id} is not a gateway of region {expected}")]
     WrongRegion { id: String, expected: String },
+    #[error("{id} is revoked (deny list entry `{entry}`)")]
+    Revoked { id: String, entry: String },
 }
 
 /// Debug prints the reason as a person reads it: rustls and quinn print

@@ -14,6 +14,7 @@
 
 mod authority;
 mod bundle;
+mod deny;
 mod error;
 pub mod files;
 mod identity;
@@ -23,6 +24,7 @@ mod key;
 mod spiffe;
 pub mod time;
 pub mod tls;
+mod token;
 mod verify;
 
 pub use authority::{
@@ -30,6 +32,7 @@ pub use authority::{
     INTERMEDIATE_KEY, ROOT_CERT, ROOT_KEY,
 };
 pub use bundle::{TrustBundle, fingerprint};
+pub use deny::{DENY_FILE, DenyEntry, DenyList, certificate_serial, normalize_serial};
 pub use error::{CaError, VerifyError};
 pub use files::Overwrite;
 pub use identity::Identity;
@@ -40,4 +43,8 @@ pub use issue::{
 };
 pub use key::KeyType;
 pub use spiffe::{IdentityKind, SpiffeId, SpiffeIdError, TrustDomain};
+pub use token::{
+    JoinToken, SERVICE_ADDRESS_FILE, TOKENS_DIR, TokenPolicy, TokenRecord, TokenRefusal,
+    TokenStore, gateway_id, root_pin,
+};
 pub use verify::{PeerRequirement, PeerRole, check_leaf, verify_chain};

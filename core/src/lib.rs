@@ -13,9 +13,11 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod enroll;
 pub mod frame;
 pub mod health;
 pub mod limits;
+pub mod renewal;
 pub mod routing;
 pub mod trace;
 

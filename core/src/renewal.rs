@@ -1,0 +1,142 @@
+//! When to renew a certificate: at 2/3 of its lifetime, and after a failed
+//! attempt again with capped exponential backoff, until it succeeds. Wall
+//! clock time (`SystemTime`), because certificate validity is wall clock.
+
+use std::time::{Duration, SystemTime};
+
+/// Shortest wait after a failed attempt.
+pub const MIN_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait after failed attempts.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct RenewalSchedule {
+    not_before: SystemTime,
+    not_after: SystemTime,
+    failures: u32,
+    next: SystemTime,
+}
+
+impl RenewalSchedule {
+    /// For a certificate valid from `not_before` to `not_after`.
+    pub fn new(not_before: SystemTime, not_after: SystemTime) -> Self {
+        let mut s = RenewalSchedule {
+            not_before,
+            not_after,
+            failures: 0,
+            next: not_before,
+        };
+        s.next = s.renew_at();
+        s
+    }
+
+    fn lifetime(&self) -> Duration {
+        self.not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default()
+    }
+
+    /// Two thirds into the lifetime.
+    pub fn renew_at(&self) -> SystemTime {
+        self.not_before + self.lifetime() * 2 / 3
+    }
+
+    /// When the next attempt is due.
+    pub fn next_attempt(&self) -> SystemTime {
+        self.next
+    }
+
+    /// How long to wait from `now` for the next attempt (zero when due).
+    pub fn wait(&self, now: SystemTime) -> Duration {
+        self.next.duration_since(now).unwrap_or_default()
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// Seconds until expiry, negative once expired.
+    pub fn remaining(&self, now: SystemTime) -> f64 {
+        match self.not_after.duration_since(now) {
+            Ok(left) => left.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        }
+    }
+
+    /// An attempt failed at `now`; `jitter` in [0, 1) spreads retries of
+    /// many gateways apart. Returns when to try again: 1 s doubling per
+    /// failure, capped at a tenth of the lifetime (within 1 s..300 s), so a
+    /// short certificate is retried often enough to renew before it expires.
+    pub fn failed(&mut self, now: SystemTime, jitter: f64) -> SystemTime {
+        self.failures = self.failures.saturating_add(1);
+        let cap = (self.lifetime() / 10).clamp(MIN_RETRY, MAX_RETRY);
+        let exp = MIN_RETRY.saturating_mul(1u32 << self.failures.min(16).saturating_sub(1));
+        let delay = exp.min(cap).mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0));
+        self.next = now + delay.max(Duration::from_millis(500));
+        self.next
+    }
+
+    /// A new certificate arrived.
+    pub fn renewed(&mut self, not_before: SystemTime, not_after: SystemTime) {
+        *self = RenewalSchedule::new(not_before, not_after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn renews_at_two_thirds() {
+        let s = RenewalSchedule::new(T0, T0 + secs(24 * 3600));
+        assert_eq!(s.next_attempt(), T0 + secs(16 * 3600));
+        assert_eq!(s.wait(T0 + secs(15 * 3600)), secs(3600));
+        assert_eq!(s.wait(T0 + secs(17 * 3600)), Duration::ZERO);
+        assert_eq!(s.remaining(T0 + secs(24 * 3600 + 5)), -5.0);
+    }
+
+    #[test]
+    fn backs_off_and_caps_at_a_tenth_of_the_lifetime() {
+        let mut s = RenewalSchedule::new(T0, T0 + secs(30));
+        let mut now = s.next_attempt();
+        assert_eq!(now, T0 + secs(20));
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let next = s.failed(now, 0.999_999);
+            waits.push(next.duration_since(now).unwrap().as_millis());
+            now = next;
+        }
+        // 1 s, 2 s, then capped at 3 s (a tenth of 30 s).
+        assert_eq!(waits[..2], [999, 1_999]);
+        assert!(
+            waits[2..].iter().all(|w| (2_999..=3_000).contains(w)),
+            "{waits:?}"
+        );
+        assert_eq!(s.failures(), 6);
+        s.renewed(now, now + secs(30));
+        assert_eq!(s.failures(), 0);
+        assert_eq!(s.next_attempt(), now + secs(20));
+    }
+
+    #[test]
+    fn long_lifetimes_cap_at_five_minutes_and_jitter_halves_at_most() {
+        let mut s = RenewalSchedule::new(T0, T0 + secs(24 * 3600));
+        let now = s.next_attempt();
+        for _ in 0..20 {
+            s.failed(now, 0.999_999);
+        }
+        assert!(s.wait(now) <= MAX_RETRY && s.wait(now) > secs(299));
+        s.failed(now, 0.0);
+        assert_eq!(s.wait(now), secs(150));
+    }
+}
