@@ -138,6 +138,8 @@ pub enum VerifyError {
     NotAGateway { id: String },
     #[error("{id} is not a gateway of region {expected}")]
     WrongRegion { id: String, expected: String },
+    #[error("{id} is not {expected}")]
+    NotExpected { id: String, expected: String },
     #[error("{id} is revoked (deny list entry `{entry}`)")]
     Revoked { id: String, entry: String },
 }

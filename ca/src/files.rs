@@ -98,7 +98,12 @@ pub fn read_key_pair(path: &Path) -> Result<rcgen::KeyPair, CaError> {
 /// Reads a PEM private key as rustls takes it.
 pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CaError> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+    private_key_from_pem(path, &bytes)
+}
+
+/// Parses a PEM private key; `path` names the source in errors.
+pub fn private_key_from_pem(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, CaError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         pki_pem::Error::NoItemsFound => CaError::Pem {
             path: path.to_owned(),
             reason: "no \"BEGIN PRIVATE KEY\" section found".to_owned(),

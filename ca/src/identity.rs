@@ -15,6 +15,7 @@ pub struct Identity {
     pub id: SpiffeId,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    pub not_before: SystemTime,
     pub not_after: SystemTime,
 }
 
@@ -24,6 +25,7 @@ impl Clone for Identity {
             id: self.id.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
+            not_before: self.not_before,
             not_after: self.not_after,
         }
     }
@@ -35,6 +37,28 @@ impl Identity {
     pub fn load(cert: &Path, key: &Path) -> Result<Self, CaError> {
         let chain = files::read_certificates(cert)?;
         let key_der = files::read_private_key(key)?;
+        Self::from_der(chain, key_der, cert, key)
+    }
+
+    /// The same from PEM text in memory; `cert` and `key` name the sources
+    /// in errors.
+    pub fn from_pem(
+        chain_pem: &str,
+        key_pem: &str,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, CaError> {
+        let chain = files::certificates_from_pem(cert, chain_pem.as_bytes())?;
+        let key_der = files::private_key_from_pem(key, key_pem.as_bytes())?;
+        Self::from_der(chain, key_der, cert, key)
+    }
+
+    fn from_der(
+        chain: Vec<CertificateDer<'static>>,
+        key_der: PrivateKeyDer<'static>,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, CaError> {
         let key_pair = rcgen::KeyPair::try_from(&key_der).map_err(|e| CaError::BadKey {
             path: key.to_owned(),
             reason: e.to_string(),
@@ -45,7 +69,7 @@ impl Identity {
                 cert: cert.to_owned(),
             });
         }
-        let (id, not_after) = leaf_facts(&chain[0]).map_err(|reason| CaError::Verify {
+        let (id, not_before, not_after) = leaf_facts(&chain[0]).map_err(|reason| CaError::Verify {
             context: cert.display().to_string(),
             reason,
         })?;
@@ -53,17 +77,19 @@ impl Identity {
             id,
             chain,
             key: key_der,
+            not_before,
             not_after,
         })
     }
 }
 
-fn leaf_facts(leaf: &[u8]) -> Result<(SpiffeId, SystemTime), crate::VerifyError> {
+fn leaf_facts(leaf: &[u8]) -> Result<(SpiffeId, SystemTime, SystemTime), crate::VerifyError> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| crate::VerifyError::Malformed(e.to_string()))?;
     let id = crate::verify::svid_id(&cert)?;
     Ok((
         id,
+        crate::time::from_unix(cert.validity().not_before.timestamp()),
         crate::time::from_unix(cert.validity().not_after.timestamp()),
     ))
 }

@@ -18,7 +18,8 @@ pub(crate) fn to_offset(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)
 }
 
-pub(crate) fn from_unix(secs: i64) -> SystemTime {
+/// A time from Unix seconds (negative: before 1970).
+pub fn from_unix(secs: i64) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::from_secs(secs as u64)
     } else {

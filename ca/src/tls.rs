@@ -187,6 +187,102 @@ impl ClientCertVerifier for SvidVerifier {
     }
 }
 
+/// Verifies a server before any trust bundle is known: the server must
+/// present (after its leaf) the root certificate whose SHA-256 is `pin`, and
+/// its chain must verify against that root and meet `requirement`. This is
+/// how a joining gateway checks the CA service named in its join token
+/// before it sends the token's secret.
+#[derive(Debug)]
+pub struct PinnedRootVerifier {
+    pin: String,
+    requirement: PeerRequirement,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedRootVerifier {
+    pub fn new(pin: String, requirement: PeerRequirement) -> Self {
+        PinnedRootVerifier {
+            pin: pin.to_ascii_lowercase(),
+            requirement,
+            algorithms: crypto_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedRootVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let root = intermediates
+            .iter()
+            .find(|c| crate::root_pin(c) == self.pin)
+            .ok_or_else(|| {
+                to_rustls_error(VerifyError::Chain(format!(
+                    "the server did not present the root pinned by the token (sha256 {})",
+                    self.pin
+                )))
+            })?;
+        let bundle = TrustBundle::from_roots(
+            std::path::Path::new("pinned root"),
+            vec![root.clone().into_owned()],
+        )
+        .map_err(|e| to_rustls_error(VerifyError::Chain(e.to_string())))?;
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(
+            intermediates
+                .iter()
+                .filter(|c| c.as_ref() != root.as_ref())
+                .cloned(),
+        );
+        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        verify_chain(&chain, &bundle, &self.requirement, PeerRole::Server, now)
+            .map(|_| ServerCertVerified::assertion())
+            .map_err(to_rustls_error)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A TLS 1.3-only client config without a client certificate (joining).
+pub fn anonymous_client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, CaError> {
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
 /// A TLS 1.3-only server config that requires and verifies client SVIDs.
 pub fn server_config(
     identity: &Identity,

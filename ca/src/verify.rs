@@ -31,6 +31,8 @@ pub enum PeerRequirement {
     Gateway(TrustDomain),
     /// A gateway of the trust domain in the given region.
     GatewayInRegion(TrustDomain, String),
+    /// Exactly this SPIFFE ID (the CA service, say).
+    Exactly(SpiffeId),
 }
 
 impl PeerRequirement {
@@ -39,6 +41,7 @@ impl PeerRequirement {
             PeerRequirement::AnyInTrustDomain(td)
             | PeerRequirement::Gateway(td)
             | PeerRequirement::GatewayInRegion(td, _) => td,
+            PeerRequirement::Exactly(id) => id.trust_domain(),
         }
     }
 
@@ -52,6 +55,11 @@ impl PeerRequirement {
         }
         match (self, id.kind()) {
             (PeerRequirement::AnyInTrustDomain(_), _) => Ok(()),
+            (PeerRequirement::Exactly(want), _) if want == id => Ok(()),
+            (PeerRequirement::Exactly(want), _) => Err(VerifyError::NotExpected {
+                id: id.to_string(),
+                expected: want.to_string(),
+            }),
             (PeerRequirement::Gateway(_), IdentityKind::Gateway { .. }) => Ok(()),
             (PeerRequirement::GatewayInRegion(_, want), IdentityKind::Gateway { region, .. }) => {
                 if region == want {

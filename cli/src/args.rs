@@ -33,6 +33,9 @@ pub enum Command {
     /// Open ad-hoc tunnels without a configuration file.
     #[command(subcommand)]
     Tunnel(TunnelCommand),
+    /// Create and list join tokens for new gateways.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the demo mesh on this machine: three regions through netsim, a
     /// client load, a partition of the preferred region and its healing,
     /// then a summary and a report with a plot. About a minute.
@@ -90,7 +93,83 @@ pub enum GatewayCommand {
         /// The gateway configuration (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Check the configuration only: do not require or load the
+        /// identity files it names (a config meant for a container).
+        #[arg(long)]
+        skip_identity: bool,
     },
+    /// Join a mesh with a join token: make a key here, have the CA service
+    /// named in the token sign it, and write cert.pem, key.pem (0600),
+    /// bundle.pem and deny.txt into --out. The CA is checked against the
+    /// root fingerprint the token carries before the token's secret is
+    /// sent.
+    Join(GatewayJoin),
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayJoin {
+    /// The join token (from `strait token create`).
+    #[arg(long, env = "STRAIT_JOIN_TOKEN", hide_env_values = true, required_unless_present = "token_file", conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// Read the join token from a file (a mounted Secret).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Directory to write the identity into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// This gateway's name (must match the token's name pattern); in
+    /// Kubernetes, the node name.
+    #[arg(long, env = "STRAIT_GATEWAY_NAME")]
+    pub name: String,
+    /// The region to join; the token's region when absent (the CA refuses
+    /// any other).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Succeed without contacting the CA when --out already holds a
+    /// certificate that is still valid (a restarted pod).
+    #[arg(long, conflicts_with = "force")]
+    pub if_missing: bool,
+    /// Replace an identity already in --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a join token and print it. The CA keeps only a hash of its
+    /// secret; the token also carries the CA service's address and the
+    /// SHA-256 of the CA's root, so the joining side can pin the CA.
+    Create(TokenCreate),
+    /// List the join tokens of a CA (never their secrets).
+    List {
+        /// CA directory.
+        #[arg(long, default_value = "ca")]
+        ca: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreate {
+    /// CA directory.
+    #[arg(long, default_value = "ca")]
+    pub ca: PathBuf,
+    /// The region a gateway joining with this token gets.
+    #[arg(long)]
+    pub region: String,
+    /// Pattern the joining gateway's name must match (`*` and `?`).
+    #[arg(long, default_value = "*")]
+    pub name: String,
+    /// How long the token can be used.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// How many gateways may join with it.
+    #[arg(long, default_value_t = 1)]
+    pub uses: u32,
+    /// The CA service's address as joining gateways reach it (host:port;
+    /// repeatable). Default: what `strait ca serve` recorded in the CA
+    /// directory.
+    #[arg(long = "ca-address")]
+    pub ca_address: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +240,58 @@ pub enum CaCommand {
     /// trust). Keys are written with mode 0600. An existing CA is never
     /// overwritten.
     Init(CaInit),
+    /// Serve the CA over QUIC with mutual TLS (ALPN strait-ca/1): sign
+    /// CSRs of gateways that present a join token or their current
+    /// certificate, and hand out the trust bundle and deny list. Runs until
+    /// SIGINT or SIGTERM.
+    Serve(CaServe),
+    /// Add a certificate serial or a SPIFFE ID to the deny list (deny.txt in
+    /// the CA directory). Gateways that renew or refresh through the CA
+    /// service get it, refuse the peer and cut its tunnels.
+    Revoke(CaRevoke),
+}
+
+#[derive(Debug, Args)]
+pub struct CaServe {
+    /// CA directory.
+    #[arg(long, default_value = "ca")]
+    pub ca: PathBuf,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "0.0.0.0:15444")]
+    pub listen: std::net::SocketAddr,
+    /// The address gateways use to reach this service (host:port), put into
+    /// new join tokens. Default: the listen address.
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Lifetime of the certificates it issues.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub validity: Duration,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct RevokeWhat {
+    /// Certificate serial (hex, colons optional), as `strait cert inspect`
+    /// prints it.
+    #[arg(long)]
+    pub serial: Vec<String>,
+    /// SPIFFE ID: every certificate of this identity.
+    #[arg(long, value_parser = parse_spiffe_id)]
+    pub id: Vec<SpiffeId>,
+    /// A certificate file: its serial.
+    #[arg(long)]
+    pub cert: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaRevoke {
+    /// CA directory.
+    #[arg(long, default_value = "ca")]
+    pub ca: PathBuf,
+    #[command(flatten)]
+    pub what: RevokeWhat,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub identity: IdentityPaths,
+    /// Renew the certificate through a CA service, when set.
+    pub renewal: Option<RenewalConfig>,
     pub peers: Vec<PeerConfig>,
     pub exports: Vec<ExportConfig>,
     pub imports: Vec<ImportConfig>,
@@ -47,6 +49,35 @@ pub struct IdentityPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub bundle: PathBuf,
+    /// The deny list; next to the bundle unless configured. A missing file
+    /// is an empty list.
+    pub deny: PathBuf,
+}
+
+impl IdentityPaths {
+    /// cert.pem, key.pem, bundle.pem and deny.txt in `dir`, as `strait
+    /// gateway join` and `strait cert issue` write them.
+    pub fn in_dir(dir: &Path) -> Self {
+        IdentityPaths {
+            cert: dir.join(strait_ca::CERT_FILE),
+            key: dir.join(strait_ca::KEY_FILE),
+            bundle: dir.join(strait_ca::BUNDLE_FILE),
+            deny: dir.join(strait_ca::DENY_FILE),
+        }
+    }
+}
+
+/// Default for how often a gateway with a CA service fetches the bundle and
+/// deny list.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+
+/// Automatic renewal through a CA service (`strait ca serve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalConfig {
+    /// `host:port` of the CA service.
+    pub ca_service: String,
+    /// How often the bundle and deny list are fetched.
+    pub refresh: Duration,
 }
 
 /// Gateways of another region, dialed at every address.
@@ -180,6 +211,9 @@ struct RawIdentity {
     cert: Spanned<String>,
     key: Spanned<String>,
     bundle: Spanned<String>,
+    deny: Option<Spanned<String>>,
+    ca_service: Option<Spanned<String>>,
+    refresh: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +280,9 @@ struct RawTunnel {
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
+    /// Whether named files must exist (not when checking a config meant
+    /// for another machine, such as a Kubernetes ConfigMap).
+    files_must_exist: bool,
 }
 
 impl Source<'_> {
@@ -364,10 +401,19 @@ impl Source<'_> {
             Some(dir) if p.is_relative() => dir.join(p),
             _ => p.to_owned(),
         };
-        if !path.is_file() {
+        if self.files_must_exist && !path.is_file() {
             return Err(self.err(v.span(), key, format!("no such file: {}", path.display())));
         }
         Ok(path)
+    }
+
+    /// A path that may not exist yet.
+    fn path(&self, v: &Spanned<String>) -> PathBuf {
+        let p = Path::new(v.get_ref());
+        match self.path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_owned(),
+        }
     }
 }
 
@@ -399,11 +445,33 @@ impl GatewayConfig {
     /// Validates configuration text; `path` names it in errors and anchors
     /// relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<GatewayConfig, GatewayError> {
+        Self::parse_inner(path, text, true)
+    }
+
+    /// Validates a configuration file without requiring the files it names
+    /// to exist here (a config for a container, checked on a laptop).
+    pub fn load_without_files(path: &Path) -> Result<GatewayConfig, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse_inner(path, &text, false)
+    }
+
+    fn parse_inner(
+        path: &Path,
+        text: &str,
+        files_must_exist: bool,
+    ) -> Result<GatewayConfig, GatewayError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| GatewayError::Toml {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let src = Source { path, text };
+        let src = Source {
+            path,
+            text,
+            files_must_exist,
+        };
         let gw = raw.gateway.get_ref();
         let name = src.name(&gw.name, "gateway.name")?;
         let region = src.name(&gw.region, "gateway.region")?;
@@ -416,10 +484,36 @@ impl GatewayConfig {
             None => DEFAULT_ADMIN.parse().expect("valid default"),
         };
         let id = raw.identity.get_ref();
+        let bundle = src.file(&id.bundle, "identity.bundle")?;
+        let deny = match &id.deny {
+            Some(v) => src.path(v),
+            None => bundle.with_file_name(strait_ca::DENY_FILE),
+        };
         let identity = IdentityPaths {
             cert: src.file(&id.cert, "identity.cert")?,
             key: src.file(&id.key, "identity.key")?,
-            bundle: src.file(&id.bundle, "identity.bundle")?,
+            bundle,
+            deny,
+        };
+        let renewal = match &id.ca_service {
+            Some(addr) => Some(RenewalConfig {
+                ca_service: src.host_port(addr, "identity.ca_service")?,
+                refresh: match &id.refresh {
+                    Some(v) => match src.duration(v, "identity.refresh")? {
+                        d if d.is_zero() => {
+                            return Err(src.err(v.span(), "identity.refresh", "must be greater than zero"));
+                        }
+                        d => d,
+                    },
+                    None => DEFAULT_REFRESH,
+                },
+            }),
+            None => {
+                if let Some(v) = &id.refresh {
+                    return Err(src.err(v.span(), "identity.refresh", "only means something with identity.ca_service"));
+                }
+                None
+            }
         };
 
         let mut peers = Vec::new();
@@ -621,6 +715,7 @@ impl GatewayConfig {
             listen,
             admin,
             identity,
+            renewal,
             peers,
             exports,
             imports,

@@ -240,6 +240,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     )));
     let mut dialers = Vec::new();
     tasks.push(tokio::spawn(crate::reload::watch(
+        config.health.interval,
         config.identity.clone(),
         config.name.clone(),
         config.region.clone(),
@@ -248,6 +249,20 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         settings.clone(),
         registry.clone(),
     )));
+    tasks.push(tokio::spawn(crate::renew::report_expiry(
+        identity.clone(),
+        config.region.clone(),
+        registry.clone(),
+    )));
+    if let Some(renewal) = &config.renewal {
+        tasks.push(tokio::spawn(crate::renew::run(
+            renewal.clone(),
+            config.identity.clone(),
+            identity.clone(),
+            config.region.clone(),
+            registry.clone(),
+        )));
+    }
     for peer in &config.peers {
         // Fail at start, not at the first dial, if the config cannot build.
         tls.client_config(peer.region.as_deref(), &settings)?;
@@ -363,8 +378,10 @@ impl RunningGateway {
                 "identity",
                 old.identity.cert != new.identity.cert
                     || old.identity.key != new.identity.key
-                    || old.identity.bundle != new.identity.bundle,
+                    || old.identity.bundle != new.identity.bundle
+                    || old.identity.deny != new.identity.deny,
             ),
+            ("identity.ca_service", old.renewal != new.renewal),
         ];
         if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
             return Err(GatewayError::NeedsRestart {

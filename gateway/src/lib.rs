@@ -10,7 +10,9 @@
 
 pub mod admin;
 pub mod admission;
+pub mod ca_service;
 pub mod config;
+pub mod enroll;
 mod error;
 pub mod events;
 pub mod export;
@@ -19,6 +21,7 @@ pub mod import;
 pub mod metrics;
 pub mod probe;
 pub mod reload;
+pub mod renew;
 pub mod splice;
 pub mod telemetry;
 pub mod tls;

@@ -31,6 +31,9 @@ pub const CERT_EXPIRY: &str = "strait_certificate_expiry_timestamp_seconds";
 pub const PEERS_REFUSED: &str = "strait_peers_refused_total";
 pub const RELOADS_FAILED: &str = "strait_identity_reloads_failed_total";
 pub const CONFIG_RELOADS_FAILED: &str = "strait_config_reloads_failed_total";
+pub const CERT_REMAINING: &str = "strait_certificate_remaining_seconds";
+pub const RENEWALS: &str = "strait_certificate_renewals_total";
+pub const PEERS_REVOKED: &str = "strait_peers_revoked_total";
 
 /// (name, kind, help) of every metric.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -110,6 +113,21 @@ pub const ALL: &[(&str, &str, &str)] = &[
         PEERS_REFUSED,
         "counter",
         "Handshakes refused (certificate, identity or HELLO).",
+    ),
+    (
+        CERT_REMAINING,
+        "gauge",
+        "Seconds until this gateway's certificate expires; negative once it has.",
+    ),
+    (
+        RENEWALS,
+        "counter",
+        "Certificate renewals through the CA service by result (ok, error).",
+    ),
+    (
+        PEERS_REVOKED,
+        "counter",
+        "Tunnels cut because the deny list names the peer's certificate.",
     ),
 ];
 

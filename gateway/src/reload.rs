@@ -1,9 +1,11 @@
-//! Certificate, key and bundle files are watched (polled every two
-//! seconds: no inotify dependency, and it works on the projected volumes
-//! Kubernetes mounts secrets on) and reloaded when they change: new
-//! handshakes use the new identity, open tunnels keep going. A set of files
+//! Certificate, key, bundle and deny list files are watched (polled once a
+//! probe interval: no inotify dependency, and it works on the projected
+//! volumes Kubernetes mounts secrets on) and reloaded when they change: new
+//! handshakes use the new identity, open tunnels keep going, except those
+//! to peers the deny list now names, which are cut at once. A set of files
 //! that does not load (half-written, wrong key, wrong gateway) is refused,
-//! logged and counted, and the running identity stays.
+//! logged and counted, and the running identity stays. Renewal writes the
+//! files and wakes the watcher, so there is one way an identity changes.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -14,19 +16,23 @@ use crate::config::{IdentityPaths, TunnelSettings};
 use crate::tls::TlsIdentity;
 use crate::tunnel::Registry;
 
-/// How often the files are looked at.
-pub const POLL: Duration = Duration::from_secs(2);
-
 /// The identity in force, shared by the endpoint's configs and the dialers.
 #[derive(Debug)]
 pub struct CurrentIdentity {
     tls: RwLock<Arc<TlsIdentity>>,
+    /// Held while the files are written (renewal) or read (reload), so a
+    /// reload never sees a new key with an old certificate.
+    pub files: tokio::sync::Mutex<()>,
+    /// Wakes the watcher before its next poll.
+    pub wake: tokio::sync::Notify,
 }
 
 impl CurrentIdentity {
     pub fn new(tls: TlsIdentity) -> Self {
         CurrentIdentity {
             tls: RwLock::new(Arc::new(tls)),
+            files: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -41,7 +47,7 @@ impl CurrentIdentity {
 
 /// What the watched files looked like: (modified, length) of each.
 fn fingerprint(paths: &IdentityPaths) -> Vec<Option<(SystemTime, u64)>> {
-    [&paths.cert, &paths.key, &paths.bundle]
+    [&paths.cert, &paths.key, &paths.bundle, &paths.deny]
         .iter()
         .map(|p: &&PathBuf| {
             std::fs::metadata(p)
@@ -51,8 +57,11 @@ fn fingerprint(paths: &IdentityPaths) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-/// Watches the identity files and swaps the identity in when they change.
+/// Watches the identity files every `poll` and swaps the identity in when
+/// they change.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
+    poll: Duration,
     paths: IdentityPaths,
     name: String,
     region: String,
@@ -63,13 +72,19 @@ pub async fn watch(
 ) {
     let mut seen = fingerprint(&paths);
     loop {
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = current.wake.notified() => {}
+        }
+        let files = current.files.lock().await;
         let now = fingerprint(&paths);
         if now == seen {
             continue;
         }
         seen = now;
-        match load(&paths, &name, &region).and_then(|tls| {
+        let loaded = load(&paths, &name, &region);
+        drop(files);
+        match loaded.and_then(|tls| {
             let server = tls.server_config(&settings)?;
             let client = tls.client_config(None, &settings)?;
             Ok((tls, server, client))
@@ -77,6 +92,8 @@ pub async fn watch(
             Ok((tls, server, client)) => {
                 let id = tls.id().to_string();
                 let expiry = tls.identity.not_after;
+                let deny = tls.deny.clone();
+                let deny_changed = deny != current.get().deny;
                 endpoint.set_server_config(Some(server));
                 let mut endpoint = endpoint.clone();
                 endpoint.set_default_client_config(client);
@@ -90,7 +107,11 @@ pub async fn watch(
                     "certificate_reloaded",
                     format!("{id}, valid until {}", strait_ca::time::rfc3339(expiry)),
                 );
-                tracing::info!(%id, not_after = %strait_ca::time::rfc3339(expiry), "identity reloaded; new handshakes use it, open tunnels keep going");
+                tracing::info!(%id, not_after = %strait_ca::time::rfc3339(expiry), deny_entries = deny.len(), "identity reloaded; new handshakes use it, open tunnels keep going");
+                if deny_changed {
+                    tracing::info!(entries = deny.len(), "deny list loaded");
+                }
+                registry.cut_revoked(&deny, &region);
             }
             Err(e) => {
                 let labels = [("region", region.clone())];

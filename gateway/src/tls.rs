@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use strait_ca::tls::SvidVerifier;
-use strait_ca::{Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain};
+use strait_ca::{DenyList, Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain};
 
 use crate::GatewayError;
 use crate::config::{Congestion, IdentityPaths, TunnelSettings};
@@ -19,12 +19,15 @@ use crate::config::{Congestion, IdentityPaths, TunnelSettings};
 pub struct TlsIdentity {
     pub identity: Identity,
     pub bundle: TrustBundle,
+    /// Peers refused even though their chains verify.
+    pub deny: DenyList,
 }
 
 impl TlsIdentity {
     pub fn load(paths: &IdentityPaths) -> Result<Self, GatewayError> {
         let identity = Identity::load(&paths.cert, &paths.key)?;
         let bundle = TrustBundle::load(&paths.bundle)?;
+        let deny = DenyList::load(&paths.deny)?;
         // Our own chain must verify against our bundle, or no peer will
         // accept us either: say so now, not at the first handshake.
         let requirement = PeerRequirement::AnyInTrustDomain(identity.id.trust_domain().clone());
@@ -43,7 +46,11 @@ impl TlsIdentity {
             ),
             reason,
         })?;
-        Ok(TlsIdentity { identity, bundle })
+        Ok(TlsIdentity {
+            identity,
+            bundle,
+            deny,
+        })
     }
 
     pub fn id(&self) -> &SpiffeId {
@@ -67,10 +74,13 @@ impl TlsIdentity {
         &self,
         settings: &TunnelSettings,
     ) -> Result<quinn::ServerConfig, GatewayError> {
-        let verifier = Arc::new(SvidVerifier::new(
-            self.bundle.clone(),
-            PeerRequirement::Gateway(self.trust_domain().clone()),
-        ));
+        let verifier = Arc::new(
+            SvidVerifier::new(
+                self.bundle.clone(),
+                PeerRequirement::Gateway(self.trust_domain().clone()),
+            )
+            .with_deny_list(self.deny.clone()),
+        );
         let tls = strait_ca::tls::server_config(&self.identity, verifier, &[strait_core::ALPN])?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
@@ -90,7 +100,9 @@ impl TlsIdentity {
             Some(r) => PeerRequirement::GatewayInRegion(td, r.to_owned()),
             None => PeerRequirement::Gateway(td),
         };
-        let verifier = Arc::new(SvidVerifier::new(self.bundle.clone(), requirement));
+        let verifier = Arc::new(
+            SvidVerifier::new(self.bundle.clone(), requirement).with_deny_list(self.deny.clone()),
+        );
         let tls = strait_ca::tls::client_config(&self.identity, verifier, &[strait_core::ALPN])?;
         let crypto =
             QuicClientConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
@@ -121,6 +133,21 @@ fn transport(s: &TunnelSettings) -> Result<Arc<TransportConfig>, GatewayError> {
         t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     }
     Ok(Arc::new(t))
+}
+
+/// The leaf certificate a QUIC connection's peer presented.
+pub fn peer_leaf(conn: &quinn::Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    peer_chain(conn)?.into_iter().next()
+}
+
+/// The chain a QUIC connection's peer presented (leaf first).
+pub fn peer_chain(
+    conn: &quinn::Connection,
+) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    conn.peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()
+        .map(|b| *b)
 }
 
 /// The SPIFFE ID of a QUIC connection's peer (already verified in the

@@ -278,6 +278,29 @@ impl Registry {
         self.changed.subscribe()
     }
 
+    /// Cuts the tunnels whose peer certificate `deny` names, at once (their
+    /// streams are reset: a revoked peer keeps nothing). Returns how many.
+    pub fn cut_revoked(&self, deny: &strait_ca::DenyList, region: &str) -> usize {
+        let mut cut = 0;
+        for t in self.tunnels() {
+            let Some(leaf) = crate::tls::peer_leaf(&t.conn) else {
+                continue;
+            };
+            let Some(entry) = deny.denies_certificate(&t.peer, &leaf) else {
+                continue;
+            };
+            t.conn.close(code::REVOKED, b"certificate revoked");
+            cut += 1;
+            let labels = [("region", region.to_owned()), ("peer", t.name.clone())];
+            metrics::counter!(crate::metrics::PEERS_REVOKED, &labels).increment(1);
+            self.events
+                .record("peer_revoked", format!("{} cut: deny list entry `{entry}`", t.peer));
+            tracing::warn!(peer = %t.peer, peer_region = %t.region, %entry,
+                active_streams = t.active_streams(), "tunnel cut: the deny list names the peer's certificate");
+        }
+        cut
+    }
+
     /// Closes every tunnel.
     pub fn close_all(&self) {
         for t in self.tunnels() {

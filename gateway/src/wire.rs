@@ -68,4 +68,6 @@ pub mod code {
     pub const SHUTDOWN: VarInt = VarInt::from_u32(11);
     /// Connection: HELLO was missing or did not match the certificate.
     pub const BAD_HELLO: VarInt = VarInt::from_u32(12);
+    /// The deny list names the peer's certificate.
+    pub const REVOKED: VarInt = VarInt::from_u32(13);
 }

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use strait_ca::{CaOptions, CertificateAuthority};
+use strait_ca::{CaOptions, CertificateAuthority, DENY_FILE, DenyEntry, DenyList};
+use strait_gateway::ca_service::CaServiceOptions;
 
-use crate::args::CaInit;
+use crate::args::{CaInit, CaRevoke, CaServe};
 
 pub fn init(args: CaInit) -> anyhow::Result<ExitCode> {
     let mut opts = CaOptions::new(args.trust_domain.clone());
@@ -33,5 +34,86 @@ pub fn init(args: CaInit) -> anyhow::Result<ExitCode> {
     for fp in ca.bundle().fingerprints() {
         println!("root SHA-256 fingerprint: {fp}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn serve(args: CaServe) -> anyhow::Result<ExitCode> {
+    super::gateway::init_logging(args.runtime.log_format);
+    // Fail before binding if the directory holds no usable CA.
+    let ca = CertificateAuthority::load(&args.ca)
+        .with_context(|| format!("cannot serve the CA in {}", args.ca.display()))?;
+    let runtime = super::gateway::runtime(&args.runtime)?;
+    runtime.block_on(async {
+        let service = strait_gateway::ca_service::serve(CaServiceOptions {
+            dir: args.ca.clone(),
+            listen: args.listen,
+            validity: args.validity,
+        })
+        .await?;
+        let advertise = args
+            .advertise
+            .clone()
+            .unwrap_or_else(|| service.local_addr().to_string());
+        strait_ca::files::write(
+            &args.ca.join(strait_ca::SERVICE_ADDRESS_FILE),
+            format!("{advertise}\n").as_bytes(),
+            strait_ca::files::PUBLIC_MODE,
+            strait_ca::Overwrite::Replace,
+        )?;
+        tracing::info!(
+            trust_domain = %ca.trust_domain(),
+            %advertise,
+            validity = %humantime::format_duration(args.validity),
+            "CA service ready; new join tokens point at {advertise}"
+        );
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        service.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn revoke(args: CaRevoke) -> anyhow::Result<ExitCode> {
+    CertificateAuthority::load(&args.ca)?;
+    let path = args.ca.join(DENY_FILE);
+    let mut deny = DenyList::load(&path)?;
+    let mut entries = Vec::new();
+    for s in &args.what.serial {
+        let serial = strait_ca::normalize_serial(s)
+            .with_context(|| format!("--serial {s:?} is not a hex serial"))?;
+        entries.push(DenyEntry::Serial(serial));
+    }
+    for id in &args.what.id {
+        entries.push(DenyEntry::Id(id.clone()));
+    }
+    for cert in &args.what.cert {
+        let der = strait_ca::files::read_certificates(cert)?;
+        let serial = strait_ca::certificate_serial(&der[0])
+            .with_context(|| format!("{}: cannot read its serial", cert.display()))?;
+        entries.push(DenyEntry::Serial(serial));
+    }
+    for entry in entries {
+        if deny.insert(entry.clone()) {
+            println!("revoked: {entry}");
+        } else {
+            println!("already revoked: {entry}");
+        }
+    }
+    strait_ca::files::write(
+        &path,
+        deny.to_text().as_bytes(),
+        strait_ca::files::PUBLIC_MODE,
+        strait_ca::Overwrite::Replace,
+    )?;
+    println!(
+        "{} now holds {} entr{}; gateways get it at their next bundle refresh",
+        path.display(),
+        deny.len(),
+        if deny.len() == 1 { "y" } else { "ies" }
+    );
     Ok(ExitCode::SUCCESS)
 }

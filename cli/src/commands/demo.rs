@@ -314,11 +314,8 @@ fn gateway_config(
         region: region.to_owned(),
         listen: "127.0.0.1:0".parse().expect("static address"),
         admin: "127.0.0.1:0".parse().expect("static address"),
-        identity: IdentityPaths {
-            cert: identity.join("cert.pem"),
-            key: identity.join("key.pem"),
-            bundle: identity.join("bundle.pem"),
-        },
+        identity: IdentityPaths::in_dir(&identity),
+        renewal: None,
         peers: peers
             .into_iter()
             .map(|(r, a)| PeerConfig {

@@ -8,14 +8,21 @@ use strait_gateway::GatewayConfig;
 use strait_gateway::config::{IdentityPaths, ImportConfig, PeerConfig, TunnelSettings};
 use strait_gateway::tls::TlsIdentity;
 
-use crate::args::{GatewayRun, LogFormat, RuntimeArgs, TunnelOpen};
+use crate::args::{GatewayJoin, GatewayRun, LogFormat, RuntimeArgs, TunnelOpen};
 
 pub fn run(args: GatewayRun) -> anyhow::Result<ExitCode> {
     let config = GatewayConfig::load(&args.config)?;
     serve(config, &args.runtime, Some(args.config.clone()))
 }
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
+    if skip_identity {
+        let config = GatewayConfig::load_without_files(path)?;
+        println!("{}: ok (identity files not checked)", path.display());
+        println!("  gateway  {} in {}", config.name, config.region);
+        print_config(&config);
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = GatewayConfig::load(path)?;
     let tls = TlsIdentity::load(&config.identity)?;
     match tls.gateway_name_region() {
@@ -43,6 +50,18 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         "  cert     valid for {}",
         crate::commands::time_left(left.as_secs() as i64)
     );
+    print_config(&config);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_config(config: &GatewayConfig) {
+    if let Some(r) = &config.renewal {
+        println!(
+            "  renewal  through the CA service at {} (bundle refresh every {})",
+            r.ca_service,
+            humantime::format_duration(r.refresh)
+        );
+    }
     for p in &config.peers {
         let region = p.region.as_deref().unwrap_or("any region");
         println!("  peer     {region} at {}", p.addresses.join(", "));
@@ -58,6 +77,64 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for i in &config.imports {
         println!("  import   {} on {}", i.service, i.listen);
     }
+}
+
+pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
+    let text = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the join token from {}", f.display()))?,
+        (None, None) => anyhow::bail!("pass --token or --token-file"),
+    };
+    let token = strait_ca::JoinToken::decode(&text)?;
+    let paths = IdentityPaths::in_dir(&args.out);
+    if paths.cert.exists() && !args.force {
+        if args.if_missing {
+            match TlsIdentity::load(&paths) {
+                Ok(tls) if tls.identity.not_after > std::time::SystemTime::now() => {
+                    println!(
+                        "{} already holds {} (valid until {}); not joining again",
+                        args.out.display(),
+                        tls.id(),
+                        strait_ca::time::rfc3339(tls.identity.not_after)
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Ok(_) => println!("{} holds an expired certificate; joining again", args.out.display()),
+                Err(e) => println!("{} holds an unusable identity ({e}); joining again", args.out.display()),
+            }
+        } else {
+            anyhow::bail!(
+                "{} already exists; refusing to overwrite it (pass --force to replace it, or --if-missing to keep it)",
+                paths.cert.display()
+            );
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let enrolled = runtime.block_on(strait_gateway::enroll::join(
+        &token,
+        &args.name,
+        args.region.as_deref(),
+    ))?;
+    enrolled.write(&paths, strait_ca::Overwrite::Replace)?;
+    let id = &enrolled.identity;
+    println!(
+        "joined as {} (valid until {})",
+        id.id,
+        strait_ca::time::rfc3339(id.not_after)
+    );
+    println!("  {}  certificate chain", paths.cert.display());
+    println!("  {}  private key (0600), made here", paths.key.display());
+    println!("  {}  trust bundle", paths.bundle.display());
+    println!("  {}  deny list", paths.deny.display());
+    println!("for the gateway configuration:");
+    println!("  [identity]");
+    println!("  cert = {:?}", paths.cert.display().to_string());
+    println!("  key = {:?}", paths.key.display().to_string());
+    println!("  bundle = {:?}", paths.bundle.display().to_string());
+    println!("  ca_service = {:?}", token.ca[0]);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -66,6 +143,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         cert: args.cert.clone(),
         key: args.key.clone(),
         bundle: args.bundle.clone(),
+        deny: args.bundle.with_file_name(strait_ca::DENY_FILE),
     };
     let tls = TlsIdentity::load(&identity)?;
     let (name, region) = tls.gateway_name_region().with_context(|| {
@@ -81,6 +159,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         listen: "0.0.0.0:0".parse().expect("static address"),
         admin: "127.0.0.1:0".parse().expect("static address"),
         identity,
+        renewal: None,
         peers: vec![PeerConfig {
             region: args.peer_region.clone(),
             addresses: vec![args.peer.clone()],
@@ -111,16 +190,7 @@ fn serve(
     if strait_gateway::metrics::install().is_none() {
         tracing::warn!("metrics recorder could not be installed; /metrics is off");
     }
-    let runtime = if rt.worker_threads == 0 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(rt.worker_threads)
-            .enable_all()
-            .build()?
-    };
+    let runtime = runtime(rt)?;
     runtime.block_on(async {
         let mut gateway = strait_gateway::start(config).await?;
         for (service, addr) in gateway.import_addrs() {
@@ -193,7 +263,21 @@ async fn reload(
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// The tokio runtime of a long-running command.
+pub(crate) fn runtime(rt: &RuntimeArgs) -> std::io::Result<tokio::runtime::Runtime> {
+    if rt.worker_threads == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(rt.worker_threads)
+            .enable_all()
+            .build()
+    }
+}
+
+pub(crate) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;

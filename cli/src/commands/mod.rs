@@ -6,21 +6,32 @@ mod cert;
 mod demo;
 mod gateway;
 mod status;
+mod token;
 
 use std::process::ExitCode;
 
-use crate::args::{CaCommand, CertCommand, Cli, Command, GatewayCommand, TunnelCommand};
+use crate::args::{
+    CaCommand, CertCommand, Cli, Command, GatewayCommand, TokenCommand, TunnelCommand,
+};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ca(CaCommand::Init(args)) => ca::init(args),
+        Command::Ca(CaCommand::Serve(args)) => ca::serve(args),
+        Command::Ca(CaCommand::Revoke(args)) => ca::revoke(args),
+        Command::Token(TokenCommand::Create(args)) => token::create(args),
+        Command::Token(TokenCommand::List { ca }) => token::list(&ca),
+        Command::Gateway(GatewayCommand::Join(args)) => gateway::join(args),
         Command::Cert(CertCommand::Issue(args)) => cert::issue(args),
         Command::Cert(CertCommand::Csr(args)) => cert::csr(args),
         Command::Cert(CertCommand::Sign(args)) => cert::sign(args),
         Command::Cert(CertCommand::Inspect(args)) => cert::inspect(args),
         Command::Cert(CertCommand::Verify(args)) => cert::verify(args),
         Command::Gateway(GatewayCommand::Run(args)) => gateway::run(args),
-        Command::Gateway(GatewayCommand::Check { config }) => gateway::check(&config),
+        Command::Gateway(GatewayCommand::Check {
+            config,
+            skip_identity,
+        }) => gateway::check(&config, skip_identity),
         Command::Tunnel(TunnelCommand::Open(args)) => gateway::tunnel_open(args),
         Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),

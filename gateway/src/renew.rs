@@ -1,0 +1,177 @@
+//! Keeping the certificate alive: renewal through the CA service at 2/3 of
+//! its lifetime (retried with backoff while the CA cannot be reached; the
+//! gateway serves on the certificate it has meanwhile), regular fetches of
+//! the trust bundle and deny list, and the time left as a metric and, once
+//! it runs out, as an event.
+//!
+//! New files are written under the identity's file lock and the reload
+//! watcher is woken, so renewed identities go through the same checks as
+//! any other change of the files.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use strait_ca::Overwrite;
+use strait_core::renewal::RenewalSchedule;
+
+use crate::config::{IdentityPaths, RenewalConfig};
+use crate::reload::CurrentIdentity;
+use crate::tunnel::Registry;
+
+/// How long a written renewal may take to be picked up by the watcher.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Renews and refreshes through the CA service until the gateway stops.
+pub async fn run(
+    config: RenewalConfig,
+    paths: IdentityPaths,
+    current: Arc<CurrentIdentity>,
+    region: String,
+    registry: Arc<Registry>,
+) {
+    let held = current.get();
+    let mut schedule = RenewalSchedule::new(held.identity.not_before, held.identity.not_after);
+    tracing::info!(ca = %config.ca_service, renew_at = %strait_ca::time::rfc3339(schedule.renew_at()),
+        "certificate renewal through the CA service is on");
+    let mut refresh = tokio::time::interval(config.refresh);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    refresh.tick().await;
+    loop {
+        // The files may have been replaced by someone else (an operator,
+        // cert-manager): follow the certificate actually in force.
+        let held = current.get();
+        if held.identity.not_after != schedule.not_after() {
+            schedule = RenewalSchedule::new(held.identity.not_before, held.identity.not_after);
+        }
+        let wait = schedule.wait(SystemTime::now());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                renew_once(&config, &paths, &current, &region, &registry, &mut schedule).await;
+            }
+            _ = refresh.tick() => {
+                refresh_bundle(&config, &paths, &current).await;
+            }
+        }
+    }
+}
+
+async fn renew_once(
+    config: &RenewalConfig,
+    paths: &IdentityPaths,
+    current: &CurrentIdentity,
+    region: &str,
+    registry: &Registry,
+    schedule: &mut RenewalSchedule,
+) {
+    let held = current.get();
+    let labels = |result: &'static str| [("region", region.to_owned()), ("result", result.to_owned())];
+    let outcome = match crate::enroll::renew(&config.ca_service, &held).await {
+        Ok(enrolled) => {
+            let written = {
+                let _files = current.files.lock().await;
+                enrolled.write(paths, Overwrite::Replace)
+            };
+            match written {
+                Ok(()) => {
+                    current.wake.notify_one();
+                    Ok(enrolled)
+                }
+                Err(e) => Err(format!("cannot write the renewed certificate: {e}")),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
+        Ok(enrolled) => {
+            let new = &enrolled.identity;
+            // Wait for the watcher to put it in force, so the schedule
+            // follows the certificate handshakes actually use.
+            let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+            while current.get().identity.not_after != new.not_after
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            metrics::counter!(crate::metrics::RENEWALS, &labels("ok")).increment(1);
+            schedule.renewed(new.not_before, new.not_after);
+            registry.events.record(
+                "certificate_renewed",
+                format!(
+                    "valid until {}, next renewal at {}",
+                    strait_ca::time::rfc3339(new.not_after),
+                    strait_ca::time::rfc3339(schedule.renew_at())
+                ),
+            );
+            tracing::info!(id = %new.id, not_after = %strait_ca::time::rfc3339(new.not_after),
+                "certificate renewed");
+        }
+        Err(reason) => {
+            metrics::counter!(crate::metrics::RENEWALS, &labels("error")).increment(1);
+            let next = schedule.failed(SystemTime::now(), rand::rng().random::<f64>());
+            let left = schedule.remaining(SystemTime::now());
+            registry.events.record(
+                "certificate_renewal_failed",
+                format!("{reason}; {left:.0} s left, next attempt at {}", strait_ca::time::rfc3339(next)),
+            );
+            tracing::warn!(failures = schedule.failures(), seconds_left = left as i64,
+                next_attempt = %strait_ca::time::rfc3339(next),
+                "certificate renewal failed, serving on the current certificate: {reason}");
+        }
+    }
+}
+
+/// Fetches the bundle and deny list and writes them when they changed.
+async fn refresh_bundle(config: &RenewalConfig, paths: &IdentityPaths, current: &CurrentIdentity) {
+    let held = current.get();
+    let (bundle_pem, deny) = match crate::enroll::fetch_bundle(&config.ca_service, &held).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!("bundle refresh failed (kept the current one): {e}");
+            return;
+        }
+    };
+    let unchanged = |path: &std::path::Path, text: &str| {
+        std::fs::read_to_string(path).is_ok_and(|old| old == text)
+    };
+    if unchanged(&paths.bundle, &bundle_pem) && unchanged(&paths.deny, &deny) {
+        return;
+    }
+    let written = {
+        let _files = current.files.lock().await;
+        strait_ca::files::write(paths.bundle.as_path(), bundle_pem.as_bytes(), strait_ca::files::PUBLIC_MODE, Overwrite::Replace)
+            .and_then(|()| strait_ca::files::write(paths.deny.as_path(), deny.as_bytes(), strait_ca::files::PUBLIC_MODE, Overwrite::Replace))
+    };
+    match written {
+        Ok(()) => {
+            tracing::info!("trust bundle or deny list changed at the CA; reloading");
+            current.wake.notify_one();
+        }
+        Err(e) => tracing::error!("cannot write the fetched bundle or deny list: {e}"),
+    }
+}
+
+/// Publishes the certificate's time left every second, and reports once
+/// when it has run out.
+pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, registry: Arc<Registry>) {
+    let labels = [("region", region)];
+    let mut reported_for = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let held = current.get();
+        let schedule = RenewalSchedule::new(held.identity.not_before, held.identity.not_after);
+        let left = schedule.remaining(SystemTime::now());
+        metrics::gauge!(crate::metrics::CERT_REMAINING, &labels).set(left);
+        if left <= 0.0 && reported_for != Some(held.identity.not_after) {
+            reported_for = Some(held.identity.not_after);
+            let when = strait_ca::time::rfc3339(held.identity.not_after);
+            registry.events.record(
+                "certificate_expired",
+                format!("{} expired at {when}; peers refuse new tunnels until it is renewed", held.id()),
+            );
+            tracing::error!(id = %held.id(), not_after = %when,
+                "certificate expired: open tunnels keep going, peers refuse new ones until it is renewed");
+        }
+    }
+}
