@@ -69,10 +69,11 @@ impl Identity {
                 cert: cert.to_owned(),
             });
         }
-        let (id, not_before, not_after) = leaf_facts(&chain[0]).map_err(|reason| CaError::Verify {
-            context: cert.display().to_string(),
-            reason,
-        })?;
+        let (id, not_before, not_after) =
+            leaf_facts(&chain[0]).map_err(|reason| CaError::Verify {
+                context: cert.display().to_string(),
+                reason,
+            })?;
         Ok(Identity {
             id,
             chain,

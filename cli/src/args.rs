@@ -109,7 +109,13 @@ pub enum GatewayCommand {
 #[derive(Debug, Args)]
 pub struct GatewayJoin {
     /// The join token (from `strait token create`).
-    #[arg(long, env = "STRAIT_JOIN_TOKEN", hide_env_values = true, required_unless_present = "token_file", conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "STRAIT_JOIN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// Read the join token from a file (a mounted Secret).
     #[arg(long)]

@@ -86,13 +86,12 @@ impl RunningCaService {
 pub async fn serve(opts: CaServiceOptions) -> Result<RunningCaService, GatewayError> {
     let ca = CertificateAuthority::load(&opts.dir)?;
     let config = server_config(&ca, SystemTime::now())?;
-    let endpoint = quinn::Endpoint::server(config, opts.listen).map_err(|source| {
-        GatewayError::Bind {
+    let endpoint =
+        quinn::Endpoint::server(config, opts.listen).map_err(|source| GatewayError::Bind {
             what: "the CA service",
             addr: opts.listen,
             source,
-        }
-    })?;
+        })?;
     let addr = endpoint.local_addr().unwrap_or(opts.listen);
     let service = Arc::new(CaService {
         tokens: TokenStore::new(&opts.dir),
@@ -194,13 +193,14 @@ impl CaService {
         chain: Option<&[CertificateDer<'static>]>,
         remote: SocketAddr,
     ) {
-        let request = match tokio::time::timeout(REQUEST_TIMEOUT, recv.read_to_end(MAX_CA_MESSAGE))
-            .await
-        {
-            Ok(Ok(bytes)) => strait_core::enroll::decode::<CaRequest>(&bytes).map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(format!("reading the request: {e}")),
-            Err(_) => Err(format!("no complete request within {REQUEST_TIMEOUT:?}")),
-        };
+        let request =
+            match tokio::time::timeout(REQUEST_TIMEOUT, recv.read_to_end(MAX_CA_MESSAGE)).await {
+                Ok(Ok(bytes)) => {
+                    strait_core::enroll::decode::<CaRequest>(&bytes).map_err(|e| e.to_string())
+                }
+                Ok(Err(e)) => Err(format!("reading the request: {e}")),
+                Err(_) => Err(format!("no complete request within {REQUEST_TIMEOUT:?}")),
+            };
         let response = match request {
             Ok(req) => self.handle(req, chain, remote).await,
             Err(reason) => refuse(remote, "request", reason),
@@ -254,7 +254,11 @@ impl CaService {
                     Err(e) => return refuse(remote, "join", e),
                 };
                 if let Err(e) = self.tokens.consume(&record.id) {
-                    return refuse(remote, "join", format!("cannot record the token's use: {e}"));
+                    return refuse(
+                        remote,
+                        "join",
+                        format!("cannot record the token's use: {e}"),
+                    );
                 }
                 tracing::info!(%remote, %id, token = %record.id, uses_left = record.uses_left.saturating_sub(1),
                     not_after = %strait_ca::time::rfc3339(issued.not_after), "joined: certificate issued");
@@ -281,12 +285,10 @@ impl CaService {
                 }
             }
             CaRequest::Bundle => match self.authenticate(chain, &deny, now) {
-                Ok(_) => {
-                    CaResponse::Bundle {
-                        bundle_pem,
-                        deny: deny.to_text(),
-                    }
-                }
+                Ok(_) => CaResponse::Bundle {
+                    bundle_pem,
+                    deny: deny.to_text(),
+                },
                 Err(e) => refuse(remote, "bundle", e),
             },
         }
@@ -320,7 +322,10 @@ impl CaService {
             now,
         )
         .map_err(|e| e.to_string())?;
-        if let Some(entry) = chain.first().and_then(|leaf| deny.denies_certificate(&id, leaf)) {
+        if let Some(entry) = chain
+            .first()
+            .and_then(|leaf| deny.denies_certificate(&id, leaf))
+        {
             return Err(format!("{id} is revoked (deny list entry `{entry}`)"));
         }
         Ok(id)

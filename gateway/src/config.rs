@@ -501,7 +501,11 @@ impl GatewayConfig {
                 refresh: match &id.refresh {
                     Some(v) => match src.duration(v, "identity.refresh")? {
                         d if d.is_zero() => {
-                            return Err(src.err(v.span(), "identity.refresh", "must be greater than zero"));
+                            return Err(src.err(
+                                v.span(),
+                                "identity.refresh",
+                                "must be greater than zero",
+                            ));
                         }
                         d => d,
                     },
@@ -510,7 +514,11 @@ impl GatewayConfig {
             }),
             None => {
                 if let Some(v) = &id.refresh {
-                    return Err(src.err(v.span(), "identity.refresh", "only means something with identity.ca_service"));
+                    return Err(src.err(
+                        v.span(),
+                        "identity.refresh",
+                        "only means something with identity.ca_service",
+                    ));
                 }
                 None
             }

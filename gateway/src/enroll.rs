@@ -73,9 +73,8 @@ pub async fn join(
     name: &str,
     region: Option<&str>,
 ) -> Result<Enrolled, GatewayError> {
-    let td = TrustDomain::parse(&token.trust_domain).map_err(|rule| {
-        strait_ca::TokenRefusal::Malformed(format!("trust domain: {rule}"))
-    })?;
+    let td = TrustDomain::parse(&token.trust_domain)
+        .map_err(|rule| strait_ca::TokenRefusal::Malformed(format!("trust domain: {rule}")))?;
     let want_region = region.unwrap_or(&token.region);
     let id = strait_ca::gateway_id(&td, want_region, name).map_err(|reason| {
         strait_ca::TokenRefusal::BadName {
@@ -101,7 +100,10 @@ pub async fn join(
         match request(addr, client_config(tls.clone())?, &req).await {
             Ok(answer) => {
                 let enrolled = issued(addr, answer, &id, key_pem.clone())?;
-                let bundle = TrustBundle::from_pem(Path::new("the CA's bundle"), enrolled.bundle_pem.as_bytes())?;
+                let bundle = TrustBundle::from_pem(
+                    Path::new("the CA's bundle"),
+                    enrolled.bundle_pem.as_bytes(),
+                )?;
                 if !bundle
                     .roots()
                     .iter()

@@ -65,7 +65,8 @@ async fn renew_once(
     schedule: &mut RenewalSchedule,
 ) {
     let held = current.get();
-    let labels = |result: &'static str| [("region", region.to_owned()), ("result", result.to_owned())];
+    let labels =
+        |result: &'static str| [("region", region.to_owned()), ("result", result.to_owned())];
     let outcome = match crate::enroll::renew(&config.ca_service, &held).await {
         Ok(enrolled) => {
             let written = {
@@ -112,7 +113,10 @@ async fn renew_once(
             let left = schedule.remaining(SystemTime::now());
             registry.events.record(
                 "certificate_renewal_failed",
-                format!("{reason}; {left:.0} s left, next attempt at {}", strait_ca::time::rfc3339(next)),
+                format!(
+                    "{reason}; {left:.0} s left, next attempt at {}",
+                    strait_ca::time::rfc3339(next)
+                ),
             );
             tracing::warn!(failures = schedule.failures(), seconds_left = left as i64,
                 next_attempt = %strait_ca::time::rfc3339(next),
@@ -139,8 +143,20 @@ async fn refresh_bundle(config: &RenewalConfig, paths: &IdentityPaths, current: 
     }
     let written = {
         let _files = current.files.lock().await;
-        strait_ca::files::write(paths.bundle.as_path(), bundle_pem.as_bytes(), strait_ca::files::PUBLIC_MODE, Overwrite::Replace)
-            .and_then(|()| strait_ca::files::write(paths.deny.as_path(), deny.as_bytes(), strait_ca::files::PUBLIC_MODE, Overwrite::Replace))
+        strait_ca::files::write(
+            paths.bundle.as_path(),
+            bundle_pem.as_bytes(),
+            strait_ca::files::PUBLIC_MODE,
+            Overwrite::Replace,
+        )
+        .and_then(|()| {
+            strait_ca::files::write(
+                paths.deny.as_path(),
+                deny.as_bytes(),
+                strait_ca::files::PUBLIC_MODE,
+                Overwrite::Replace,
+            )
+        })
     };
     match written {
         Ok(()) => {
@@ -168,7 +184,10 @@ pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, regist
             let when = strait_ca::time::rfc3339(held.identity.not_after);
             registry.events.record(
                 "certificate_expired",
-                format!("{} expired at {when}; peers refuse new tunnels until it is renewed", held.id()),
+                format!(
+                    "{} expired at {when}; peers refuse new tunnels until it is renewed",
+                    held.id()
+                ),
             );
             tracing::error!(id = %held.id(), not_after = %when,
                 "certificate expired: open tunnels keep going, peers refuse new ones until it is renewed");

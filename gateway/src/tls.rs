@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use strait_ca::tls::SvidVerifier;
-use strait_ca::{DenyList, Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain};
+use strait_ca::{
+    DenyList, Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain,
+};
 
 use crate::GatewayError;
 use crate::config::{Congestion, IdentityPaths, TunnelSettings};

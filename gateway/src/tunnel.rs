@@ -293,8 +293,10 @@ impl Registry {
             cut += 1;
             let labels = [("region", region.to_owned()), ("peer", t.name.clone())];
             metrics::counter!(crate::metrics::PEERS_REVOKED, &labels).increment(1);
-            self.events
-                .record("peer_revoked", format!("{} cut: deny list entry `{entry}`", t.peer));
+            self.events.record(
+                "peer_revoked",
+                format!("{} cut: deny list entry `{entry}`", t.peer),
+            );
             tracing::warn!(peer = %t.peer, peer_region = %t.region, %entry,
                 active_streams = t.active_streams(), "tunnel cut: the deny list names the peer's certificate");
         }

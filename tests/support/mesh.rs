@@ -109,6 +109,8 @@ pub struct GatewaySpec {
     pub drain_grace: Option<String>,
     /// Extra lines for the [[import]] or [[export]] of a service.
     pub service_lines: Vec<(String, String)>,
+    /// Extra lines for the [identity] section.
+    pub identity_lines: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -127,6 +129,7 @@ impl GatewaySpec {
             health: Vec::new(),
             drain_grace: None,
             service_lines: Vec::new(),
+            identity_lines: Vec::new(),
         }
     }
 
@@ -141,12 +144,16 @@ impl GatewaySpec {
     pub fn toml(&self) -> String {
         let mut s = format!(
             "[gateway]\nname = \"{}\"\nregion = \"{}\"\nlisten = \"{}\"\nadmin = \"{}\"\n\n\
-             [identity]\ncert = \"{id}/cert.pem\"\nkey = \"{id}/key.pem\"\nbundle = \"{id}/bundle.pem\"\n\n\
+             [identity]\ncert = \"{id}/cert.pem\"\nkey = \"{id}/key.pem\"\nbundle = \"{id}/bundle.pem\"\n{}\n\
              [tunnel]\nidle_timeout = \"5s\"\n{}",
             self.name,
             self.region,
             self.quic,
             self.admin,
+            self.identity_lines
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
             self.tunnel
                 .iter()
                 .map(|l| format!("{l}\n"))
@@ -350,4 +357,73 @@ pub fn echo_server() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A running `strait ca serve`, killed when dropped.
+pub struct CaProcess {
+    /// Where it listens (UDP).
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl CaProcess {
+    /// Serves the CA in `dir/<ca>` issuing certificates valid for
+    /// `validity`; returns once it is ready.
+    pub fn start(dir: &Path, ca: &str, validity: &str) -> CaProcess {
+        let addr = free_udp();
+        let log = dir.join(format!("{ca}-serve.log"));
+        let child = Command::new(super::strait_bin())
+            .args([
+                "ca",
+                "serve",
+                "--ca",
+                ca,
+                "--validity",
+                validity,
+                "--listen",
+            ])
+            .arg(addr.to_string())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let ca = CaProcess { addr, log, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ca.log_text().contains("CA service ready") {
+            assert!(
+                Instant::now() < deadline,
+                "CA service did not start:\n{}",
+                ca.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ca
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of a metric's samples in Prometheus text whose labels contain every
+/// `name="value"` in `labels`.
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

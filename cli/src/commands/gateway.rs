@@ -100,8 +100,14 @@ pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(ExitCode::SUCCESS);
                 }
-                Ok(_) => println!("{} holds an expired certificate; joining again", args.out.display()),
-                Err(e) => println!("{} holds an unusable identity ({e}); joining again", args.out.display()),
+                Ok(_) => println!(
+                    "{} holds an expired certificate; joining again",
+                    args.out.display()
+                ),
+                Err(e) => println!(
+                    "{} holds an unusable identity ({e}); joining again",
+                    args.out.display()
+                ),
             }
         } else {
             anyhow::bail!(
