@@ -338,8 +338,9 @@ fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!(
-        "certificates expired {:?} after the CA was cut off",
-        cut.elapsed()
+        "certificates expired {:?} after the CA was cut off: {:?}",
+        cut.elapsed(),
+        events(&w, "certificate_expired")
     );
     // Open tunnels keep going past expiry.
     std::thread::sleep(Duration::from_secs(2));

@@ -1,6 +1,13 @@
 //! When to renew a certificate: at 2/3 of its lifetime, and after a failed
 //! attempt again with capped exponential backoff, until it succeeds. Wall
 //! clock time (`SystemTime`), because certificate validity is wall clock.
+//!
+//! CAs backdate `notBefore` to absorb clock skew (strait's by 60 s), which
+//! for short certificates would move 2/3 of the lifetime to the moment of
+//! issue. The lifetime therefore starts when the certificate was received,
+//! if that is within [`BACKDATE_ALLOWANCE`] of `notBefore`, and at most that
+//! allowance after `notBefore` otherwise (a certificate loaded long after it
+//! was issued).
 
 use std::time::{Duration, SystemTime};
 
@@ -8,6 +15,8 @@ use std::time::{Duration, SystemTime};
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait after failed attempts.
 pub const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How far a CA may have backdated `notBefore`.
+pub const BACKDATE_ALLOWANCE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct RenewalSchedule {
@@ -18,10 +27,15 @@ pub struct RenewalSchedule {
 }
 
 impl RenewalSchedule {
-    /// For a certificate valid from `not_before` to `not_after`.
-    pub fn new(not_before: SystemTime, not_after: SystemTime) -> Self {
+    /// For a certificate valid from `not_before` to `not_after`, received
+    /// (issued or loaded) at `received`.
+    pub fn new(not_before: SystemTime, not_after: SystemTime, received: SystemTime) -> Self {
+        let start = received
+            .min(not_before + BACKDATE_ALLOWANCE)
+            .max(not_before)
+            .min(not_after);
         let mut s = RenewalSchedule {
-            not_before,
+            not_before: start,
             not_after,
             failures: 0,
             next: not_before,
@@ -80,9 +94,9 @@ impl RenewalSchedule {
         self.next
     }
 
-    /// A new certificate arrived.
-    pub fn renewed(&mut self, not_before: SystemTime, not_after: SystemTime) {
-        *self = RenewalSchedule::new(not_before, not_after);
+    /// A new certificate arrived at `now`.
+    pub fn renewed(&mut self, not_before: SystemTime, not_after: SystemTime, now: SystemTime) {
+        *self = RenewalSchedule::new(not_before, not_after, now);
     }
 }
 
@@ -92,22 +106,36 @@ mod tests {
 
     const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
+    #[test]
+    fn a_backdated_short_certificate_is_renewed_two_thirds_after_it_arrived() {
+        // Issued at T0 + 60 s, backdated to T0, valid until T0 + 90 s.
+        let issued = T0 + secs(60);
+        let s = RenewalSchedule::new(T0, T0 + secs(90), issued);
+        assert_eq!(s.next_attempt(), issued + secs(20));
+        // Loaded long after it was issued: at most the allowance is skipped.
+        let s = RenewalSchedule::new(T0, T0 + secs(90), T0 + secs(80));
+        assert_eq!(s.next_attempt(), issued + secs(20));
+        // Not backdated at all.
+        let s = RenewalSchedule::new(T0, T0 + secs(30), T0);
+        assert_eq!(s.next_attempt(), T0 + secs(20));
+    }
+
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
     }
 
     #[test]
     fn renews_at_two_thirds() {
-        let s = RenewalSchedule::new(T0, T0 + secs(24 * 3600));
-        assert_eq!(s.next_attempt(), T0 + secs(16 * 3600));
-        assert_eq!(s.wait(T0 + secs(15 * 3600)), secs(3600));
+        let s = RenewalSchedule::new(T0, T0 + secs(24 * 3600), T0 + secs(3600));
+        assert_eq!(s.next_attempt(), T0 + secs(16 * 3600 + 20));
+        assert_eq!(s.wait(T0 + secs(15 * 3600)), secs(3620));
         assert_eq!(s.wait(T0 + secs(17 * 3600)), Duration::ZERO);
         assert_eq!(s.remaining(T0 + secs(24 * 3600 + 5)), -5.0);
     }
 
     #[test]
     fn backs_off_and_caps_at_a_tenth_of_the_lifetime() {
-        let mut s = RenewalSchedule::new(T0, T0 + secs(30));
+        let mut s = RenewalSchedule::new(T0, T0 + secs(30), T0);
         let mut now = s.next_attempt();
         assert_eq!(now, T0 + secs(20));
         let mut waits = Vec::new();
@@ -123,14 +151,14 @@ mod tests {
             "{waits:?}"
         );
         assert_eq!(s.failures(), 6);
-        s.renewed(now, now + secs(30));
+        s.renewed(now, now + secs(30), now);
         assert_eq!(s.failures(), 0);
         assert_eq!(s.next_attempt(), now + secs(20));
     }
 
     #[test]
     fn long_lifetimes_cap_at_five_minutes_and_jitter_halves_at_most() {
-        let mut s = RenewalSchedule::new(T0, T0 + secs(24 * 3600));
+        let mut s = RenewalSchedule::new(T0, T0 + secs(24 * 3600), T0);
         let now = s.next_attempt();
         for _ in 0..20 {
             s.failed(now, 0.999_999);

@@ -23,6 +23,9 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
 /// A validated gateway configuration.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
+    /// Empty when the file leaves it out: then the certificate names the
+    /// gateway (one config for every node of a DaemonSet); see
+    /// [`GatewayConfig::take_name_from`].
     pub name: String,
     pub region: String,
     pub listen: SocketAddr,
@@ -198,7 +201,7 @@ struct RawHealth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGateway {
-    name: Spanned<String>,
+    name: Option<Spanned<String>>,
     region: Spanned<String>,
     drain_grace: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
@@ -448,6 +451,16 @@ impl GatewayConfig {
         Self::parse_inner(path, text, true)
     }
 
+    /// Fills in the gateway name from the certificate when the file left
+    /// it out.
+    pub fn take_name_from(&mut self, tls: &crate::tls::TlsIdentity) {
+        if self.name.is_empty()
+            && let Some((name, _)) = tls.gateway_name_region()
+        {
+            self.name = name;
+        }
+    }
+
     /// Validates a configuration file without requiring the files it names
     /// to exist here (a config for a container, checked on a laptop).
     pub fn load_without_files(path: &Path) -> Result<GatewayConfig, GatewayError> {
@@ -473,7 +486,10 @@ impl GatewayConfig {
             files_must_exist,
         };
         let gw = raw.gateway.get_ref();
-        let name = src.name(&gw.name, "gateway.name")?;
+        let name = match &gw.name {
+            Some(n) => src.name(n, "gateway.name")?,
+            None => String::new(),
+        };
         let region = src.name(&gw.region, "gateway.region")?;
         let listen = match &gw.listen {
             Some(v) => src.addr(v, "gateway.listen")?,

@@ -131,8 +131,9 @@ impl RunningGateway {
 }
 
 /// Starts a gateway from a validated configuration.
-pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let tls = TlsIdentity::load(&config.identity)?;
+    config.take_name_from(&tls);
     match tls.gateway_name_region() {
         Some((name, region)) if name == config.name && region == config.region => {}
         _ => {
@@ -367,8 +368,11 @@ impl RunningGateway {
     /// swapped (peers hear of it with UPDATE). Settings that need a restart
     /// (name, region, listen, admin, identity paths, tunnel, health) are
     /// refused with an error, and then nothing changes.
-    pub async fn reload(&mut self, new: GatewayConfig) -> Result<ReloadSummary, GatewayError> {
+    pub async fn reload(&mut self, mut new: GatewayConfig) -> Result<ReloadSummary, GatewayError> {
         let old = &self.config;
+        if new.name.is_empty() {
+            new.name = old.name.clone();
+        }
         let fixed = [
             ("gateway.name", old.name != new.name),
             ("gateway.region", old.region != new.region),

@@ -31,29 +31,41 @@ pub async fn run(
     registry: Arc<Registry>,
 ) {
     let held = current.get();
-    let mut schedule = RenewalSchedule::new(held.identity.not_before, held.identity.not_after);
+    let mut schedule = RenewalSchedule::new(
+        held.identity.not_before,
+        held.identity.not_after,
+        SystemTime::now(),
+    );
     tracing::info!(ca = %config.ca_service, renew_at = %strait_ca::time::rfc3339(schedule.renew_at()),
         "certificate renewal through the CA service is on");
-    let mut refresh = tokio::time::interval(config.refresh);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    refresh.tick().await;
-    loop {
-        // The files may have been replaced by someone else (an operator,
-        // cert-manager): follow the certificate actually in force.
-        let held = current.get();
-        if held.identity.not_after != schedule.not_after() {
-            schedule = RenewalSchedule::new(held.identity.not_before, held.identity.not_after);
-        }
-        let wait = schedule.wait(SystemTime::now());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {
-                renew_once(&config, &paths, &current, &region, &registry, &mut schedule).await;
+    // Two loops side by side: a bundle fetch waiting on an unreachable CA
+    // must never hold up a renewal that is due.
+    let renewals = async {
+        loop {
+            // The files may have been replaced by someone else (an operator,
+            // cert-manager): follow the certificate actually in force.
+            let held = current.get();
+            if held.identity.not_after != schedule.not_after() {
+                schedule = RenewalSchedule::new(
+                    held.identity.not_before,
+                    held.identity.not_after,
+                    SystemTime::now(),
+                );
             }
-            _ = refresh.tick() => {
-                refresh_bundle(&config, &paths, &current).await;
-            }
+            tokio::time::sleep(schedule.wait(SystemTime::now())).await;
+            renew_once(&config, &paths, &current, &region, &registry, &mut schedule).await;
         }
-    }
+    };
+    let refreshes = async {
+        let mut refresh = tokio::time::interval(config.refresh);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
+        loop {
+            refresh.tick().await;
+            refresh_bundle(&config, &paths, &current).await;
+        }
+    };
+    tokio::join!(renewals, refreshes);
 }
 
 async fn renew_once(
@@ -95,7 +107,7 @@ async fn renew_once(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             metrics::counter!(crate::metrics::RENEWALS, &labels("ok")).increment(1);
-            schedule.renewed(new.not_before, new.not_after);
+            schedule.renewed(new.not_before, new.not_after, SystemTime::now());
             registry.events.record(
                 "certificate_renewed",
                 format!(
@@ -176,8 +188,9 @@ pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, regist
     loop {
         tick.tick().await;
         let held = current.get();
-        let schedule = RenewalSchedule::new(held.identity.not_before, held.identity.not_after);
-        let left = schedule.remaining(SystemTime::now());
+        let now = SystemTime::now();
+        let left = RenewalSchedule::new(held.identity.not_before, held.identity.not_after, now)
+            .remaining(now);
         metrics::gauge!(crate::metrics::CERT_REMAINING, &labels).set(left);
         if left <= 0.0 && reported_for != Some(held.identity.not_after) {
             reported_for = Some(held.identity.not_after);

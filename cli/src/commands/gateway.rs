@@ -19,12 +19,18 @@ pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
     if skip_identity {
         let config = GatewayConfig::load_without_files(path)?;
         println!("{}: ok (identity files not checked)", path.display());
-        println!("  gateway  {} in {}", config.name, config.region);
+        let name = if config.name.is_empty() {
+            "(named by its certificate)"
+        } else {
+            &config.name
+        };
+        println!("  gateway  {name} in {}", config.region);
         print_config(&config);
         return Ok(ExitCode::SUCCESS);
     }
-    let config = GatewayConfig::load(path)?;
+    let mut config = GatewayConfig::load(path)?;
     let tls = TlsIdentity::load(&config.identity)?;
+    config.take_name_from(&tls);
     match tls.gateway_name_region() {
         Some((name, region)) if name == config.name && region == config.region => {}
         _ => anyhow::bail!(strait_gateway::GatewayError::IdentityMismatch {
