@@ -314,7 +314,7 @@ fn gateway_config(
         region: region.to_owned(),
         listen: "127.0.0.1:0".parse().expect("static address"),
         admin: "127.0.0.1:0".parse().expect("static address"),
-        identity: IdentityPaths::in_dir(&identity),
+        identity: IdentityPaths::in_dir(identity),
         renewal: None,
         peers: peers
             .into_iter()
