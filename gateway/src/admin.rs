@@ -27,6 +27,8 @@ pub struct AdminState {
     pub imports: std::sync::Mutex<Vec<ImportConfig>>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
+    /// The identity in force (it changes with renewals and reloads).
+    pub identity: Arc<crate::reload::CurrentIdentity>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +38,7 @@ struct Status<'a> {
     region: &'a str,
     ready: bool,
     draining: bool,
+    certificate: CertificateStatus,
     peers: Vec<PeerStatus>,
     imports: Vec<ImportStatus>,
     exports: Vec<String>,
@@ -43,6 +46,16 @@ struct Status<'a> {
     events: Vec<crate::events::Event>,
     /// Every gateway heard of, this one first, with the age of its figures.
     mesh: Vec<crate::telemetry::MeshEntry>,
+}
+
+#[derive(Serialize)]
+struct CertificateStatus {
+    not_before: String,
+    not_after: String,
+    /// Negative once expired.
+    remaining_seconds: i64,
+    serial: String,
+    deny_list_entries: usize,
 }
 
 #[derive(Serialize)]
@@ -100,12 +113,31 @@ impl AdminState {
                     .collect(),
             })
             .collect();
+        let held = self.identity.get();
+        let now = std::time::SystemTime::now();
+        let remaining = match held.identity.not_after.duration_since(now) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        };
+        let certificate = CertificateStatus {
+            not_before: strait_ca::time::rfc3339(held.identity.not_before),
+            not_after: strait_ca::time::rfc3339(held.identity.not_after),
+            remaining_seconds: remaining,
+            serial: held
+                .identity
+                .chain
+                .first()
+                .and_then(|c| strait_ca::certificate_serial(c))
+                .unwrap_or_default(),
+            deny_list_entries: held.deny.len(),
+        };
         let status = Status {
             id: &self.id,
             name: &self.name,
             region: &self.region,
             ready: self.is_ready(),
             draining: self.draining.load(Ordering::SeqCst),
+            certificate,
             peers,
             imports: self
                 .imports

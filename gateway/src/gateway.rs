@@ -226,6 +226,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         ),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        identity: identity.clone(),
     });
     tasks.push(tokio::spawn(serve_admin(admin_listener, admin.clone())));
     tasks.push(tokio::spawn(accept_loop(endpoint.clone(), ctx.clone())));

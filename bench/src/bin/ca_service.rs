@@ -1,6 +1,6 @@
-//! The CA service under load: joins (token + CSR) and renewals (mutual TLS
-//! + CSR) per second over loopback QUIC, each on a new connection with a
-//! new P-256 key made by the client, as gateways do.
+//! The CA service under load: joins (token and CSR) and renewals (mutual
+//! TLS and CSR) per second over loopback QUIC, each on a new connection
+//! with a new P-256 key made by the client, as gateways do.
 //!
 //! `cargo run --release -p strait-bench --bin ca-service [-- --seconds S]`
 //! runs each row for S seconds (default 3) and prints a table. Client and

@@ -84,6 +84,15 @@ fn render(s: &Value) -> String {
             "not ready"
         }
     );
+    if let Some(left) = s["certificate"]["remaining_seconds"].as_i64() {
+        out += &format!(
+            "certificate valid until {} ({}), serial {}, {} deny list entries\n\n",
+            str_of(&s["certificate"]["not_after"]),
+            super::time_left(left),
+            str_of(&s["certificate"]["serial"]),
+            s["certificate"]["deny_list_entries"].as_u64().unwrap_or(0)
+        );
+    }
     out += &format!(
         "{:<12} {:<12} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
         "PEER", "REGION", "STATE", "RTT", "LOSS", "STREAMS", "SERVICES", "LAST-SEEN"
