@@ -350,3 +350,110 @@ fn refuse(remote: SocketAddr, kind: &'static str, reason: String) -> CaResponse 
     tracing::warn!(%remote, request = kind, "CA service refused: {reason}");
     CaResponse::Refused { reason }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_ca::{CaOptions, KeyType};
+
+    async fn service() -> (tempfile::TempDir, CertificateAuthority, RunningCaService) {
+        let dir = tempfile::tempdir().unwrap();
+        let td = TrustDomain::parse("example.org").unwrap();
+        let ca = CertificateAuthority::init(
+            &dir.path().join("ca"),
+            &CaOptions::new(td),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let running = serve(CaServiceOptions {
+            dir: dir.path().join("ca"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            validity: Duration::from_secs(3600),
+        })
+        .await
+        .unwrap();
+        (dir, ca, running)
+    }
+
+    /// Sends raw bytes to the service without a client certificate.
+    async fn raw(ca: &CertificateAuthority, addr: SocketAddr, bytes: &[u8]) -> CaResponse {
+        let verifier = Arc::new(strait_ca::tls::PinnedRootVerifier::new(
+            strait_ca::root_pin(ca.root()),
+            PeerRequirement::Exactly(service_id(ca.trust_domain())),
+        ));
+        let tls = strait_ca::tls::anonymous_client_config(verifier, &[CA_ALPN]).unwrap();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let conn = endpoint
+            .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, "ca")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        send.finish().unwrap();
+        let answer = recv.read_to_end(MAX_CA_MESSAGE).await.unwrap();
+        strait_core::enroll::decode(&answer).unwrap()
+    }
+
+    fn refusal(answer: CaResponse) -> String {
+        match answer {
+            CaResponse::Refused { reason } => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_and_unauthenticated_requests_are_refused_and_the_service_goes_on() {
+        let (_dir, ca, running) = service().await;
+        let addr = running.local_addr();
+        let reason = refusal(raw(&ca, addr, &[0xff; 40]).await);
+        assert!(reason.contains("malformed CA service message"), "{reason}");
+        let renew = strait_core::enroll::encode(&CaRequest::Renew {
+            csr_pem: "x".into(),
+        })
+        .unwrap();
+        let reason = refusal(raw(&ca, addr, &renew).await);
+        assert!(
+            reason.contains("needs the gateway's current certificate"),
+            "{reason}"
+        );
+        let bundle = strait_core::enroll::encode(&CaRequest::Bundle).unwrap();
+        let reason = refusal(raw(&ca, addr, &bundle).await);
+        assert!(
+            reason.contains("needs the gateway's current certificate"),
+            "{reason}"
+        );
+        // Still serving: a proper join with a garbage token is answered.
+        let join = strait_core::enroll::encode(&CaRequest::Join {
+            token_id: "00ff".into(),
+            secret: "00".into(),
+            name: "gw-1".into(),
+            region: None,
+            csr_pem: "x".into(),
+        })
+        .unwrap();
+        let reason = refusal(raw(&ca, addr, &join).await);
+        assert!(reason.contains("unknown join token 00ff"), "{reason}");
+        running.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_workload_certificate_cannot_renew() {
+        let (dir, ca, running) = service().await;
+        let id = SpiffeId::parse("spiffe://example.org/ns/shop/sa/web").unwrap();
+        let issued = ca
+            .issue(&SvidRequest::new(id), KeyType::P256, SystemTime::now())
+            .unwrap();
+        let out = dir.path().join("web");
+        issued.write_to(&out, strait_ca::Overwrite::Never).unwrap();
+        let paths = crate::config::IdentityPaths::in_dir(&out);
+        let tls = crate::tls::TlsIdentity::load(&paths).unwrap();
+        let err = crate::enroll::renew(&running.local_addr().to_string(), &tls)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refused: TLS handshake failed"), "{err}");
+        running.shutdown().await;
+    }
+}

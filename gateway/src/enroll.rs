@@ -261,7 +261,7 @@ async fn request(
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| unreachable(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| handshake_error(addr, e))?;
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             let bytes = strait_core::enroll::encode(req).map_err(|e| e.to_string())?;
@@ -276,7 +276,12 @@ async fn request(
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
             .await
             .map_err(|_| unreachable(format!("no answer within {ANSWER_TIMEOUT:?}")))?
-            .map_err(unreachable)?;
+            // The service checks a client certificate after the client's
+            // side of the handshake is done: its refusal shows up here.
+            .map_err(|e| match conn.close_reason() {
+                Some(reason) => handshake_error(addr, reason),
+                None => unreachable(e),
+            })?;
         conn.close(0u32.into(), b"done");
         Ok(answer)
     }
@@ -288,5 +293,27 @@ async fn request(
             reason,
         }),
         answer => Ok(answer),
+    }
+}
+
+/// A handshake that failed on TLS (a certificate refused by either side)
+/// is a refusal with its reason; anything else means the CA is unreachable.
+fn handshake_error(addr: &str, e: quinn::ConnectionError) -> GatewayError {
+    let code = match &e {
+        quinn::ConnectionError::TransportError(t) => Some(u64::from(t.code)),
+        quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
+        _ => None,
+    };
+    // QUIC carries TLS alerts as transport errors 0x100..=0x1ff.
+    if code.is_some_and(|c| c & !0xff == 0x100) {
+        GatewayError::CaRefused {
+            addr: addr.to_owned(),
+            reason: format!("TLS handshake failed: {e}"),
+        }
+    } else {
+        GatewayError::CaUnreachable {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        }
     }
 }

@@ -161,6 +161,9 @@ pub struct Registry {
     /// What this gateway knows of the mesh (telemetry from peers).
     pub mesh: Arc<crate::telemetry::MeshView>,
     tunnels: Mutex<HashMap<SpiffeId, Arc<Tunnel>>>,
+    /// Superseded tunnels still serving their last streams: out of routing,
+    /// but a revocation must reach them too.
+    superseded: Mutex<Vec<std::sync::Weak<Tunnel>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -178,6 +181,7 @@ impl Registry {
             events: Arc::new(crate::events::EventLog::default()),
             mesh: Arc::new(crate::telemetry::MeshView::new(name, region)),
             tunnels: Mutex::new(HashMap::new()),
+            superseded: Mutex::new(Vec::new()),
             changed: watch::channel(0).0,
         }
     }
@@ -204,11 +208,13 @@ impl Registry {
                 && existing.dialed != preferred_dialer_is_me;
             if !prefer_new {
                 drop(map);
+                self.keep_superseded(&tunnel);
                 tunnel.supersede();
                 return Registered::Duplicate(existing);
             }
             map.insert(tunnel.peer.clone(), tunnel);
             drop(map);
+            self.keep_superseded(&existing);
             existing.supersede();
             self.bump();
             return Registered::Kept;
@@ -278,11 +284,33 @@ impl Registry {
         self.changed.subscribe()
     }
 
-    /// Cuts the tunnels whose peer certificate `deny` names, at once (their
-    /// streams are reset: a revoked peer keeps nothing). Returns how many.
+    fn keep_superseded(&self, tunnel: &Arc<Tunnel>) {
+        if tunnel.is_superseded() {
+            return;
+        }
+        let mut list = self.superseded.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|w| w.upgrade().is_some_and(|t| t.conn.close_reason().is_none()));
+        list.push(Arc::downgrade(tunnel));
+    }
+
+    /// Cuts the tunnels (superseded ones included) whose peer certificate
+    /// `deny` names, at once: their streams are reset, a revoked peer keeps
+    /// nothing. Returns how many.
     pub fn cut_revoked(&self, deny: &strait_ca::DenyList, region: &str) -> usize {
         let mut cut = 0;
-        for t in self.tunnels() {
+        let superseded: Vec<Arc<Tunnel>> = self
+            .superseded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let mut all = self.tunnels();
+        all.extend(superseded);
+        for t in all {
+            if t.conn.close_reason().is_some() {
+                continue;
+            }
             let Some(leaf) = crate::tls::peer_leaf(&t.conn) else {
                 continue;
             };
