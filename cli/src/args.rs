@@ -124,9 +124,9 @@ pub struct GatewayJoin {
     #[arg(long)]
     pub out: PathBuf,
     /// This gateway's name (must match the token's name pattern); in
-    /// Kubernetes, the node name.
+    /// Kubernetes, the node name. Default: this machine's host name.
     #[arg(long, env = "STRAIT_GATEWAY_NAME")]
-    pub name: String,
+    pub name: Option<String>,
     /// The region to join; the token's region when absent (the CA refuses
     /// any other).
     #[arg(long)]

@@ -93,6 +93,12 @@ pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("pass --token or --token-file"),
     };
     let token = strait_ca::JoinToken::decode(&text)?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => host_name().context(
+            "no gateway name: pass --name (or set STRAIT_GATEWAY_NAME); this machine's host name could not be read",
+        )?,
+    };
     let paths = IdentityPaths::in_dir(&args.out);
     if paths.cert.exists() && !args.force {
         if args.if_missing {
@@ -127,7 +133,7 @@ pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
         .build()?;
     let enrolled = runtime.block_on(strait_gateway::enroll::join(
         &token,
-        &args.name,
+        &name,
         args.region.as_deref(),
     ))?;
     enrolled.write(&paths, strait_ca::Overwrite::Replace)?;
@@ -273,6 +279,15 @@ async fn reload(
             tracing::error!("configuration not reloaded ({reason}); the running one stays: {e}");
         }
     }
+}
+
+/// This machine's host name, as the kernel has it.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// The tokio runtime of a long-running command.
