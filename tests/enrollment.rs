@@ -151,8 +151,10 @@ fn join_flow_end_to_end_and_bad_tokens_are_refused() {
     let list = strait(d, "token list --ca ca").ok().stdout;
     assert!(list.contains("0 of 1"), "{list}");
 
-    // The joined identities carry a tunnel.
-    let (west, east) = west_east_specs(d, vec![format!("ca_service = \"{addr}\"")]);
+    // The joined identities carry a tunnel; west's config leaves its name
+    // to the certificate, as a DaemonSet's shared config does.
+    let (mut west, east) = west_east_specs(d, vec![format!("ca_service = \"{addr}\"")]);
+    west.name_from_certificate = true;
     let import = west.imports[0].1;
     let _e = GatewayProcess::start(d, &east);
     let w = GatewayProcess::start(d, &west);
@@ -163,6 +165,27 @@ fn join_flow_end_to_end_and_bad_tokens_are_refused() {
         check.contains(&format!("renewal  through the CA service at {addr}")),
         "{check}"
     );
+    assert!(check.contains("gateway  gw-w in eu-west"), "{check}");
+    assert!(
+        !std::fs::read_to_string(&w.config)
+            .unwrap()
+            .contains("name =")
+    );
+
+    // Pointing a running gateway at another CA service needs a restart: the
+    // reload is refused and says so, and the tunnel stays.
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, text.replace(&addr, "127.0.0.1:9")).unwrap();
+    w.signal_hup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w
+        .log_text()
+        .contains("identity.ca_service cannot change while running")
+    {
+        assert!(Instant::now() < deadline, "{}", w.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    echo_once(import, 1_000).unwrap();
 }
 
 /// Opens an echo connection every 50 ms and keeps one long-lived stream

@@ -111,6 +111,8 @@ pub struct GatewaySpec {
     pub service_lines: Vec<(String, String)>,
     /// Extra lines for the [identity] section.
     pub identity_lines: Vec<String>,
+    /// Leave `name` out of [gateway]: the certificate names the gateway.
+    pub name_from_certificate: bool,
 }
 
 impl GatewaySpec {
@@ -130,6 +132,7 @@ impl GatewaySpec {
             drain_grace: None,
             service_lines: Vec::new(),
             identity_lines: Vec::new(),
+            name_from_certificate: false,
         }
     }
 
@@ -176,6 +179,9 @@ impl GatewaySpec {
                 allow.join(", ")
             );
             s += &self.lines_for(service);
+        }
+        if self.name_from_certificate {
+            s = s.replacen(&format!("name = \"{}\"\n", self.name), "", 1);
         }
         if let Some(grace) = &self.drain_grace {
             s = s.replacen(
