@@ -81,7 +81,10 @@ fn manifests_hold_what_a_gateway_needs() {
         );
     }
 
-    let daemonsets = kind(&docs, "DaemonSet");
+    let daemonsets: Vec<_> = kind(&docs, "DaemonSet")
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(deploy.join("base")))
+        .collect();
     assert_eq!(daemonsets.len(), 1, "one DaemonSet in the base");
     let ds = &daemonsets[0].1;
     let spec = &ds["spec"];
@@ -183,6 +186,30 @@ fn manifests_hold_what_a_gateway_needs() {
         join["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName",
         "gateways are named after their node"
     );
+
+    // The component that swaps the join token for certificates from a
+    // Secret patches things the base has, by name.
+    let patch = &kind(&docs, "DaemonSet")
+        .into_iter()
+        .find(|(p, _)| p.starts_with(deploy.join("components/identity-from-secret")))
+        .expect("the identity-from-secret patch")
+        .1;
+    let patched = &patch["spec"]["template"]["spec"];
+    assert_eq!(patch["metadata"]["name"], ds["metadata"]["name"]);
+    assert_eq!(patched["initContainers"][0]["name"], "join");
+    assert_eq!(patched["initContainers"][0]["$patch"], "delete");
+    let patched_volumes = seq(&patched["volumes"]);
+    assert!(
+        patched_volumes
+            .iter()
+            .any(|v| v["name"] == token_mount.0 && v["$patch"] == "delete")
+    );
+    let secret_identity = patched_volumes
+        .iter()
+        .find(|v| v["name"] == "identity")
+        .expect("the identity volume is replaced");
+    assert!(secret_identity["secret"]["secretName"].as_str().is_some());
+    assert!(secret_identity["emptyDir"].is_null());
 
     // Each region's overlay.
     let overlays: Vec<PathBuf> = std::fs::read_dir(deploy.join("overlays"))
