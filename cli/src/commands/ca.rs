@@ -54,6 +54,12 @@ pub fn serve(args: CaServe) -> anyhow::Result<ExitCode> {
             .advertise
             .clone()
             .unwrap_or_else(|| service.local_addr().to_string());
+        if args.advertise.is_none() && service.local_addr().ip().is_unspecified() {
+            tracing::warn!(
+                "listening on {} without --advertise: new join tokens carry an address no other machine can dial; pass --advertise host:port (or --ca-address to `token create`)",
+                service.local_addr()
+            );
+        }
         strait_ca::files::write(
             &args.ca.join(strait_ca::SERVICE_ADDRESS_FILE),
             format!("{advertise}\n").as_bytes(),
