@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::mesh::{
-    CaProcess, GatewayProcess, GatewaySpec, echo_server, free_tcp, http_get, metric,
-};
+use support::mesh::{CaProcess, GatewayProcess, GatewaySpec, echo_server, free_tcp, sum};
 use support::{strait, strait_argv};
 
 fn token(dir: &Path, args: &str) -> String {
@@ -42,10 +40,6 @@ fn echo_once(import: SocketAddr, len: usize) -> Result<(), String> {
     } else {
         Err(format!("{} bytes back of {len}", back.len()))
     }
-}
-
-fn metrics(gw: &GatewayProcess) -> String {
-    http_get(gw.spec_admin, "/metrics").unwrap_or_default()
 }
 
 fn events(gw: &GatewayProcess, kind: &str) -> Vec<String> {
@@ -320,8 +314,8 @@ fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_
         );
     }
     let renewed = |gw: &GatewayProcess| {
-        metric(
-            &metrics(gw),
+        sum(
+            &gw.scrape(),
             "strait_certificate_renewals_total",
             &["result=\"ok\""],
         )
@@ -339,7 +333,7 @@ fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_
         w.log_text()
     );
     assert_eq!(
-        metric(&metrics(&w), "strait_identity_reloads_failed_total", &[]),
+        sum(&w.scrape(), "strait_identity_reloads_failed_total", &[]),
         0.0
     );
     assert!(!events(&w, "certificate_renewed").is_empty());
@@ -377,18 +371,18 @@ fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_
     let (ok, failures) = load.finish();
     assert!(failures.is_empty(), "{failures:?}");
     echo_once(import, 10_000).unwrap();
-    let m = metrics(&w);
+    let m = w.scrape();
     assert!(
-        metric(
+        sum(
             &m,
             "strait_certificate_renewals_total",
             &["result=\"error\""]
         ) >= 1.0,
-        "{m}"
+        "{m:?}"
     );
     assert!(
-        metric(&m, "strait_certificate_remaining_seconds", &[]) < 0.0,
-        "{m}"
+        sum(&m, "strait_certificate_remaining_seconds", &[]) < 0.0,
+        "{m:?}"
     );
     assert!(!events(&w, "certificate_renewal_failed").is_empty());
     let log = w.log_text();
@@ -463,8 +457,8 @@ fn a_revoked_gateway_is_cut_off_and_refused() {
         when("tunnel cut: the deny list names the peer's certificate")
     );
     assert_eq!(
-        metric(
-            &metrics(&w),
+        sum(
+            &w.scrape(),
             "strait_peers_revoked_total",
             &["peer=\"gw-e\""]
         ),

@@ -5,46 +5,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::mesh::{GatewayProcess, GatewaySpec, echo_server, free_tcp, http_get, west_east};
-
-/// `name{labels}` -> value, from Prometheus text exposition.
-fn parse(text: &str) -> HashMap<String, f64> {
-    let mut out = HashMap::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-        out.insert(series.to_owned(), value);
-    }
-    out
-}
-
-/// Sum of every series of `name` whose labels contain all of `labels`.
-fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    samples
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with(name) && k[name.len()..].starts_with(['{', ' ']) || k.as_str() == name
-        })
-        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
-        .map(|(_, v)| v)
-        .sum()
-}
-
-fn scrape(gw: &GatewayProcess) -> HashMap<String, f64> {
-    parse(&http_get(gw.spec_admin, "/metrics").expect("/metrics answered"))
-}
+use support::mesh::{GatewayProcess, GatewaySpec, echo_server, free_tcp, http_get, sum, west_east};
 
 fn echo(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -71,7 +36,7 @@ fn metrics_move_with_traffic_and_match_the_readme() {
     let west = GatewayProcess::start(dir.path(), &west);
     let east = GatewayProcess::start(dir.path(), &east);
     east.wait_for_service("echo");
-    let before = scrape(&east);
+    let before = east.scrape();
     let ok_before = sum(
         &before,
         "strait_streams_total",
@@ -82,8 +47,8 @@ fn metrics_move_with_traffic_and_match_the_readme() {
     }
     // Probes run every 250 ms; give the RTT histogram a few.
     std::thread::sleep(Duration::from_millis(600));
-    let e = scrape(&east);
-    let w = scrape(&west);
+    let e = east.scrape();
+    let w = west.scrape();
     assert_eq!(
         sum(
             &e,

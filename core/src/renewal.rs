@@ -18,6 +18,14 @@ pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// How far a CA may have backdated `notBefore`.
 pub const BACKDATE_ALLOWANCE: Duration = Duration::from_secs(60);
 
+/// Seconds from `now` until `not_after`, negative once it has passed.
+pub fn seconds_left(not_after: SystemTime, now: SystemTime) -> f64 {
+    match not_after.duration_since(now) {
+        Ok(left) => left.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RenewalSchedule {
     not_before: SystemTime,
@@ -75,10 +83,7 @@ impl RenewalSchedule {
 
     /// Seconds until expiry, negative once expired.
     pub fn remaining(&self, now: SystemTime) -> f64 {
-        match self.not_after.duration_since(now) {
-            Ok(left) => left.as_secs_f64(),
-            Err(e) => -e.duration().as_secs_f64(),
-        }
+        seconds_left(self.not_after, now)
     }
 
     /// An attempt failed at `now`; `jitter` in [0, 1) spreads retries of

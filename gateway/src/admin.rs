@@ -114,11 +114,10 @@ impl AdminState {
             })
             .collect();
         let held = self.identity.get();
-        let now = std::time::SystemTime::now();
-        let remaining = match held.identity.not_after.duration_since(now) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        };
+        let remaining = strait_core::renewal::seconds_left(
+            held.identity.not_after,
+            std::time::SystemTime::now(),
+        ) as i64;
         let certificate = CertificateStatus {
             not_before: strait_ca::time::rfc3339(held.identity.not_before),
             not_after: strait_ca::time::rfc3339(held.identity.not_after),

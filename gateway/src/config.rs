@@ -399,18 +399,14 @@ impl Source<'_> {
     }
 
     fn file(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, GatewayError> {
-        let p = Path::new(v.get_ref());
-        let path = match self.path.parent() {
-            Some(dir) if p.is_relative() => dir.join(p),
-            _ => p.to_owned(),
-        };
+        let path = self.path(v);
         if self.files_must_exist && !path.is_file() {
             return Err(self.err(v.span(), key, format!("no such file: {}", path.display())));
         }
         Ok(path)
     }
 
-    /// A path that may not exist yet.
+    /// A path relative to the configuration file; it may not exist yet.
     fn path(&self, v: &Spanned<String>) -> PathBuf {
         let p = Path::new(v.get_ref());
         match self.path.parent() {
@@ -418,6 +414,13 @@ impl Source<'_> {
             _ => p.to_owned(),
         }
     }
+}
+
+fn read(path: &Path) -> Result<String, GatewayError> {
+    std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -438,11 +441,7 @@ fn check_name(name: &str) -> Result<(), String> {
 impl GatewayConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<GatewayConfig, GatewayError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &read(path)?)
     }
 
     /// Validates configuration text; `path` names it in errors and anchors
@@ -464,11 +463,7 @@ impl GatewayConfig {
     /// Validates a configuration file without requiring the files it names
     /// to exist here (a config for a container, checked on a laptop).
     pub fn load_without_files(path: &Path) -> Result<GatewayConfig, GatewayError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse_inner(path, &text, false)
+        Self::parse_inner(path, &read(path)?, false)
     }
 
     fn parse_inner(

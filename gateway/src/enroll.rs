@@ -99,22 +99,7 @@ pub async fn join(
     for addr in &token.ca {
         match request(addr, client_config(tls.clone())?, &req).await {
             Ok(answer) => {
-                let enrolled = issued(addr, answer, &id, key_pem.clone())?;
-                let bundle = TrustBundle::from_pem(
-                    Path::new("the CA's bundle"),
-                    enrolled.bundle_pem.as_bytes(),
-                )?;
-                if !bundle
-                    .roots()
-                    .iter()
-                    .any(|r| strait_ca::root_pin(r) == token.root_sha256)
-                {
-                    return Err(GatewayError::CaRefused {
-                        addr: addr.clone(),
-                        reason: "the bundle it sent does not hold the root the token pins".into(),
-                    });
-                }
-                return Ok(enrolled);
+                return issued(addr, answer, &id, key_pem.clone(), Some(&token.root_sha256));
             }
             Err(e @ GatewayError::CaRefused { .. }) => return Err(e),
             Err(e) => last = Some(e),
@@ -130,7 +115,7 @@ pub async fn join(
 pub async fn renew(ca: &str, current: &TlsIdentity) -> Result<Enrolled, GatewayError> {
     let (key_pem, csr_pem) = strait_ca::generate_csr(current.id(), KeyType::P256)?;
     let answer = request(ca, authenticated(current)?, &CaRequest::Renew { csr_pem }).await?;
-    issued(ca, answer, current.id(), key_pem)
+    issued(ca, answer, current.id(), key_pem, None)
 }
 
 /// The CA's current bundle and deny list (PEM, text).
@@ -171,12 +156,14 @@ fn client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, Gatew
 }
 
 /// Checks an `Issued` answer: the chain names `id`, holds the key made
-/// here and verifies against the bundle that came with it.
+/// here and verifies against the bundle that came with it, which holds the
+/// root `pin` names (on a join).
 fn issued(
     addr: &str,
     answer: CaResponse,
     id: &SpiffeId,
     key_pem: String,
+    pin: Option<&str>,
 ) -> Result<Enrolled, GatewayError> {
     let (chain_pem, bundle_pem, deny) = match answer {
         CaResponse::Issued {
@@ -202,6 +189,14 @@ fn issued(
     }
     let bundle = TrustBundle::from_pem(Path::new("the CA's bundle"), bundle_pem.as_bytes())
         .map_err(|e| bad(e.to_string()))?;
+    if let Some(pin) = pin
+        && !bundle.roots().iter().any(|r| strait_ca::root_pin(r) == pin)
+    {
+        return Err(GatewayError::CaRefused {
+            addr: addr.to_owned(),
+            reason: "the bundle it sent does not hold the root the token pins".into(),
+        });
+    }
     strait_ca::verify_chain(
         &identity.chain,
         &bundle,

@@ -134,16 +134,7 @@ impl RunningGateway {
 pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let tls = TlsIdentity::load(&config.identity)?;
     config.take_name_from(&tls);
-    match tls.gateway_name_region() {
-        Some((name, region)) if name == config.name && region == config.region => {}
-        _ => {
-            return Err(GatewayError::IdentityMismatch {
-                id: tls.id().to_string(),
-                name: config.name.clone(),
-                region: config.region.clone(),
-            });
-        }
-    }
+    tls.require_gateway(&config.name, &config.region)?;
     let settings = Arc::new(config.tunnel.clone());
     let endpoint = endpoint(config.listen, &tls, &settings)?;
     let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {

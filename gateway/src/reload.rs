@@ -129,12 +129,6 @@ pub async fn watch(
 
 fn load(paths: &IdentityPaths, name: &str, region: &str) -> Result<TlsIdentity, GatewayError> {
     let tls = TlsIdentity::load(paths)?;
-    match tls.gateway_name_region() {
-        Some((n, r)) if n == name && r == region => Ok(tls),
-        _ => Err(GatewayError::IdentityMismatch {
-            id: tls.id().to_string(),
-            name: name.to_owned(),
-            region: region.to_owned(),
-        }),
-    }
+    tls.require_gateway(name, region)?;
+    Ok(tls)
 }

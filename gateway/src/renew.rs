@@ -188,9 +188,7 @@ pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, regist
     loop {
         tick.tick().await;
         let held = current.get();
-        let now = SystemTime::now();
-        let left = RenewalSchedule::new(held.identity.not_before, held.identity.not_after, now)
-            .remaining(now);
+        let left = strait_core::renewal::seconds_left(held.identity.not_after, SystemTime::now());
         metrics::gauge!(crate::metrics::CERT_REMAINING, &labels).set(left);
         if left <= 0.0 && reported_for != Some(held.identity.not_after) {
             reported_for = Some(held.identity.not_after);

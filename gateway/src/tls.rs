@@ -63,6 +63,18 @@ impl TlsIdentity {
         self.identity.id.trust_domain()
     }
 
+    /// Checks that the certificate names gateway `name` in `region`.
+    pub fn require_gateway(&self, name: &str, region: &str) -> Result<(), GatewayError> {
+        match self.gateway_name_region() {
+            Some((n, r)) if n == name && r == region => Ok(()),
+            _ => Err(GatewayError::IdentityMismatch {
+                id: self.id().to_string(),
+                name: name.to_owned(),
+                region: region.to_owned(),
+            }),
+        }
+    }
+
     /// The gateway name and region in our SPIFFE ID, if it is a gateway ID.
     pub fn gateway_name_region(&self) -> Option<(String, String)> {
         match self.identity.id.kind() {
@@ -155,9 +167,5 @@ pub fn peer_chain(
 /// The SPIFFE ID of a QUIC connection's peer (already verified in the
 /// handshake).
 pub fn peer_id(conn: &quinn::Connection) -> Option<SpiffeId> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    SpiffeId::from_certificate(certs.first()?).ok()
+    SpiffeId::from_certificate(peer_leaf(conn)?.as_ref()).ok()
 }

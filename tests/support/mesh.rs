@@ -2,6 +2,7 @@
 //! temporary directory, configuration files, `strait gateway run`
 //! processes, and readiness read from their admin endpoints.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -239,6 +240,11 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `/metrics`, parsed.
+    pub fn scrape(&self) -> HashMap<String, f64> {
+        parse_metrics(&http_get(self.spec_admin, "/metrics").expect("/metrics answered"))
+    }
+
     /// `/status` as JSON, if the gateway answers.
     pub fn status(&self) -> Option<serde_json::Value> {
         let body = http_get(self.spec_admin, "/status")?;
@@ -420,16 +426,33 @@ impl Drop for CaProcess {
     }
 }
 
-/// Sum of a metric's samples in Prometheus text whose labels contain every
-/// `name="value"` in `labels`.
-pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+/// `name{labels}` -> value, from Prometheus text exposition.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(series.to_owned(), value);
+    }
+    out
+}
+
+/// Sum of the samples of metric `name` whose labels contain every
+/// `key="value"` in `labels`.
+pub fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with(name) && k[name.len()..].starts_with(['{', ' ']) || k.as_str() == name
         })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .filter(|(k, _)| labels.iter().all(|l| k.contains(l)))
+        .map(|(_, v)| v)
         .sum()
 }

@@ -31,14 +31,7 @@ pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
     let mut config = GatewayConfig::load(path)?;
     let tls = TlsIdentity::load(&config.identity)?;
     config.take_name_from(&tls);
-    match tls.gateway_name_region() {
-        Some((name, region)) if name == config.name && region == config.region => {}
-        _ => anyhow::bail!(strait_gateway::GatewayError::IdentityMismatch {
-            id: tls.id().to_string(),
-            name: config.name.clone(),
-            region: config.region.clone(),
-        }),
-    }
+    tls.require_gateway(&config.name, &config.region)?;
     println!("{}: ok", path.display());
     println!(
         "  gateway  {} in {} ({})",
