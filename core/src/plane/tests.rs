@@ -1,0 +1,351 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::attempt::{Ambiguity, AttemptState, Refusal};
+use crate::frame::StatusCode;
+
+const ME: &str = "spiffe://example.org/region/eu-west/gateway/gw-a";
+
+fn peer(region: &str, name: &str) -> PeerInfo {
+    PeerInfo {
+        id: format!("spiffe://example.org/region/{region}/gateway/{name}"),
+        name: name.into(),
+        region: region.into(),
+    }
+}
+
+fn svc(name: &str, healthy: bool) -> ServiceAd {
+    ServiceAd {
+        name: name.into(),
+        healthy,
+    }
+}
+
+fn up(rtt_ms: u64) -> Health {
+    Health {
+        state: TunnelHealth::Up,
+        rtt: Some(Duration::from_millis(rtt_ms)),
+        loss: 0.0,
+        missed: 0,
+        quiet: Duration::ZERO,
+    }
+}
+
+fn down(quiet_ms: u64) -> Health {
+    Health {
+        state: TunnelHealth::Down,
+        rtt: Some(Duration::from_millis(80)),
+        loss: 1.0,
+        missed: 3,
+        quiet: Duration::from_millis(quiet_ms),
+    }
+}
+
+/// eu-west with tunnels to us-east (preferred) and ap-south, both
+/// offering `pay`, settled past their hold-down.
+fn mesh() -> (Plane, Instant, ConnId, ConnId) {
+    let t0 = Instant::now();
+    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let b = plane.handle_connection_up(peer("us-east", "gw-b"), true, vec![svc("pay", true)], t0);
+    let c = plane.handle_connection_up(peer("ap-south", "gw-c"), true, vec![svc("pay", true)], t0);
+    let later = t0 + Duration::from_secs(10);
+    plane.handle_health(b, up(80), later);
+    plane.handle_health(c, up(150), later);
+    while plane.poll_event().is_some() {}
+    (plane, later, b, c)
+}
+
+fn prefer() -> Vec<String> {
+    vec!["us-east".into(), "ap-south".into()]
+}
+
+fn verdict(d: &Decision, conn: ConnId) -> Verdict {
+    d.candidates
+        .iter()
+        .find(|c| c.conn == conn)
+        .unwrap()
+        .verdict
+}
+
+fn excluded(reason: Exclusion) -> Verdict {
+    Verdict::Excluded { reason }
+}
+
+#[test]
+fn the_preferred_region_is_chosen_and_every_candidate_is_explained() {
+    let (plane, now, b, c) = mesh();
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(d.chosen, Some(b));
+    assert!(matches!(
+        verdict(&d, b),
+        Verdict::Ranked {
+            rank: 1,
+            tier: 0,
+            class: Class::Settled,
+            ..
+        }
+    ));
+    assert!(matches!(
+        verdict(&d, c),
+        Verdict::Ranked {
+            rank: 2,
+            tier: 1,
+            ..
+        }
+    ));
+    let d = plane.plan("nope", &prefer(), &[], now, (0, 0));
+    assert_eq!(d.chosen, None);
+    assert_eq!(verdict(&d, b), excluded(Exclusion::NotOffered));
+}
+
+#[test]
+fn down_draining_target_down_and_tried_are_excluded_with_their_reason() {
+    let (mut plane, now, b, c) = mesh();
+    plane.handle_health(b, down(0), now);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(verdict(&d, b), excluded(Exclusion::Down));
+    assert_eq!(d.chosen, Some(c));
+
+    let d = plane.plan(
+        "pay",
+        &prefer(),
+        &[peer("ap-south", "gw-c").id],
+        now,
+        (0, 0),
+    );
+    assert_eq!(verdict(&d, c), excluded(Exclusion::Tried));
+    assert_eq!(d.chosen, None);
+
+    plane.handle_services(c, vec![svc("pay", false)]);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(verdict(&d, c), excluded(Exclusion::TargetDown));
+
+    plane.handle_services(c, vec![svc("pay", true)]);
+    plane.handle_goaway(c);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(verdict(&d, c), excluded(Exclusion::Draining));
+    assert!(matches!(
+        plane.poll_event(),
+        Some(PlaneEvent::HealthChanged {
+            to: TunnelHealth::Down,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn failures_open_the_circuit_then_one_trial_closes_it() {
+    let (mut plane, now, b, c) = mesh();
+    let ambiguous = AttemptState::Ambiguous(Ambiguity::NoAnswer);
+    for _ in 0..3 {
+        plane.handle_attempt(b, "pay", &prefer(), ambiguous, now);
+    }
+    assert!(matches!(
+        plane.poll_event(),
+        Some(PlaneEvent::CircuitOpened { .. })
+    ));
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(verdict(&d, b), excluded(Exclusion::CircuitOpen));
+    assert_eq!(d.chosen, Some(c));
+    // The cooldown passes: one trial goes to b, the next stream does not.
+    let after = now + Duration::from_secs(5);
+    assert_eq!(
+        plane.route("pay", &prefer(), &[], after, (0, 0)).chosen,
+        Some(b)
+    );
+    assert_eq!(
+        plane.route("pay", &prefer(), &[], after, (0, 0)).chosen,
+        Some(c)
+    );
+    plane.handle_attempt(b, "pay", &prefer(), AttemptState::Accepted, after);
+    assert!(matches!(
+        plane.poll_event(),
+        Some(PlaneEvent::CircuitClosed { .. })
+    ));
+    assert_eq!(
+        plane.plan("pay", &prefer(), &[], after, (0, 0)).chosen,
+        Some(b)
+    );
+}
+
+#[test]
+fn failover_and_failback_are_events() {
+    let (mut plane, now, b, c) = mesh();
+    plane.handle_attempt(b, "pay", &prefer(), AttemptState::Accepted, now);
+    plane.handle_attempt(c, "pay", &prefer(), AttemptState::Accepted, now);
+    assert!(matches!(
+        plane.poll_event(),
+        Some(PlaneEvent::Failover { ref from, ref to, .. }) if from == "us-east" && to == "ap-south"
+    ));
+    plane.handle_attempt(b, "pay", &prefer(), AttemptState::Accepted, now);
+    assert!(matches!(
+        plane.poll_event(),
+        Some(PlaneEvent::Failback { .. })
+    ));
+    // A refusal is a breaker failure, not a failover.
+    plane.handle_attempt(
+        c,
+        "pay",
+        &prefer(),
+        AttemptState::Refused(Refusal::Status(StatusCode::Overloaded)),
+        now,
+    );
+    assert_eq!(plane.poll_event(), None);
+}
+
+#[test]
+fn a_recovered_peer_waits_out_its_hold_down() {
+    let (mut plane, now, b, c) = mesh();
+    plane.handle_health(b, down(0), now);
+    let back = now + Duration::from_secs(1);
+    plane.handle_health(b, up(80), back);
+    let d = plane.plan("pay", &prefer(), &[], back, (0, 0));
+    assert!(matches!(
+        verdict(&d, b),
+        Verdict::Ranked {
+            class: Class::HeldDown,
+            ..
+        }
+    ));
+    assert_eq!(d.chosen, Some(c));
+    let settled = back + Duration::from_secs(5);
+    assert_eq!(
+        plane.plan("pay", &prefer(), &[], settled, (0, 0)).chosen,
+        Some(b)
+    );
+}
+
+#[test]
+fn a_down_and_silent_connection_is_closed_at_once() {
+    let (mut plane, now, b, _) = mesh();
+    plane.handle_health(b, down(300), now);
+    assert_eq!(
+        plane.poll_action(),
+        None,
+        "Down but not silent long enough: lossy, not dead"
+    );
+    plane.handle_health(b, down(750), now + Duration::from_millis(450));
+    assert_eq!(
+        plane.poll_action(),
+        Some(Action::Close {
+            conn: b,
+            reason: CloseReason::Dead
+        })
+    );
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(verdict(&d, b), excluded(Exclusion::Closed));
+    plane.handle_connection_closed(b);
+    assert_eq!(
+        plane
+            .plan("pay", &prefer(), &[], now, (0, 0))
+            .candidates
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_restarted_peer_replaces_its_old_connection_at_once() {
+    // The peer was killed: its old connection is still Up here (not yet
+    // found Down), and the restarted process dials in again.
+    let t0 = Instant::now();
+    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let b = peer("us-east", "gw-b");
+    let old = plane.handle_connection_up(b.clone(), false, vec![svc("pay", true)], t0);
+    let new = plane.handle_connection_up(b.clone(), false, vec![svc("pay", true)], t0);
+    assert_eq!(
+        plane.poll_action(),
+        Some(Action::Close {
+            conn: old,
+            reason: CloseReason::Replaced
+        })
+    );
+    assert!(plane.has_active(&b.id));
+    let d = plane.plan("pay", &[], &[], t0, (0, 0));
+    assert!(matches!(verdict(&d, new), Verdict::Ranked { .. }));
+    // A Down connection is replaced whatever the direction.
+    plane.handle_health(new, down(0), t0);
+    let newer = plane.handle_connection_up(b, true, vec![svc("pay", true)], t0);
+    assert_eq!(
+        plane.poll_action(),
+        Some(Action::Close {
+            conn: new,
+            reason: CloseReason::Replaced
+        })
+    );
+    assert_eq!(plane.plan("pay", &[], &[], t0, (0, 0)).chosen, Some(newer));
+}
+
+#[test]
+fn when_both_dial_both_keep_the_same_connection_and_the_other_drains() {
+    let t0 = Instant::now();
+    let b = peer("us-east", "gw-b");
+    // ME sorts before gw-b's ID: the connection ME dialed is kept.
+    assert!(ME < b.id.as_str());
+    let mut ours = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let accepted = ours.handle_connection_up(b.clone(), false, vec![], t0);
+    let dialed = ours.handle_connection_up(b.clone(), true, vec![], t0);
+    let mut theirs = Plane::new(PlaneConfig::new(&b.id, "us-east"));
+    let me = PeerInfo {
+        id: ME.into(),
+        name: "gw-a".into(),
+        region: "eu-west".into(),
+    };
+    let their_dialed = theirs.handle_connection_up(me.clone(), true, vec![], t0);
+    let their_accepted = theirs.handle_connection_up(me, false, vec![], t0);
+    let role = |p: &Plane, c: ConnId| p.view().conns.iter().find(|v| v.conn == c).unwrap().role;
+    assert_eq!(role(&ours, dialed), "active");
+    assert_eq!(role(&ours, accepted), "superseded");
+    assert_eq!(role(&theirs, their_accepted), "active");
+    assert_eq!(role(&theirs, their_dialed), "superseded");
+    // The superseded one serves its streams, then closes once idle.
+    ours.handle_stream_opened(accepted);
+    assert_eq!(ours.poll_timeout(), None);
+    ours.handle_stream_closed(accepted, t0 + Duration::from_secs(3));
+    let wake = ours.poll_timeout().unwrap();
+    assert_eq!(wake, t0 + Duration::from_secs(4));
+    ours.handle_timeout(wake - Duration::from_millis(1));
+    assert_eq!(ours.poll_action(), None);
+    ours.handle_timeout(wake);
+    assert_eq!(
+        ours.poll_action(),
+        Some(Action::Close {
+            conn: accepted,
+            reason: CloseReason::Duplicate
+        })
+    );
+}
+
+#[test]
+fn retry_budget_is_per_service() {
+    let (mut plane, now, _, _) = mesh();
+    for _ in 0..10 {
+        assert!(plane.try_retry("pay", now));
+    }
+    assert!(!plane.try_retry("pay", now), "the floor of 10 is spent");
+    assert!(plane.try_retry("other", now));
+    for _ in 0..50 {
+        plane.record_open("pay", now);
+    }
+    assert!(plane.try_retry("pay", now), "20% of 50 opens");
+}
+
+#[test]
+fn ranks_follow_class_tier_and_rtt() {
+    let (mut plane, now, b, c) = mesh();
+    let d2 = plane.handle_connection_up(
+        peer("us-east", "gw-d"),
+        true,
+        vec![svc("pay", true)],
+        now - Duration::from_secs(10),
+    );
+    plane.handle_health(d2, up(40), now);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 1));
+    assert!(matches!(verdict(&d, d2), Verdict::Ranked { rank: 1, .. }));
+    assert!(matches!(verdict(&d, b), Verdict::Ranked { rank: 2, .. }));
+    assert!(matches!(verdict(&d, c), Verdict::Ranked { rank: 3, .. }));
+    // Power of two choices within us-east: the lower RTT wins.
+    assert_eq!(d.chosen, Some(d2));
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(json.contains("\"verdict\":\"ranked\""), "{json}");
+}
