@@ -145,6 +145,10 @@ fn drill() -> Drill {
     a.imports.push(("svc".into(), import));
     a.imports.push(("only-b".into(), only_b));
     a.prefer = vec!["us-east".into(), "ap-south".into()];
+    // The drill's clients send one byte and read a tag: harmless to
+    // deliver twice, so streams caught by a cut are replayed.
+    a.service_lines
+        .push(("svc".into(), "idempotent = true".into()));
     let gateways: Vec<GatewayProcess> = [&b, &c, &a]
         .into_iter()
         .map(|s| GatewayProcess::start(d, s))

@@ -100,6 +100,12 @@ impl Default for Attempt {
     }
 }
 
+impl From<AttemptState> for Attempt {
+    fn from(state: AttemptState) -> Self {
+        Attempt { state }
+    }
+}
+
 impl Attempt {
     pub fn new() -> Self {
         Attempt {

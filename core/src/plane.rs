@@ -314,6 +314,8 @@ pub struct ConnView {
     pub rtt_us: Option<u64>,
     pub loss: f64,
     pub missed: u32,
+    /// How long nothing arrived on it, at the last probe.
+    pub quiet_ms: u64,
     pub draining: bool,
     pub active_streams: usize,
     pub services: Vec<ServiceAd>,
@@ -827,6 +829,7 @@ impl Plane {
                     rtt_us: c.health.rtt.map(|r| r.as_micros() as u64),
                     loss: c.health.loss,
                     missed: c.health.missed,
+                    quiet_ms: c.health.quiet.as_millis() as u64,
                     draining: c.draining,
                     active_streams: c.active,
                     services: c.services.clone(),

@@ -1,6 +1,8 @@
 //! The admin endpoint: `/healthz` (alive), `/readyz` (identity loaded,
 //! listeners bound, not draining), `/status` (JSON: peers, services,
-//! imports) and `/metrics` (Prometheus text). A deliberately small HTTP/1.1 responder on loopback; it never
+//! imports, each import's route decision), `/why?service=NAME` (the routing
+//! plane's verdict on every candidate, what `strait why` prints) and
+//! `/metrics` (Prometheus text). A deliberately small HTTP/1.1 responder on loopback; it never
 //! blocks the data plane and answers one request per connection.
 
 use std::sync::Arc;
@@ -12,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ImportConfig;
-use crate::tunnel::Registry;
+use crate::events::EventLog;
+use crate::handle::PlaneHandle;
+use crate::telemetry::MeshView;
 
 const MAX_REQUEST: usize = 8 * 1024;
 
@@ -23,7 +27,9 @@ pub struct AdminState {
     pub id: String,
     pub name: String,
     pub region: String,
-    pub registry: Arc<Registry>,
+    pub handle: Arc<PlaneHandle>,
+    pub events: Arc<EventLog>,
+    pub mesh: Arc<MeshView>,
     pub imports: std::sync::Mutex<Vec<ImportConfig>>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
@@ -41,11 +47,28 @@ struct Status<'a> {
     certificate: CertificateStatus,
     peers: Vec<PeerStatus>,
     imports: Vec<ImportStatus>,
+    /// Where the next stream of each import would go, and why.
+    routes: Vec<strait_core::plane::Decision>,
     exports: Vec<String>,
     /// Oldest first.
     events: Vec<crate::events::Event>,
     /// Every gateway heard of, this one first, with the age of its figures.
     mesh: Vec<crate::telemetry::MeshEntry>,
+}
+
+#[derive(Serialize)]
+struct Why<'a> {
+    service: &'a str,
+    prefer: &'a [String],
+    idempotent: bool,
+    #[serde(flatten)]
+    decision: strait_core::plane::Decision,
+}
+
+fn coins() -> (u64, u64) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (rng.random(), rng.random())
 }
 
 #[derive(Serialize)]
@@ -88,29 +111,40 @@ struct ImportStatus {
 
 impl AdminState {
     fn status_json(&self) -> String {
-        let peers = self
-            .registry
-            .tunnels()
+        let view = self.handle.view();
+        let peers = view
+            .conns
             .iter()
-            .map(|t| PeerStatus {
-                id: t.peer.to_string(),
-                name: t.name.clone(),
-                region: t.region.clone(),
-                address: t.remote_address().to_string(),
-                dialed: t.dialed,
-                state: t.health().state.as_str(),
-                rtt_ms: t.health().rtt.unwrap_or(t.conn.rtt()).as_secs_f64() * 1e3,
-                probe_loss: t.health().loss,
-                active_streams: t.active_streams(),
-                last_seen_ms: t.health().last_seen.elapsed().as_millis() as u64,
-                services: t
-                    .services()
-                    .into_iter()
-                    .map(|s| ServiceStatus {
-                        name: s.name,
-                        healthy: s.healthy,
-                    })
-                    .collect(),
+            .filter(|c| c.role == "active")
+            .map(|c| {
+                let tunnel = self.handle.tunnel(c.conn);
+                PeerStatus {
+                    id: c.peer.id.clone(),
+                    name: c.peer.name.clone(),
+                    region: c.peer.region.clone(),
+                    address: tunnel
+                        .as_ref()
+                        .map(|t| t.remote_address().to_string())
+                        .unwrap_or_default(),
+                    dialed: c.dialed,
+                    state: c.state,
+                    rtt_ms: c
+                        .rtt_us
+                        .map(|us| us as f64 / 1e3)
+                        .or_else(|| tunnel.as_ref().map(|t| t.conn.rtt().as_secs_f64() * 1e3))
+                        .unwrap_or_default(),
+                    probe_loss: c.loss,
+                    active_streams: c.active_streams,
+                    last_seen_ms: c.quiet_ms,
+                    services: c
+                        .services
+                        .iter()
+                        .map(|s| ServiceStatus {
+                            name: s.name.clone(),
+                            healthy: s.healthy,
+                        })
+                        .collect(),
+                }
             })
             .collect();
         let held = self.identity.get();
@@ -139,24 +173,50 @@ impl AdminState {
             certificate,
             peers,
             imports: self
-                .imports
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .import_list()
                 .iter()
                 .map(|i| ImportStatus {
                     service: i.service.clone(),
                     listen: i.listen.to_string(),
                 })
                 .collect(),
+            routes: self
+                .import_list()
+                .iter()
+                .map(|i| self.handle.plan(&i.service, &i.prefer, coins()))
+                .collect(),
             exports: self.exports_state.names(),
-            events: self.registry.events.snapshot(),
-            mesh: self.registry.mesh.snapshot(
-                self.registry
-                    .mesh
-                    .own_report(&self.registry, self.exports_state.ads()),
+            events: self.events.snapshot(),
+            mesh: self.mesh.snapshot(
+                self.mesh.own_report(&self.handle, self.exports_state.ads()),
+                tokio::time::Instant::now(),
             ),
         };
         serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into())
+    }
+
+    fn import_list(&self) -> Vec<ImportConfig> {
+        self.imports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The plane's decision for the next stream of `service`, as JSON;
+    /// `None` when no import of that name exists.
+    fn why_json(&self, service: &str) -> Option<String> {
+        let import = self
+            .import_list()
+            .into_iter()
+            .find(|i| i.service == service)?;
+        let decision = self.handle.plan(&import.service, &import.prefer, coins());
+        serde_json::to_string_pretty(&Why {
+            service: &import.service,
+            prefer: &import.prefer,
+            idempotent: import.idempotent,
+            decision,
+        })
+        .ok()
     }
 
     fn is_ready(&self) -> bool {
@@ -198,6 +258,25 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
         ("GET", "/readyz") if state.is_ready() => (200, "text/plain", "ready\n".to_owned()),
         ("GET", "/readyz") => (503, "text/plain", "not ready\n".to_owned()),
         ("GET", "/status") => (200, "application/json", state.status_json()),
+        ("GET", p) if p.starts_with("/why") => {
+            let service = p
+                .split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or_default()
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("service="))
+                .unwrap_or_default();
+            match state.why_json(service) {
+                Some(json) => (200, "application/json", json),
+                None => (
+                    404,
+                    "text/plain",
+                    format!(
+                        "no import of service {service:?} on this gateway: try /why?service=NAME with a name from /status\n"
+                    ),
+                ),
+            }
+        }
         ("GET", "/metrics") => match crate::metrics::handle() {
             Some(h) => (200, "text/plain; version=0.0.4", h.render()),
             None => (
@@ -209,7 +288,7 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
         ("GET", _) => (
             404,
             "text/plain",
-            "not found: try /healthz, /readyz, /status or /metrics\n".to_owned(),
+            "not found: try /healthz, /readyz, /status, /why?service=NAME or /metrics\n".to_owned(),
         ),
         _ => (405, "text/plain", "only GET\n".to_owned()),
     };

@@ -116,6 +116,10 @@ pub struct ImportConfig {
     /// Clients must present an X.509-SVID of the trust domain; its SPIFFE
     /// ID travels in OPEN as the origin.
     pub mtls: bool,
+    /// A request may be delivered twice without harm, so a stream whose
+    /// peer may have forwarded it can still be replayed on another peer.
+    /// Default false: only proof of non-delivery allows a replay.
+    pub idempotent: bool,
 }
 
 /// QUIC transport settings, sized for cross-region links.
@@ -261,6 +265,8 @@ struct RawImport {
     prefer: Vec<Spanned<String>>,
     #[serde(default)]
     mtls: bool,
+    #[serde(default)]
+    idempotent: bool,
     #[serde(flatten)]
     limits: RawLimits,
 }
@@ -657,6 +663,7 @@ impl GatewayConfig {
                 prefer,
                 limits,
                 mtls: i.mtls,
+                idempotent: i.idempotent,
             });
         }
 

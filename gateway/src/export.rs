@@ -1,20 +1,28 @@
 //! The exporting side of a service stream: read OPEN, decide (known
-//! service, allowed peer), dial the target, answer with a status, splice.
-//! A refusal answers the stream and never touches the tunnel.
+//! service, allowed peer, not draining), dial the target, answer with a
+//! status, splice. A refusal answers the stream and never touches the
+//! tunnel. Whatever fails before the target is connected says so (a status,
+//! or the `NOT_FORWARDED` reset code), because that proof is what lets the
+//! importing side replay a request elsewhere without delivering it twice.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use bytes::BytesMut;
+use strait_ca::IdentityKind;
 use strait_core::frame::{Message, Open, Status, StatusCode};
+use strait_core::policy::{ExportPolicy, Requester};
+use strait_core::target::TargetHealth;
 use strait_core::trace::TraceContext;
 use tokio::net::TcpStream;
-use wildmatch::WildMatch;
+use tokio::time::Instant;
 
 use crate::config::{ExportConfig, TunnelSettings};
+use crate::handle::PlaneHandle;
 use crate::metrics as m;
-use crate::tunnel::{Registry, Tunnel};
+use crate::note::{Note, NoteSender};
+use crate::tunnel::Tunnel;
 use crate::wire::{code, read_frame, write_frame};
 
 /// The exports of this gateway, with compiled allow patterns. The set can
@@ -25,26 +33,27 @@ pub struct Exports {
     services: RwLock<Arc<Vec<Arc<Export>>>>,
     trust_domain: String,
     region: String,
+    /// Set when the gateway drains: new streams are refused with DRAINING.
+    draining: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Export {
     config: ExportConfig,
-    allow: Vec<WildMatch>,
-    allow_workloads: Vec<WildMatch>,
+    policy: ExportPolicy,
     /// Last verdict of the target check; starts healthy.
     healthy: AtomicBool,
+    target: Mutex<TargetHealth>,
     admission: crate::admission::Admission,
-    failures: AtomicU32,
 }
-
-/// Consecutive failed connects before a target counts as down; one
-/// success brings it back.
-const TARGET_DOWN_AFTER: u32 = 2;
 
 /// Builds a set of exports, reusing the live state of those whose
 /// configuration is unchanged in `previous`.
-fn build(configs: &[ExportConfig], previous: &[Arc<Export>]) -> Vec<Arc<Export>> {
+fn build(
+    configs: &[ExportConfig],
+    previous: &[Arc<Export>],
+    trust_domain: &str,
+) -> Vec<Arc<Export>> {
     configs
         .iter()
         .map(|c| {
@@ -55,15 +64,10 @@ fn build(configs: &[ExportConfig], previous: &[Arc<Export>]) -> Vec<Arc<Export>>
                 .unwrap_or_else(|| {
                     Arc::new(Export {
                         config: c.clone(),
-                        allow: c.allow.iter().map(|p| WildMatch::new(p)).collect(),
-                        allow_workloads: c
-                            .allow_workloads
-                            .iter()
-                            .map(|p| WildMatch::new(p))
-                            .collect(),
+                        policy: ExportPolicy::new(trust_domain, &c.allow, &c.allow_workloads),
                         healthy: AtomicBool::new(true),
+                        target: Mutex::new(TargetHealth::default()),
                         admission: crate::admission::Admission::new(&c.limits),
-                        failures: AtomicU32::new(0),
                     })
                 })
         })
@@ -73,9 +77,10 @@ fn build(configs: &[ExportConfig], previous: &[Arc<Export>]) -> Vec<Arc<Export>>
 impl Exports {
     pub fn new(configs: &[ExportConfig], trust_domain: &str, region: &str) -> Self {
         Exports {
-            services: RwLock::new(Arc::new(build(configs, &[]))),
+            services: RwLock::new(Arc::new(build(configs, &[], trust_domain))),
             trust_domain: trust_domain.to_owned(),
             region: region.to_owned(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -91,8 +96,14 @@ impl Exports {
     /// finish on the set they started with.
     pub fn replace(&self, configs: &[ExportConfig]) {
         let mut guard = self.services.write().unwrap_or_else(|p| p.into_inner());
-        let next = build(configs, &guard);
+        let next = build(configs, &guard, &self.trust_domain);
         *guard = Arc::new(next);
+    }
+
+    /// From now on every new stream is refused with DRAINING: proof for
+    /// the importing side that nothing was forwarded.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -113,11 +124,13 @@ impl Exports {
     }
 
     /// Checks every target with a TCP connect each `interval`; when a
-    /// verdict changes, tells every peer with an UPDATE, so a service whose
-    /// target died fails over on its own while the tunnel stays up.
+    /// verdict changes (with the hysteresis of `strait_core::target`),
+    /// tells every peer with an UPDATE, so a service whose target died fails
+    /// over on its own while the tunnel stays up.
     pub async fn check_targets(
         self: Arc<Self>,
-        registry: Arc<Registry>,
+        handle: Arc<PlaneHandle>,
+        notes: NoteSender,
         interval: Duration,
         timeout: Duration,
     ) {
@@ -129,13 +142,12 @@ impl Exports {
                     tokio::time::timeout(timeout, TcpStream::connect(&e.config.target)).await,
                     Ok(Ok(_))
                 );
-                let failures = if ok {
-                    e.failures.store(0, Ordering::SeqCst);
-                    0
-                } else {
-                    e.failures.fetch_add(1, Ordering::SeqCst) + 1
-                };
-                let healthy = ok || failures < TARGET_DOWN_AFTER;
+                let verdict = e
+                    .target
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handle_check(ok);
+                let healthy = e.target.lock().unwrap_or_else(|p| p.into_inner()).healthy();
                 let labels = [
                     ("region", self.region.clone()),
                     ("service", e.config.service.clone()),
@@ -145,28 +157,21 @@ impl Exports {
                 } else {
                     0.0
                 });
-                if e.healthy.swap(healthy, Ordering::SeqCst) != healthy {
+                if let Some(healthy) = verdict {
+                    e.healthy.store(healthy, Ordering::SeqCst);
                     changed = true;
-                    if healthy {
-                        registry.events.record(
-                            "target_up",
-                            format!("{} at {}", e.config.service, e.config.target),
-                        );
-                        tracing::info!(service = %e.config.service, target = %e.config.target, "target healthy again");
-                    } else {
-                        registry.events.record(
-                            "target_down",
-                            format!("{} at {}", e.config.service, e.config.target),
-                        );
-                        tracing::warn!(service = %e.config.service, target = %e.config.target, "target unreachable; telling peers");
-                    }
+                    let _ = notes.send(Note::TargetHealth {
+                        service: e.config.service.clone(),
+                        target: e.config.target.clone(),
+                        healthy,
+                    });
                 }
             }
             if changed {
                 let update = Message::Update(strait_core::frame::Update {
                     services: self.ads(),
                 });
-                for t in registry.tunnels() {
+                for t in handle.tunnels() {
                     t.send_control(&update).await;
                 }
             }
@@ -186,48 +191,32 @@ impl Exports {
         }
     }
 
-    /// The export for `service` if `peer` may open it.
-    fn decide(
-        &self,
-        service: &str,
-        peer: &str,
-        origin: Option<&str>,
-    ) -> Result<ExportConfig, StatusCode> {
+    /// The export for `service` if `who` may open it.
+    fn decide(&self, service: &str, who: Requester<'_>) -> Result<ExportConfig, StatusCode> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(StatusCode::Draining);
+        }
         let services = self.current();
         let export = services
             .iter()
             .find(|e| e.config.service == service)
             .ok_or(StatusCode::NoSuchService)?;
-        let allowed = if export.allow.is_empty() {
-            // Default: any gateway of our trust domain (the handshake
-            // already required a gateway of it).
-            peer.starts_with(&format!("spiffe://{}/region/", self.trust_domain))
-        } else {
-            export.allow.iter().any(|p| p.matches(peer))
-        };
-        // Origin workloads, when the export names them, must be known and
-        // match: the importing gateway vouches for them with workload mTLS.
-        let allowed = allowed
-            && (export.allow_workloads.is_empty()
-                || origin.is_some_and(|o| export.allow_workloads.iter().any(|p| p.matches(o))));
-        if allowed {
-            Ok(export.config.clone())
-        } else {
-            Err(StatusCode::Forbidden)
-        }
+        export.policy.decide(who)?;
+        Ok(export.config.clone())
     }
 }
 
 /// Serves one incoming stream on `tunnel`.
 pub async fn serve_stream(
     tunnel: Arc<Tunnel>,
+    handle: Arc<PlaneHandle>,
     exports: Arc<Exports>,
     settings: Arc<TunnelSettings>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let started = Instant::now();
-    let _active = tunnel.track_stream();
+    let _active = handle.track_stream(tunnel.id);
     let region = exports.region.clone();
     let finished = |service: &str, outcome: &str, bytes_in: u64, bytes_out: u64| {
         m::FinishedStream {
@@ -248,15 +237,15 @@ pub async fn serve_stream(
         Ok(other) => {
             tracing::warn!(peer = %tunnel.peer, "stream did not start with OPEN ({other:?}); resetting it");
             finished("-", "protocol_error", 0, 0);
-            let _ = send.reset(code::PROTOCOL);
-            let _ = recv.stop(code::PROTOCOL);
+            let _ = send.reset(code::NOT_FORWARDED);
+            let _ = recv.stop(code::NOT_FORWARDED);
             return;
         }
         Err(e) => {
             tracing::warn!(peer = %tunnel.peer, "bad stream start: {e}; resetting it");
             finished("-", "protocol_error", 0, 0);
-            let _ = send.reset(code::PROTOCOL);
-            let _ = recv.stop(code::PROTOCOL);
+            let _ = send.reset(code::NOT_FORWARDED);
+            let _ = recv.stop(code::NOT_FORWARDED);
             return;
         }
     };
@@ -269,7 +258,13 @@ pub async fn serve_stream(
     let trace = TraceContext { trace_id, span_id };
     let peer = tunnel.peer.to_string();
     let _active_service = m::ActiveStream::new(&region, "export", &service);
-    let export = match exports.decide(&service, &peer, origin.as_deref()) {
+    let who = Requester {
+        id: &peer,
+        trust_domain: tunnel.peer.trust_domain().as_str(),
+        is_gateway: matches!(tunnel.peer.kind(), IdentityKind::Gateway { .. }),
+        origin: origin.as_deref(),
+    };
+    let export = match exports.decide(&service, who) {
         Ok(e) => e.clone(),
         Err(code_) => {
             finished(&service, &code_.as_str().to_ascii_lowercase(), 0, 0);
@@ -337,6 +332,7 @@ pub async fn serve_stream(
         message: String::new(),
     });
     if write_frame(&mut send, &ok).await.is_err() {
+        finished(&service, "reset", 0, 0);
         return;
     }
     tracing::info!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), "stream open (export)");
@@ -413,25 +409,46 @@ mod tests {
         )
     }
 
+    fn gateway(id: &str) -> strait_ca::SpiffeId {
+        strait_ca::SpiffeId::parse(id).unwrap()
+    }
+
+    fn ask(
+        id: &strait_ca::SpiffeId,
+        e: &Exports,
+        service: &str,
+    ) -> Result<ExportConfig, StatusCode> {
+        let text = id.to_string();
+        let who = Requester {
+            id: &text,
+            trust_domain: id.trust_domain().as_str(),
+            is_gateway: matches!(id.kind(), IdentityKind::Gateway { .. }),
+            origin: None,
+        };
+        e.decide(service, who)
+    }
+
     #[test]
-    fn decides_by_service_and_pattern() {
+    fn decides_by_service_and_pattern_and_refuses_while_draining() {
         let e = exports();
-        let east = "spiffe://example.org/region/us-east/gateway/gw-2";
-        let west = "spiffe://example.org/region/eu-west/gateway/gw-1";
-        assert!(e.decide("open", west, None).is_ok());
-        assert!(e.decide("east-only", east, None).is_ok());
+        let east = gateway("spiffe://example.org/region/us-east/gateway/gw-2");
+        let west = gateway("spiffe://example.org/region/eu-west/gateway/gw-1");
+        assert!(ask(&west, &e, "open").is_ok());
+        assert!(ask(&east, &e, "east-only").is_ok());
         assert_eq!(
-            e.decide("east-only", west, None).unwrap_err(),
+            ask(&west, &e, "east-only").unwrap_err(),
             StatusCode::Forbidden
         );
         assert_eq!(
-            e.decide("nope", east, None).unwrap_err(),
+            ask(&east, &e, "nope").unwrap_err(),
             StatusCode::NoSuchService
         );
+        let other = gateway("spiffe://other.org/region/x/gateway/y");
+        assert_eq!(ask(&other, &e, "open").unwrap_err(), StatusCode::Forbidden);
+        e.set_draining();
         assert_eq!(
-            e.decide("open", "spiffe://other.org/region/x/gateway/y", None)
-                .unwrap_err(),
-            StatusCode::Forbidden
+            ask(&east, &e, "east-only").unwrap_err(),
+            StatusCode::Draining
         );
     }
 }

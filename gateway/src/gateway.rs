@@ -1,6 +1,7 @@
 //! Wiring a gateway together: the QUIC endpoint (one UDP port, both dialing
-//! and accepting), the dialers of configured peers, the acceptor, the import
-//! listeners and the admin endpoint; and stopping them.
+//! and accepting), the routing plane and its observers, the dialers of
+//! configured peers, the acceptor, the import listeners and the admin
+//! endpoint; and stopping them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,20 +16,13 @@ use tokio::task::JoinHandle;
 use crate::GatewayError;
 use crate::admin::{AdminState, serve_admin};
 use crate::config::{GatewayConfig, TunnelSettings};
-use crate::export::{Exports, serve_stream};
+use crate::connection::{Drivers, accept_loop, dial_loop};
+use crate::events::EventLog;
+use crate::export::Exports;
+use crate::handle::PlaneHandle;
 use crate::import::run_import;
 use crate::tls::TlsIdentity;
-use crate::tunnel::{Backoff, Registered, Registry, follow_control, handshake};
 use crate::wire::code;
-
-/// Shared by every task of a gateway.
-struct Ctx {
-    me: Hello,
-    health: strait_core::health::ProbeConfig,
-    registry: Arc<Registry>,
-    exports: Arc<Exports>,
-    settings: Arc<TunnelSettings>,
-}
 
 /// A configured peer address and the region its certificate must name.
 type DialTarget = (Option<String>, String);
@@ -42,11 +36,12 @@ pub struct RunningGateway {
     /// Each dialer's task, by (peer region, address).
     dialers: Vec<(DialTarget, JoinHandle<()>)>,
     config: GatewayConfig,
-    ctx: Arc<Ctx>,
+    drivers: Arc<Drivers>,
     identity: Arc<crate::reload::CurrentIdentity>,
     stop_rx: watch::Receiver<bool>,
     drain_grace: Duration,
-    registry: Arc<Registry>,
+    handle: Arc<PlaneHandle>,
+    events: Arc<EventLog>,
     admin: Arc<AdminState>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -69,8 +64,14 @@ impl RunningGateway {
         &self.import_addrs
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The routing plane and its tunnels.
+    pub fn handle(&self) -> &Arc<PlaneHandle> {
+        &self.handle
+    }
+
+    /// The event log of `/status`.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
     }
 
     /// Drains, then shuts down: new client connections are refused at
@@ -80,23 +81,19 @@ impl RunningGateway {
     pub async fn drain(self) {
         tracing::info!(grace = ?self.drain_grace, "draining");
         self.admin.draining.store(true, Ordering::SeqCst);
+        self.drivers.exports.set_draining();
         for (_, import) in &self.imports {
             import.abort();
         }
         let goaway = strait_core::frame::Message::GoAway(strait_core::frame::GoAway {
             reason: "draining".into(),
         });
-        for t in self.registry.tunnels() {
+        for t in self.handle.tunnels() {
             t.send_control(&goaway).await;
         }
         let deadline = tokio::time::Instant::now() + self.drain_grace;
         loop {
-            let active: usize = self
-                .registry
-                .tunnels()
-                .iter()
-                .map(|t| t.active_streams())
-                .sum();
+            let active = self.handle.active_streams();
             if active == 0 {
                 break;
             }
@@ -123,7 +120,7 @@ impl RunningGateway {
         for t in &self.tasks {
             t.abort();
         }
-        self.registry.close_all();
+        self.handle.close_all();
         self.endpoint
             .close(code::SHUTDOWN, b"gateway shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
@@ -142,8 +139,13 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         addr: config.listen,
         source,
     })?;
-    let registry = Arc::new(Registry::new(
-        tls.id().clone(),
+    let mut plane = strait_core::plane::PlaneConfig::new(&tls.id().to_string(), &config.region);
+    plane.hold_down = config.hold_down;
+    plane.dead_after = config.health.interval * config.health.down_after;
+    let (handle, plane_events) = PlaneHandle::new(plane);
+    let (notes, notes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = Arc::new(EventLog::default());
+    let mesh = Arc::new(crate::telemetry::MeshView::new(
         &config.name,
         &config.region,
     ));
@@ -162,20 +164,28 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         ("id", tls.id().to_string()),
     ];
     metrics::gauge!(crate::metrics::CERT_EXPIRY, &cert_labels).set(expiry.as_secs_f64());
-    let ctx = Arc::new(Ctx {
+    let drivers = Arc::new(Drivers {
         me: Hello {
             version: PROTOCOL_VERSION,
             name: config.name.clone(),
             region: config.region.clone(),
             services: exports.ads(),
         },
-        registry: registry.clone(),
+        handle: handle.clone(),
         exports: exports.clone(),
         settings: settings.clone(),
         health: config.health.clone(),
+        notes: notes.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let observers = crate::obs::Observers {
+        region: config.region.clone(),
+        events: events.clone(),
+        mesh: mesh.clone(),
+    };
+    tasks.push(tokio::spawn(observers.run(plane_events, notes_rx)));
+    tasks.push(tokio::spawn(handle.clone().run_timers()));
 
     let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
     let mut import_addrs = Vec::new();
@@ -184,7 +194,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         let listener = bind_import(import).await?;
         let addr = listener.local_addr().unwrap_or(import.listen);
         import_addrs.push((import.service.clone(), addr));
-        let task = spawn_import(listener, import, &config, &registry, &settings, &identity)?;
+        let task = spawn_import(listener, import, &config, &handle, &settings, &identity)?;
         imports.push((import.clone(), task));
     }
     let admin_listener =
@@ -201,7 +211,9 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         id: tls.id().to_string(),
         name: config.name.clone(),
         region: config.region.clone(),
-        registry: registry.clone(),
+        handle: handle.clone(),
+        events: events.clone(),
+        mesh: mesh.clone(),
         imports: std::sync::Mutex::new(
             import_addrs
                 .iter()
@@ -212,6 +224,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
                     prefer: import.prefer.clone(),
                     limits: import.limits.clone(),
                     mtls: import.mtls,
+                    idempotent: import.idempotent,
                 })
                 .collect(),
         ),
@@ -220,14 +233,15 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         identity: identity.clone(),
     });
     tasks.push(tokio::spawn(serve_admin(admin_listener, admin.clone())));
-    tasks.push(tokio::spawn(accept_loop(endpoint.clone(), ctx.clone())));
+    tasks.push(tokio::spawn(accept_loop(endpoint.clone(), drivers.clone())));
     tasks.push(tokio::spawn(crate::telemetry::share(
-        registry.mesh.clone(),
-        registry.clone(),
+        mesh.clone(),
+        handle.clone(),
         exports.clone(),
     )));
     tasks.push(tokio::spawn(exports.clone().check_targets(
-        registry.clone(),
+        handle.clone(),
+        notes.clone(),
         config.target_check,
         settings.connect_timeout.min(config.target_check),
     )));
@@ -240,12 +254,13 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         identity.clone(),
         endpoint.clone(),
         settings.clone(),
-        registry.clone(),
+        handle.clone(),
+        events.clone(),
     )));
     tasks.push(tokio::spawn(crate::renew::report_expiry(
         identity.clone(),
         config.region.clone(),
-        registry.clone(),
+        events.clone(),
     )));
     if let Some(renewal) = &config.renewal {
         tasks.push(tokio::spawn(crate::renew::run(
@@ -253,7 +268,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
             config.identity.clone(),
             identity.clone(),
             config.region.clone(),
-            registry.clone(),
+            events.clone(),
         )));
     }
     for peer in &config.peers {
@@ -265,7 +280,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
                 peer.region.clone(),
                 identity.clone(),
                 address.clone(),
-                ctx.clone(),
+                drivers.clone(),
                 stop_rx.clone(),
             ));
             dialers.push(((peer.region.clone(), address.clone()), task));
@@ -282,11 +297,12 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         imports,
         dialers,
         config: config.clone(),
-        ctx,
+        drivers,
         identity,
         stop_rx,
         drain_grace: config.drain_grace,
-        registry,
+        handle,
+        events,
         admin,
         tasks,
         stop,
@@ -310,7 +326,7 @@ fn spawn_import(
     listener: TcpListener,
     import: &crate::config::ImportConfig,
     config: &GatewayConfig,
-    registry: &Arc<Registry>,
+    handle: &Arc<PlaneHandle>,
     settings: &Arc<TunnelSettings>,
     identity: &crate::reload::CurrentIdentity,
 ) -> Result<JoinHandle<()>, GatewayError> {
@@ -331,13 +347,13 @@ fn spawn_import(
         service: import.service.clone(),
         prefer: import.prefer.clone(),
         own_region: config.region.clone(),
-        hold_down: config.hold_down,
+        idempotent: import.idempotent,
         limits: import.limits.clone(),
     };
     Ok(tokio::spawn(run_import(
         listener,
         route,
-        registry.clone(),
+        handle.clone(),
         settings.clone(),
         mtls,
     )))
@@ -414,20 +430,20 @@ impl RunningGateway {
                 listener,
                 import,
                 &new,
-                &self.registry,
-                &self.ctx.settings,
+                &self.handle,
+                &self.drivers.settings,
                 &self.identity,
             )?;
             self.imports.push((import.clone(), task));
             summary.imports_added += 1;
         }
         if old.exports != new.exports {
-            self.ctx.exports.replace(&new.exports);
+            self.drivers.exports.replace(&new.exports);
             summary.exports_changed = true;
             let update = strait_core::frame::Message::Update(strait_core::frame::Update {
-                services: self.ctx.exports.ads(),
+                services: self.drivers.exports.ads(),
             });
-            for t in self.registry.tunnels() {
+            for t in self.handle.tunnels() {
                 t.send_control(&update).await;
             }
         }
@@ -455,7 +471,7 @@ impl RunningGateway {
                     key.0.clone(),
                     self.identity.clone(),
                     key.1.clone(),
-                    self.ctx.clone(),
+                    self.drivers.clone(),
                     self.stop_rx.clone(),
                 ));
                 self.dialers.push((key, task));
@@ -509,178 +525,4 @@ fn endpoint(
     .map_err(bind_err)?;
     endpoint.set_default_client_config(tls.client_config(None, settings)?);
     Ok(endpoint)
-}
-
-async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Ctx>) {
-    while let Some(incoming) = endpoint.accept().await {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
-                    let _ = run_connection(conn, false, ctx).await;
-                }
-                Err(e) => {
-                    let labels = [
-                        ("region", ctx.me.region.clone()),
-                        ("reason", "handshake".to_owned()),
-                    ];
-                    metrics::counter!(crate::metrics::PEERS_REFUSED, &labels).increment(1);
-                    ctx.registry
-                        .events
-                        .record("peer_refused", format!("{remote}: {e}"));
-                    tracing::warn!(peer_addr = %remote, "peer refused: {e}")
-                }
-            }
-        });
-    }
-}
-
-async fn dial_loop(
-    endpoint: quinn::Endpoint,
-    region: Option<String>,
-    identity: Arc<crate::reload::CurrentIdentity>,
-    address: String,
-    ctx: Arc<Ctx>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::new(ctx.settings.redial_min, ctx.settings.redial_max);
-    loop {
-        // The identity in force now: it may have been reloaded.
-        let dialed = match identity
-            .get()
-            .client_config(region.as_deref(), &ctx.settings)
-        {
-            Ok(client) => dial_once(&endpoint, &client, &address, ctx.clone()).await,
-            Err(e) => Err(e.to_string()),
-        };
-        match dialed {
-            Ok(()) => backoff.reset(),
-            Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-async fn dial_once(
-    endpoint: &quinn::Endpoint,
-    client: &quinn::ClientConfig,
-    address: &str,
-    ctx: Arc<Ctx>,
-) -> Result<(), String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .collect();
-    let mut last = format!("{address} resolved to no address");
-    for addr in addrs {
-        let connecting = endpoint
-            .connect_with(client.clone(), addr, "strait-gateway")
-            .map_err(|e| e.to_string())?;
-        match connecting.await {
-            Ok(conn) => return run_connection(conn, true, ctx).await,
-            Err(e) => last = format!("{addr}: {e}"),
-        }
-    }
-    Err(last)
-}
-
-/// Runs one connection as a tunnel until it closes.
-async fn run_connection(
-    conn: quinn::Connection,
-    dialed: bool,
-    ctx: Arc<Ctx>,
-) -> Result<(), String> {
-    let remote = conn.remote_address();
-    let (tunnel, control_send, control_recv, buf) = match handshake(
-        conn.clone(),
-        dialed,
-        Hello {
-            services: ctx.exports.ads(),
-            ..ctx.me.clone()
-        },
-    )
-    .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            let labels = [
-                ("region", ctx.me.region.clone()),
-                ("reason", "hello".to_owned()),
-            ];
-            metrics::counter!(crate::metrics::PEERS_REFUSED, &labels).increment(1);
-            ctx.registry
-                .events
-                .record("peer_refused", format!("{remote}: {e}"));
-            tracing::warn!(peer_addr = %remote, "peer refused: {e}");
-            conn.close(code::BAD_HELLO, e.to_string().as_bytes());
-            return Err(e.to_string());
-        }
-    };
-    let duplicate_of = match ctx.registry.register(tunnel.clone()) {
-        Registered::Kept => None,
-        Registered::Duplicate(existing) => {
-            tracing::debug!(peer = %tunnel.peer, dialed, "another tunnel to this peer is preferred; this one closes once idle");
-            Some(existing)
-        }
-    };
-    if duplicate_of.is_none() {
-        ctx.registry.events.record(
-            "tunnel_up",
-            format!("{} ({}) at {remote}", tunnel.peer, tunnel.region),
-        );
-        tracing::info!(
-        peer = %tunnel.peer, peer_addr = %remote, dialed,
-            services = ?tunnel.services().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            "tunnel up"
-        );
-    }
-    tunnel.set_control(control_send).await;
-    let control = tokio::spawn(follow_control(
-        tunnel.clone(),
-        ctx.registry.mesh.clone(),
-        control_recv,
-        buf,
-    ));
-    let prober = tokio::spawn(crate::probe::run(
-        tunnel.clone(),
-        ctx.health.clone(),
-        ctx.me.region.clone(),
-        ctx.registry.events.clone(),
-    ));
-    let reason = loop {
-        match conn.accept_bi().await {
-            Ok((send, recv)) => {
-                tokio::spawn(serve_stream(
-                    tunnel.clone(),
-                    ctx.exports.clone(),
-                    ctx.settings.clone(),
-                    send,
-                    recv,
-                ));
-            }
-            Err(e) => break e,
-        }
-    };
-    control.abort();
-    prober.abort();
-    ctx.registry.remove(&tunnel);
-    match duplicate_of {
-        None => {
-            ctx.registry.events.record(
-                "tunnel_down",
-                format!("{} ({}): {reason}", tunnel.peer, tunnel.region),
-            );
-            tracing::info!(peer = %tunnel.peer, peer_addr = %remote, "tunnel down: {reason}")
-        }
-        Some(existing) => {
-            tracing::debug!(peer = %tunnel.peer, "duplicate tunnel closed: {reason}");
-            // Redial only once the tunnel that was preferred is gone.
-            existing.conn.closed().await;
-        }
-    }
-    Ok(())
 }

@@ -1,36 +1,36 @@
 //! The importing side: a TCP listener per import; each client connection
-//! becomes a service stream on a tunnel whose peer offers the service. The
-//! OPEN frame and the client's first bytes leave at once, without waiting
-//! for the answer: a new connection costs one round trip.
+//! becomes a service stream on a tunnel the routing plane chooses. The OPEN
+//! frame and the client's first bytes leave at once, without waiting for
+//! the answer: a new connection costs one round trip.
 //!
-//! Until the exporting side answers OK nothing has reached its target, so
-//! the client's early bytes are kept (up to [`EARLY_MAX`]; past that the
+//! The client's early bytes are kept (up to [`EARLY_MAX`]; past that the
 //! client is not read until the answer) and replayed on the next candidate
-//! when a peer refuses, resets, or its tunnel is found Down. Retries come
-//! out of a retry budget; a circuit breaker per (peer, service) ejects
-//! peers that keep failing.
+//! only when `strait_core::attempt` says so: on proof that the peer did not
+//! forward them (a refusal, or the reset code it uses only before touching
+//! its target), or on any failure when the import is declared idempotent.
+//! An ambiguous attempt on a non-idempotent import resets the client:
+//! failing is better than delivering a payment twice. Retries come out of
+//! the plane's retry budget; its breakers eject peers that keep failing.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use rand::RngCore;
-use strait_ca::SpiffeId;
-use strait_core::breaker::{BreakerConfig, BreakerTransition, CircuitBreaker};
-use strait_core::budget::RetryBudget;
+use rand::{Rng, RngCore};
+use strait_core::attempt::{Ambiguity, Attempt, AttemptState};
 use strait_core::frame::{self, Message, Open, StatusCode};
-use strait_core::health::TunnelHealth;
 use strait_core::trace::TraceContext;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::config::TunnelSettings;
+use crate::handle::PlaneHandle;
 use crate::metrics as m;
 use crate::splice::ClientConn;
-use crate::tunnel::{Registry, Tunnel};
-use crate::wire::{code, read_frame};
+use crate::tunnel::Tunnel;
+use crate::wire::{WireError, code, read_frame};
 
 /// Client bytes kept for replay before the answer arrives.
 pub const EARLY_MAX: usize = 64 * 1024;
@@ -42,20 +42,15 @@ pub struct Route {
     pub service: String,
     pub prefer: Vec<String>,
     pub own_region: String,
-    /// How long a tunnel that came up or back is passed over in favour of
-    /// established ones.
-    pub hold_down: Duration,
+    /// Replaying a request that may have reached a target is harmless.
+    pub idempotent: bool,
     pub limits: crate::admission::Limits,
 }
 
-/// Per-import routing state shared by its client connections.
+/// Per-import state shared by its client connections.
 #[derive(Debug)]
 pub struct RouteState {
     pub route: Route,
-    breakers: Mutex<HashMap<SpiffeId, CircuitBreaker>>,
-    budget: Mutex<RetryBudget>,
-    /// Region that served the last accepted stream, to count failovers.
-    last_region: Mutex<Option<String>>,
     admission: crate::admission::Admission,
 }
 
@@ -64,104 +59,7 @@ impl RouteState {
         RouteState {
             admission: crate::admission::Admission::new(&route.limits),
             route,
-            breakers: Mutex::new(HashMap::new()),
-            budget: Mutex::new(RetryBudget::default()),
-            last_region: Mutex::new(None),
         }
-    }
-
-    fn breakers(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, CircuitBreaker>> {
-        self.breakers.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn budget(&self) -> std::sync::MutexGuard<'_, RetryBudget> {
-        self.budget.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The next candidate: not tried yet for this client, circuit not open.
-    fn choose(&self, registry: &Registry, tried: &[SpiffeId]) -> Option<Arc<Tunnel>> {
-        let now = Instant::now();
-        let tunnel = {
-            let breakers = self.breakers();
-            registry.pick(
-                &self.route.service,
-                &self.route.prefer,
-                &self.route.own_region,
-                self.route.hold_down,
-                |t: &Tunnel| {
-                    !tried.contains(&t.peer)
-                        && breakers.get(&t.peer).is_none_or(|b| b.would_allow(now))
-                },
-            )?
-        };
-        self.breakers()
-            .entry(tunnel.peer.clone())
-            .or_insert_with(|| CircuitBreaker::new(BreakerConfig::default()))
-            .allow(now);
-        Some(tunnel)
-    }
-
-    fn record(&self, peer: &SpiffeId, ok: bool, events: &crate::events::EventLog) {
-        let mut breakers = self.breakers();
-        let b = breakers
-            .entry(peer.clone())
-            .or_insert_with(|| CircuitBreaker::new(BreakerConfig::default()));
-        let transition = if ok {
-            b.record_success()
-        } else {
-            b.record_failure(Instant::now())
-        };
-        let labels = [
-            ("region", self.route.own_region.clone()),
-            ("service", self.route.service.clone()),
-            ("peer", peer.to_string()),
-        ];
-        match transition {
-            BreakerTransition::Opened => {
-                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(1.0);
-                events.record(
-                    "circuit_opened",
-                    format!("{} for {}", peer, self.route.service),
-                );
-                tracing::warn!(service = %self.route.service, %peer, "circuit opened: peer ejected for this service")
-            }
-            BreakerTransition::Closed => {
-                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(0.0);
-                events.record(
-                    "circuit_closed",
-                    format!("{} for {}", peer, self.route.service),
-                );
-                tracing::info!(service = %self.route.service, %peer, "circuit closed")
-            }
-            BreakerTransition::None => {}
-        }
-    }
-
-    /// Notes the region that served a stream; a move to a less preferred
-    /// tier is a failover, back to a more preferred one a failback.
-    fn served_by(&self, region: &str, events: &crate::events::EventLog) {
-        let mut last = self.last_region.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(from) = last.as_deref()
-            && from != region
-        {
-            let tier =
-                |r: &str| strait_core::routing::tier(r, &self.route.prefer, &self.route.own_region);
-            let (name, what) = if tier(region) > tier(from) {
-                (m::FAILOVERS, "failover")
-            } else {
-                (m::FAILBACKS, "failback")
-            };
-            let labels = [
-                ("region", self.route.own_region.clone()),
-                ("service", self.route.service.clone()),
-                ("from", from.to_owned()),
-                ("to", region.to_owned()),
-            ];
-            metrics::counter!(name, &labels).increment(1);
-            events.record(what, format!("{}: {from} -> {region}", self.route.service));
-            tracing::warn!(service = %self.route.service, from, to = region, "{what}");
-        }
-        *last = Some(region.to_owned());
     }
 }
 
@@ -169,7 +67,7 @@ impl RouteState {
 pub async fn run_import(
     listener: TcpListener,
     route: Route,
-    registry: Arc<Registry>,
+    handle: Arc<PlaneHandle>,
     settings: Arc<TunnelSettings>,
     mtls: Option<tokio_rustls::TlsAcceptor>,
 ) {
@@ -184,10 +82,10 @@ pub async fn run_import(
             }
         };
         let _ = client.set_nodelay(true);
-        let (state, registry, settings) = (state.clone(), registry.clone(), settings.clone());
+        let (state, handle, settings) = (state.clone(), handle.clone(), settings.clone());
         match &mtls {
             None => {
-                tokio::spawn(serve_client(client, None, from, state, registry, settings));
+                tokio::spawn(serve_client(client, None, from, state, handle, settings));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -217,7 +115,7 @@ pub async fn run_import(
                         .and_then(|c| c.first())
                         .and_then(|leaf| strait_ca::SpiffeId::from_certificate(leaf).ok())
                         .map(|id| id.to_string());
-                    serve_client(tls, origin, from, state, registry, settings).await;
+                    serve_client(tls, origin, from, state, handle, settings).await;
                 });
             }
         }
@@ -241,17 +139,39 @@ struct Early {
     eof: bool,
 }
 
-/// How one attempt on one peer ended.
-enum Attempt {
+/// What one attempt left the client with.
+enum Tried {
     Accepted {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         leftover: BytesMut,
     },
-    /// Worth trying elsewhere: nothing reached the target.
-    Retry(String),
+    /// Refused or ambiguous; the state says which.
+    Failed(AttemptState, String),
     /// The client went away; nothing more to do.
     ClientGone,
+}
+
+/// How a client connection that got no stream ended, for its log line
+/// and metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoStream {
+    /// No tunnel offers the service.
+    NoPeer,
+    /// Every candidate refused, or the retry budget ran out.
+    Refused,
+    /// The one attempt may have reached a target; not replayed.
+    Ambiguous,
+}
+
+impl NoStream {
+    fn as_str(self) -> &'static str {
+        match self {
+            NoStream::NoPeer => "no_peer",
+            NoStream::Refused => "refused",
+            NoStream::Ambiguous => "ambiguous",
+        }
+    }
 }
 
 async fn serve_client<C: ClientConn>(
@@ -259,18 +179,19 @@ async fn serve_client<C: ClientConn>(
     origin: Option<String>,
     from: SocketAddr,
     state: Arc<RouteState>,
-    registry: Arc<Registry>,
+    handle: Arc<PlaneHandle>,
     settings: Arc<TunnelSettings>,
 ) {
     let started = Instant::now();
     let trace = new_trace();
-    let service = state.route.service.clone();
+    let route = &state.route;
+    let service = route.service.clone();
     let _permit = match state.admission.admit().await {
         Ok(permit) => permit,
         Err(refusal) => {
-            registry.mesh.counters.finished(false);
+            handle.counters.finished(false);
             m::FinishedStream {
-                region: &state.route.own_region,
+                region: &route.own_region,
                 side: "import",
                 service: &service,
                 peer: "-",
@@ -286,28 +207,35 @@ async fn serve_client<C: ClientConn>(
             return;
         }
     };
-    let _active = m::ActiveStream::new(&state.route.own_region, "import", &service);
+    let _active = m::ActiveStream::new(&route.own_region, "import", &service);
     let (mut cr, mut cw) = client.split();
     let mut early = Early::default();
-    let mut tried: Vec<SpiffeId> = Vec::new();
+    let mut tried: Vec<String> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
-    state.budget().record_open(Instant::now());
+    handle.record_open(&service);
 
+    let mut failure = NoStream::NoPeer;
     let accepted = loop {
-        if !tried.is_empty() && !state.budget().try_retry(Instant::now()) {
+        if !tried.is_empty() && !handle.try_retry(&service) {
             reasons.push("retry budget exhausted".into());
             break None;
         }
-        let Some(tunnel) = state.choose(&registry, &tried) else {
+        let coins = {
+            let mut rng = rand::rng();
+            (rng.random::<u64>(), rng.random::<u64>())
+        };
+        let (_, chosen) = handle.route(&service, &route.prefer, &tried, coins);
+        let Some(tunnel) = chosen else {
             if tried.is_empty() {
                 reasons.push("no tunnel offers the service".into());
             }
             break None;
         };
-        tried.push(tunnel.peer.clone());
-        let guard = tunnel.track_stream();
-        match attempt(
+        tried.push(tunnel.peer.to_string());
+        let guard = handle.track_stream(tunnel.id);
+        let outcome = attempt(
             &tunnel,
+            &handle,
             &trace,
             &service,
             &mut cr,
@@ -315,17 +243,16 @@ async fn serve_client<C: ClientConn>(
             &mut early,
             &settings,
         )
-        .await
-        {
-            Attempt::Accepted {
+        .await;
+        match outcome {
+            Tried::Accepted {
                 send,
                 recv,
                 leftover,
             } => {
-                state.record(&tunnel.peer, true, &registry.events);
-                state.served_by(&tunnel.region, &registry.events);
+                handle.attempt(tunnel.id, &service, &route.prefer, AttemptState::Accepted);
                 let open_labels = [
-                    ("region", state.route.own_region.clone()),
+                    ("region", route.own_region.clone()),
                     ("service", service.clone()),
                     ("peer_region", tunnel.region.clone()),
                 ];
@@ -336,29 +263,33 @@ async fn serve_client<C: ClientConn>(
                 }
                 break Some((tunnel, guard, send, recv, leftover));
             }
-            Attempt::Retry(reason) => {
-                state.record(&tunnel.peer, false, &registry.events);
+            Tried::Failed(state_, reason) => {
+                handle.attempt(tunnel.id, &service, &route.prefer, state_);
+                let replay = Attempt::from(state_).may_replay(route.idempotent);
+                reasons.push(format!("{}: {reason}", tunnel.peer));
+                if !replay {
+                    failure = NoStream::Ambiguous;
+                    tracing::warn!(%trace, %service, peer = %tunnel.peer, %reason, attempt = %state_,
+                        "the peer may have forwarded the request; not replayed on another peer (the import is not idempotent)");
+                    break None;
+                }
+                failure = NoStream::Refused;
                 let retry_labels = [
-                    ("region", state.route.own_region.clone()),
+                    ("region", route.own_region.clone()),
                     ("service", service.clone()),
                 ];
                 metrics::counter!(m::RETRIES, &retry_labels).increment(1);
-                tracing::warn!(%trace, %service, peer = %tunnel.peer, %reason, "attempt failed before the answer; trying the next peer");
-                reasons.push(format!("{}: {reason}", tunnel.peer));
+                tracing::warn!(%trace, %service, peer = %tunnel.peer, %reason, attempt = %state_, "attempt failed; replaying on the next peer");
             }
-            Attempt::ClientGone => return,
+            Tried::ClientGone => return,
         }
     };
 
     let Some((tunnel, _guard, mut send, mut recv, leftover)) = accepted else {
-        registry.mesh.counters.finished(false);
-        let outcome = if tried.is_empty() {
-            "no_peer"
-        } else {
-            "refused"
-        };
+        handle.counters.finished(false);
+        let outcome = failure.as_str();
         m::FinishedStream {
-            region: &state.route.own_region,
+            region: &route.own_region,
             side: "import",
             service: &service,
             peer: "-",
@@ -369,7 +300,7 @@ async fn serve_client<C: ClientConn>(
         }
         .record();
         tracing::warn!(
-            %trace, %service, client = %from, outcome = "refused",
+            %trace, %service, client = %from, outcome,
             reasons = %reasons.join("; "),
             "no peer accepted the stream; resetting the client"
         );
@@ -395,7 +326,7 @@ async fn serve_client<C: ClientConn>(
         moved.quic_to_tcp,
         moved.reset,
     );
-    registry.mesh.counters.finished(!reset);
+    handle.counters.finished(!reset);
     if reset {
         C::reset(cr, cw);
     }
@@ -405,7 +336,7 @@ async fn serve_client<C: ClientConn>(
         (false, false) => "ok",
     };
     m::FinishedStream {
-        region: &state.route.own_region,
+        region: &route.own_region,
         side: "import",
         service: &service,
         peer: &peer,
@@ -425,20 +356,48 @@ async fn serve_client<C: ClientConn>(
     );
 }
 
+/// Feeds a failed stream read into the attempt.
+fn read_failed(a: &mut Attempt, e: &WireError) -> AttemptState {
+    match e {
+        WireError::Read(quinn::ReadError::Reset(c)) => {
+            a.handle_reset(code::proves_not_forwarded(*c))
+        }
+        WireError::Read(quinn::ReadError::ConnectionLost(_)) => {
+            a.handle_ambiguous(Ambiguity::TunnelDown)
+        }
+        WireError::Timeout(_) => a.handle_ambiguous(Ambiguity::NoAnswer),
+        _ => a.handle_ambiguous(Ambiguity::Garbled),
+    }
+}
+
+/// Feeds a failed stream write into the attempt.
+fn write_failed(a: &mut Attempt, e: &quinn::WriteError) -> AttemptState {
+    match e {
+        quinn::WriteError::Stopped(c) => a.handle_reset(code::proves_not_forwarded(*c)),
+        quinn::WriteError::ConnectionLost(_) => a.handle_ambiguous(Ambiguity::TunnelDown),
+        _ => a.handle_ambiguous(Ambiguity::Reset),
+    }
+}
+
 /// One try on `tunnel`: OPEN, the early bytes so far, then more client
 /// bytes (up to the bound) while waiting for the answer.
+#[allow(clippy::too_many_arguments)]
 async fn attempt<R: tokio::io::AsyncRead + Unpin>(
     tunnel: &Arc<Tunnel>,
+    handle: &PlaneHandle,
     trace: &TraceContext,
     service: &str,
     cr: &mut R,
     origin: Option<&str>,
     early: &mut Early,
     settings: &TunnelSettings,
-) -> Attempt {
+) -> Tried {
+    let mut a = Attempt::new();
     let (mut send, mut recv) = match tunnel.conn.open_bi().await {
         Ok(s) => s,
-        Err(e) => return Attempt::Retry(format!("cannot open a stream: {e}")),
+        Err(e) => {
+            return Tried::Failed(a.handle_open_failed(), format!("cannot open a stream: {e}"));
+        }
     };
     let mut head = BytesMut::new();
     let open = Message::Open(Open {
@@ -448,11 +407,12 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
         origin: origin.map(str::to_owned),
     });
     if let Err(e) = frame::encode(&open, &mut head) {
-        return Attempt::Retry(e.to_string());
+        return Tried::Failed(a.handle_open_failed(), e.to_string());
     }
     head.extend_from_slice(&early.bytes);
-    if send.write_all(&head).await.is_err() {
-        return Attempt::Retry("stream closed while sending OPEN".into());
+    a.handle_sent();
+    if let Err(e) = send.write_all(&head).await {
+        return Tried::Failed(write_failed(&mut a, &e), format!("sending OPEN: {e}"));
     }
     if early.eof {
         let _ = send.finish();
@@ -460,24 +420,27 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
     tracing::info!(%trace, %service, peer = %tunnel.peer, "stream opening (import)");
     let mut answer = BytesMut::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    let deadline = tokio::time::Instant::now() + settings.open_timeout;
+    let deadline = Instant::now() + settings.open_timeout;
     loop {
         let room = !early.eof && early.bytes.len() < EARLY_MAX;
         tokio::select! {
             frame = read_frame(&mut recv, &mut answer, settings.open_timeout) => {
                 return match frame {
-                    Ok(Message::Status(s)) if s.code == StatusCode::Ok => Attempt::Accepted { send, recv, leftover: answer },
+                    Ok(Message::Status(s)) if s.code == StatusCode::Ok => {
+                        a.handle_status(StatusCode::Ok);
+                        Tried::Accepted { send, recv, leftover: answer }
+                    }
                     Ok(Message::Status(s)) => {
                         let _ = send.reset(code::REFUSED);
-                        Attempt::Retry(format!("{}: {}", s.code, s.message))
+                        Tried::Failed(a.handle_status(s.code), format!("{}: {}", s.code, s.message))
                     }
                     Ok(other) => {
                         let _ = send.reset(code::PROTOCOL);
-                        Attempt::Retry(format!("expected STATUS, got {other:?}"))
+                        Tried::Failed(a.handle_ambiguous(Ambiguity::Garbled), format!("expected STATUS, got {other:?}"))
                     }
                     Err(e) => {
                         let _ = send.reset(code::RESET);
-                        Attempt::Retry(e.to_string())
+                        Tried::Failed(read_failed(&mut a, &e), e.to_string())
                     }
                 };
             }
@@ -489,26 +452,26 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
                     }
                     Ok(n) => {
                         early.bytes.extend_from_slice(&chunk[..n]);
-                        if send.write_all(&chunk[..n]).await.is_err() {
-                            return Attempt::Retry("stream closed while sending".into());
+                        if let Err(e) = send.write_all(&chunk[..n]).await {
+                            return Tried::Failed(write_failed(&mut a, &e), format!("sending: {e}"));
                         }
                     }
                     Err(_) => {
                         let _ = send.reset(code::RESET);
-                        return Attempt::ClientGone;
+                        return Tried::ClientGone;
                     }
                 }
             }
             _ = tokio::time::sleep(HEALTH_POLL) => {
-                // A silent path: give up on this peer once its tunnel is
-                // known Down (or closed), not on a guess.
-                if tunnel.health().state == TunnelHealth::Down || tunnel.conn.close_reason().is_some() {
+                // A silent path: give up on this peer once the plane knows
+                // its tunnel Down (or closed), not on a guess.
+                if handle.is_down(tunnel.id) || tunnel.is_closed() {
                     let _ = send.reset(code::RESET);
-                    return Attempt::Retry("tunnel went down before the answer".into());
+                    return Tried::Failed(a.handle_ambiguous(Ambiguity::TunnelDown), "tunnel went down before the answer".into());
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if Instant::now() >= deadline {
                     let _ = send.reset(code::RESET);
-                    return Attempt::Retry(format!("no answer within {:?}", settings.open_timeout));
+                    return Tried::Failed(a.handle_ambiguous(Ambiguity::NoAnswer), format!("no answer within {:?}", settings.open_timeout));
                 }
             }
         }

@@ -1,29 +1,27 @@
 //! Probing, the async half of tunnel health: PING/PONG in QUIC datagrams
 //! on every tunnel, fed into `strait_core::health::ProbeTracker`, whose
-//! verdicts become the tunnel's health snapshot, metrics and events. The
-//! decisions live in core; this module only moves datagrams and clocks.
+//! verdicts go to the routing plane. The decisions live in core; this
+//! module only moves datagrams and clocks. The probe and RTT metrics are
+//! recorded here because nothing else sees each probe.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use strait_core::frame::Probe;
-use strait_core::health::{HealthEvent, ProbeConfig, ProbeTracker, TunnelHealth};
+use strait_core::health::{ProbeConfig, ProbeTracker};
+use strait_core::plane::Health;
+use tokio::time::Instant;
 
-use crate::tunnel::{HealthSnapshot, Tunnel};
+use crate::handle::PlaneHandle;
+use crate::tunnel::Tunnel;
 
-/// Probes a tunnel with QUIC datagrams and keeps its health up to date,
-/// answering the peer's probes too, until the connection closes.
-pub async fn run(
-    tunnel: Arc<Tunnel>,
-    config: ProbeConfig,
-    region: String,
-    events: Arc<crate::events::EventLog>,
-) {
-    let mut last_seen = Instant::now();
+/// Probes a tunnel with QUIC datagrams and keeps the plane's view of its
+/// health up to date, answering the peer's probes too, until the
+/// connection closes.
+pub async fn run(tunnel: Arc<Tunnel>, handle: Arc<PlaneHandle>, config: ProbeConfig) {
     use crate::metrics as m;
-    let mut tracker = ProbeTracker::new(config, Instant::now(), Some(tunnel.conn.rtt()));
+    let mut tracker = ProbeTracker::new(config, Instant::now().into_std(), Some(tunnel.conn.rtt()));
     let labels = [
-        ("region", region),
+        ("region", handle.region().to_owned()),
         ("peer", tunnel.peer.to_string()),
         ("peer_region", tunnel.region.clone()),
     ];
@@ -32,18 +30,13 @@ pub async fn run(
         l.push((k, v.to_owned()));
         l
     };
-    let set_state = |state: TunnelHealth| {
-        for s in [TunnelHealth::Up, TunnelHealth::Degraded, TunnelHealth::Down] {
-            metrics::gauge!(m::TUNNEL_STATE, &with("state", s.as_str())).set(if s == state {
-                1.0
-            } else {
-                0.0
-            });
-        }
-    };
-    set_state(TunnelHealth::Up);
+    // Anything arriving on the connection counts as a sign of life: on a
+    // lossy path probes go missing while streams still move.
+    let mut rx_seen = tunnel.conn.stats().udp_rx.datagrams;
+    let mut last_rx = Instant::now();
+    let mut reported: Option<Health> = None;
     loop {
-        let wake = tokio::time::Instant::from_std(tracker.poll_timeout());
+        let wake = Instant::from_std(tracker.poll_timeout());
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {}
             datagram = tunnel.conn.read_datagram() => match datagram {
@@ -52,8 +45,7 @@ pub async fn run(
                         let _ = tunnel.conn.send_datagram(Probe::Pong(seq).encode().to_vec().into());
                     }
                     Some(Probe::Pong(seq)) => {
-                        last_seen = Instant::now();
-                        if let Some(rtt) = tracker.handle_pong(seq, last_seen) {
+                        if let Some(rtt) = tracker.handle_pong(seq, Instant::now().into_std()) {
                             metrics::histogram!(m::PROBE_RTT, &labels).record(rtt.as_secs_f64());
                             metrics::counter!(m::PROBES, &with("result", "answered")).increment(1);
                         }
@@ -64,51 +56,42 @@ pub async fn run(
             }
         }
         let now = Instant::now();
-        let missed = tracker.handle_timeout(now);
+        let rx = tunnel.conn.stats().udp_rx.datagrams;
+        if rx != rx_seen {
+            rx_seen = rx;
+            last_rx = now;
+        }
+        let missed = tracker.handle_timeout(now.into_std());
         if missed > 0 {
             metrics::counter!(m::PROBES, &with("result", "missed")).increment(u64::from(missed));
         }
-        while let Some(seq) = tracker.poll_probe(now) {
+        while let Some(seq) = tracker.poll_probe(now.into_std()) {
             let _ = tunnel
                 .conn
                 .send_datagram(Probe::Ping(seq).encode().to_vec().into());
         }
-        while let Some(HealthEvent::Changed { from, to }) = tracker.poll_event() {
-            set_state(to);
-            events.record(
-                "tunnel_health",
-                format!(
-                    "{} ({}): {} -> {}",
-                    tunnel.peer,
-                    tunnel.region,
-                    from.as_str(),
-                    to.as_str()
-                ),
-            );
-            let level_warn = to != TunnelHealth::Up;
-            if level_warn {
-                tracing::warn!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), loss = tracker.loss(), "tunnel health changed");
-            } else {
-                tracing::info!(peer = %tunnel.peer, from = from.as_str(), to = to.as_str(), "tunnel health changed");
-            }
-        }
-        let previous = tunnel.health();
-        let up_since =
-            if previous.state == TunnelHealth::Down && tracker.state() != TunnelHealth::Down {
-                now
-            } else {
-                previous.up_since
-            };
+        while tracker.poll_event().is_some() {}
         metrics::gauge!(m::PROBE_LOSS, &labels).set(tracker.loss());
-        tunnel.set_health(HealthSnapshot {
+        let health = Health {
             state: tracker.state(),
             rtt: tracker.rtt(),
             loss: tracker.loss(),
             missed: tracker.consecutive_missed(),
-            up_since,
-            last_seen,
+            quiet: now.saturating_duration_since(last_rx),
+        };
+        // The plane needs every change of verdict, and the silence of a
+        // Down tunnel as it grows.
+        let worth_telling = reported.is_none_or(|r| {
+            r.state != health.state
+                || r.missed != health.missed
+                || r.rtt != health.rtt
+                || (health.state == strait_core::health::TunnelHealth::Down)
         });
-        if tunnel.conn.close_reason().is_some() {
+        if worth_telling {
+            handle.health(tunnel.id, health);
+            reported = Some(health);
+        }
+        if tunnel.is_closed() {
             return;
         }
     }

@@ -13,8 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::GatewayError;
 use crate::config::{IdentityPaths, TunnelSettings};
+use crate::events::EventLog;
+use crate::handle::PlaneHandle;
 use crate::tls::TlsIdentity;
-use crate::tunnel::Registry;
+use crate::wire::code;
 
 /// The identity in force, shared by the endpoint's configs and the dialers.
 #[derive(Debug)]
@@ -68,7 +70,8 @@ pub async fn watch(
     current: Arc<CurrentIdentity>,
     endpoint: quinn::Endpoint,
     settings: Arc<TunnelSettings>,
-    registry: Arc<Registry>,
+    handle: Arc<PlaneHandle>,
+    events: Arc<EventLog>,
 ) {
     let mut seen = fingerprint(&paths);
     loop {
@@ -103,7 +106,7 @@ pub async fn watch(
                     .unwrap_or_default();
                 let labels = [("region", region.clone()), ("id", id.clone())];
                 metrics::gauge!(crate::metrics::CERT_EXPIRY, &labels).set(unix.as_secs_f64());
-                registry.events.record(
+                events.record(
                     "certificate_reloaded",
                     format!("{id}, valid until {}", strait_ca::time::rfc3339(expiry)),
                 );
@@ -111,20 +114,52 @@ pub async fn watch(
                 if deny_changed {
                     tracing::info!(entries = deny.len(), "deny list loaded");
                 }
-                registry.cut_revoked(&deny, &region);
+                cut_revoked(&handle, &events, &deny, &region);
             }
             Err(e) => {
                 let labels = [("region", region.clone())];
                 metrics::counter!(crate::metrics::RELOADS_FAILED, &labels).increment(1);
-                registry
-                    .events
-                    .record("certificate_reload_failed", e.to_string());
+                events.record("certificate_reload_failed", e.to_string());
                 tracing::error!(
                     "identity files changed but do not load; keeping the running identity: {e}"
                 );
             }
         }
     }
+}
+
+/// Cuts the tunnels (superseded ones included) whose peer certificate
+/// `deny` names, at once: their streams are reset, a revoked peer keeps
+/// nothing. Returns how many.
+pub fn cut_revoked(
+    handle: &PlaneHandle,
+    events: &EventLog,
+    deny: &strait_ca::DenyList,
+    region: &str,
+) -> usize {
+    let mut cut = 0;
+    for t in handle.tunnels() {
+        if t.is_closed() {
+            continue;
+        }
+        let Some(leaf) = crate::tls::peer_leaf(&t.conn) else {
+            continue;
+        };
+        let Some(entry) = deny.denies_certificate(&t.peer, &leaf) else {
+            continue;
+        };
+        t.conn.close(code::REVOKED, b"certificate revoked");
+        cut += 1;
+        let labels = [("region", region.to_owned()), ("peer", t.name.clone())];
+        metrics::counter!(crate::metrics::PEERS_REVOKED, &labels).increment(1);
+        events.record(
+            "peer_revoked",
+            format!("{} cut: deny list entry `{entry}`", t.peer),
+        );
+        tracing::warn!(peer = %t.peer, peer_region = %t.region, %entry, conn = %t.id,
+            "tunnel cut: the deny list names the peer's certificate");
+    }
+    cut
 }
 
 fn load(paths: &IdentityPaths, name: &str, region: &str) -> Result<TlsIdentity, GatewayError> {

@@ -16,8 +16,8 @@ use strait_ca::Overwrite;
 use strait_core::renewal::RenewalSchedule;
 
 use crate::config::{IdentityPaths, RenewalConfig};
+use crate::events::EventLog;
 use crate::reload::CurrentIdentity;
-use crate::tunnel::Registry;
 
 /// How long a written renewal may take to be picked up by the watcher.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,7 +28,7 @@ pub async fn run(
     paths: IdentityPaths,
     current: Arc<CurrentIdentity>,
     region: String,
-    registry: Arc<Registry>,
+    events: Arc<EventLog>,
 ) {
     let held = current.get();
     let mut schedule = RenewalSchedule::new(
@@ -53,7 +53,7 @@ pub async fn run(
                 );
             }
             tokio::time::sleep(schedule.wait(SystemTime::now())).await;
-            renew_once(&config, &paths, &current, &region, &registry, &mut schedule).await;
+            renew_once(&config, &paths, &current, &region, &events, &mut schedule).await;
         }
     };
     let refreshes = async {
@@ -73,7 +73,7 @@ async fn renew_once(
     paths: &IdentityPaths,
     current: &CurrentIdentity,
     region: &str,
-    registry: &Registry,
+    events: &EventLog,
     schedule: &mut RenewalSchedule,
 ) {
     let held = current.get();
@@ -108,7 +108,7 @@ async fn renew_once(
             }
             metrics::counter!(crate::metrics::RENEWALS, &labels("ok")).increment(1);
             schedule.renewed(new.not_before, new.not_after, SystemTime::now());
-            registry.events.record(
+            events.record(
                 "certificate_renewed",
                 format!(
                     "valid until {}, next renewal at {}",
@@ -123,7 +123,7 @@ async fn renew_once(
             metrics::counter!(crate::metrics::RENEWALS, &labels("error")).increment(1);
             let next = schedule.failed(SystemTime::now(), rand::rng().random::<f64>());
             let left = schedule.remaining(SystemTime::now());
-            registry.events.record(
+            events.record(
                 "certificate_renewal_failed",
                 format!(
                     "{reason}; {left:.0} s left, next attempt at {}",
@@ -181,7 +181,7 @@ async fn refresh_bundle(config: &RenewalConfig, paths: &IdentityPaths, current: 
 
 /// Publishes the certificate's time left every second, and reports once
 /// when it has run out.
-pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, registry: Arc<Registry>) {
+pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, events: Arc<EventLog>) {
     let labels = [("region", region)];
     let mut reported_for = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -193,7 +193,7 @@ pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, regist
         if left <= 0.0 && reported_for != Some(held.identity.not_after) {
             reported_for = Some(held.identity.not_after);
             let when = strait_ca::time::rfc3339(held.identity.not_after);
-            registry.events.record(
+            events.record(
                 "certificate_expired",
                 format!(
                     "{} expired at {when}; peers refuse new tunnels until it is renewed",

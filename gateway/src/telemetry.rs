@@ -7,13 +7,14 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::Serialize;
 use strait_core::frame::{GatewayReport, Message, Telemetry, TunnelReport};
+use tokio::time::Instant;
 
-use crate::tunnel::Registry;
+use crate::handle::PlaneHandle;
 
 /// Figures older than this are marked stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
@@ -21,22 +22,6 @@ pub const STALE_AFTER: Duration = Duration::from_secs(3);
 pub const SHARE_EVERY: Duration = Duration::from_secs(1);
 /// Reports relayed per message, at most.
 const MAX_RELAYED: usize = 64;
-
-/// Stream counters of this gateway.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub streams_total: AtomicU64,
-    pub streams_failed: AtomicU64,
-}
-
-impl Counters {
-    pub fn finished(&self, ok: bool) {
-        self.streams_total.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.streams_failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Held {
@@ -51,8 +36,8 @@ struct Held {
 }
 
 impl Held {
-    fn age(&self) -> Duration {
-        self.age_then + self.received.elapsed()
+    fn age(&self, now: Instant) -> Duration {
+        self.age_then + now.saturating_duration_since(self.received)
     }
 }
 
@@ -77,7 +62,6 @@ pub struct MeshView {
     me: String,
     region: String,
     boot_id: u64,
-    pub counters: Counters,
     held: Mutex<HashMap<String, Held>>,
 }
 
@@ -87,7 +71,6 @@ impl MeshView {
             me: me.to_owned(),
             region: region.to_owned(),
             boot_id: rand::random(),
-            counters: Counters::default(),
             held: Mutex::new(HashMap::new()),
         }
     }
@@ -96,10 +79,11 @@ impl MeshView {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// This gateway's own report, fresh.
+    /// This gateway's own report, fresh: its active tunnels as the plane
+    /// sees them.
     pub fn own_report(
         &self,
-        registry: &Registry,
+        handle: &PlaneHandle,
         services: Vec<strait_core::frame::ServiceAd>,
     ) -> GatewayReport {
         GatewayReport {
@@ -107,28 +91,27 @@ impl MeshView {
             region: self.region.clone(),
             boot_id: self.boot_id,
             age_ms: 0,
-            tunnels: registry
-                .tunnels()
+            tunnels: handle
+                .view()
+                .conns
                 .iter()
-                .map(|t| {
-                    let h = t.health();
-                    TunnelReport {
-                        peer: t.name.clone(),
-                        peer_region: t.region.clone(),
-                        state: h.state.as_str().to_owned(),
-                        rtt_us: h.rtt.unwrap_or_default().as_micros() as u64,
-                        loss_permille: (h.loss * 1000.0).round() as u16,
-                    }
+                .filter(|c| c.role == "active")
+                .map(|c| TunnelReport {
+                    peer: c.peer.name.clone(),
+                    peer_region: c.peer.region.clone(),
+                    state: c.state.to_owned(),
+                    rtt_us: c.rtt_us.unwrap_or_default(),
+                    loss_permille: (c.loss * 1000.0).round() as u16,
                 })
                 .collect(),
             services,
-            streams_total: self.counters.streams_total.load(Ordering::Relaxed),
-            streams_failed: self.counters.streams_failed.load(Ordering::Relaxed),
+            streams_total: handle.counters.total.load(Ordering::Relaxed),
+            streams_failed: handle.counters.failed.load(Ordering::Relaxed),
         }
     }
 
     /// Takes in a peer's telemetry: its own report and what it relays.
-    pub fn receive(&self, telemetry: Telemetry) {
+    pub fn receive(&self, telemetry: Telemetry, now: Instant) {
         let mut held = self.held();
         let mut take = |report: GatewayReport, direct: bool| {
             if report.gateway == self.me {
@@ -137,7 +120,7 @@ impl MeshView {
             let age = Duration::from_millis(report.age_ms);
             let (base_total, base_failed) = match held.get(&report.gateway) {
                 // Older news than what we hold: keep ours.
-                Some(h) if h.age() <= age => return,
+                Some(h) if h.age(now) < age => return,
                 Some(h) if h.report.boot_id != report.boot_id => (
                     h.base_total + h.report.streams_total,
                     h.base_failed + h.report.streams_failed,
@@ -149,7 +132,7 @@ impl MeshView {
                 report.gateway.clone(),
                 Held {
                     report,
-                    received: Instant::now(),
+                    received: now,
                     age_then: age,
                     direct,
                     base_total,
@@ -164,13 +147,13 @@ impl MeshView {
     }
 
     /// What to send: our report and the freshest we hold of others.
-    pub fn outgoing(&self, own: GatewayReport) -> Telemetry {
+    pub fn outgoing(&self, own: GatewayReport, now: Instant) -> Telemetry {
         let held = self.held();
         let mut relayed: Vec<GatewayReport> = held
             .values()
             .map(|h| {
                 let mut r = h.report.clone();
-                r.age_ms = h.age().as_millis() as u64;
+                r.age_ms = h.age(now).as_millis() as u64;
                 r
             })
             .collect();
@@ -183,7 +166,7 @@ impl MeshView {
     }
 
     /// Every gateway heard of, ourselves first.
-    pub fn snapshot(&self, own: GatewayReport) -> Vec<MeshEntry> {
+    pub fn snapshot(&self, own: GatewayReport, now: Instant) -> Vec<MeshEntry> {
         let mut out = vec![MeshEntry {
             gateway: own.gateway,
             region: own.region,
@@ -204,7 +187,7 @@ impl MeshView {
                 .then(a.report.gateway.cmp(&b.report.gateway))
         });
         for h in others {
-            let age = h.age();
+            let age = h.age(now);
             out.push(MeshEntry {
                 gateway: h.report.gateway.clone(),
                 region: h.report.region.clone(),
@@ -224,16 +207,17 @@ impl MeshView {
 /// Sends our telemetry on every tunnel each second.
 pub async fn share(
     mesh: std::sync::Arc<MeshView>,
-    registry: std::sync::Arc<Registry>,
+    handle: std::sync::Arc<PlaneHandle>,
     exports: std::sync::Arc<crate::export::Exports>,
 ) {
     loop {
         tokio::time::sleep(SHARE_EVERY).await;
-        let msg = Message::Telemetry(mesh.outgoing(mesh.own_report(&registry, exports.ads())));
+        let own = mesh.own_report(&handle, exports.ads());
+        let msg = Message::Telemetry(mesh.outgoing(own, Instant::now()));
         // Not on a tunnel that is Down: the control stream is reliable, so
         // reports would queue behind the outage and arrive late looking new.
-        for t in registry.tunnels() {
-            if t.health().state != strait_core::health::TunnelHealth::Down {
+        for t in handle.tunnels() {
+            if !handle.is_down(t.id) {
                 t.send_control(&msg).await;
             }
         }
@@ -259,18 +243,25 @@ mod tests {
 
     #[test]
     fn fresher_news_wins_and_relayed_news_is_kept() {
+        let now = Instant::now();
         let view = MeshView::new("a", "eu");
-        view.receive(Telemetry {
-            origin: report("b", 1, 0, 10),
-            relayed: vec![report("c", 7, 500, 3), report("a", 9, 0, 99)],
-        });
+        view.receive(
+            Telemetry {
+                origin: report("b", 1, 0, 10),
+                relayed: vec![report("c", 7, 500, 3), report("a", 9, 0, 99)],
+            },
+            now,
+        );
         // Older news about b (relayed by c) does not replace the direct one.
-        view.receive(Telemetry {
-            origin: report("c", 7, 0, 4),
-            relayed: vec![report("b", 1, 2_000, 8)],
-        });
+        view.receive(
+            Telemetry {
+                origin: report("c", 7, 0, 4),
+                relayed: vec![report("b", 1, 2_000, 8)],
+            },
+            now,
+        );
         let own = report("a", 9, 0, 1);
-        let snap = view.snapshot(own);
+        let snap = view.snapshot(own, now);
         assert_eq!(
             snap.len(),
             3,
@@ -285,28 +276,39 @@ mod tests {
 
     #[test]
     fn counters_never_go_backwards_when_a_gateway_restarts() {
+        let now = Instant::now();
         let view = MeshView::new("a", "eu");
-        view.receive(Telemetry {
-            origin: report("b", 1, 0, 10),
-            relayed: vec![],
-        });
-        view.receive(Telemetry {
-            origin: report("b", 2, 0, 3),
-            relayed: vec![],
-        });
-        let snap = view.snapshot(report("a", 9, 0, 0));
+        view.receive(
+            Telemetry {
+                origin: report("b", 1, 0, 10),
+                relayed: vec![],
+            },
+            now,
+        );
+        view.receive(
+            Telemetry {
+                origin: report("b", 2, 0, 3),
+                relayed: vec![],
+            },
+            now,
+        );
+        let snap = view.snapshot(report("a", 9, 0, 0), now);
         assert_eq!(snap[1].streams_total, 13);
     }
 
     #[test]
     fn ages_grow_and_turn_stale() {
+        let now = Instant::now();
         let view = MeshView::new("a", "eu");
-        view.receive(Telemetry {
-            origin: report("b", 1, 2_900, 1),
-            relayed: vec![],
-        });
-        std::thread::sleep(Duration::from_millis(150));
-        let snap = view.snapshot(report("a", 9, 0, 0));
+        view.receive(
+            Telemetry {
+                origin: report("b", 1, 2_900, 1),
+                relayed: vec![],
+            },
+            now,
+        );
+        let later = now + Duration::from_millis(150);
+        let snap = view.snapshot(report("a", 9, 0, 0), later);
         assert!(snap[1].age_ms >= 3_050);
         assert!(snap[1].stale);
     }

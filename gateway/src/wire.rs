@@ -62,6 +62,12 @@ pub mod code {
     pub const PROTOCOL: VarInt = VarInt::from_u32(2);
     /// Stream: refused (status already sent).
     pub const REFUSED: VarInt = VarInt::from_u32(3);
+    /// Stream: the exporting side gave up before it touched its target, so
+    /// nothing was forwarded and the importing side may replay.
+    pub const NOT_FORWARDED: VarInt = VarInt::from_u32(4);
+    /// Stream: the tunnel was found dead; the bytes may or may not have
+    /// reached the target.
+    pub const TUNNEL_LOST: VarInt = VarInt::from_u32(5);
     /// Connection: a tunnel to this gateway already exists.
     pub const DUPLICATE: VarInt = VarInt::from_u32(10);
     /// Connection: the gateway is shutting down.
@@ -70,4 +76,14 @@ pub mod code {
     pub const BAD_HELLO: VarInt = VarInt::from_u32(12);
     /// The deny list names the peer's certificate.
     pub const REVOKED: VarInt = VarInt::from_u32(13);
+    /// Connection: a newer connection from the same peer replaced it.
+    pub const REPLACED: VarInt = VarInt::from_u32(14);
+    /// Connection: Down and silent; its streams are reset.
+    pub const DEAD: VarInt = VarInt::from_u32(15);
+
+    /// Whether a stream reset or stop with `code` proves that the exporting
+    /// side did not forward anything to its target.
+    pub fn proves_not_forwarded(code: VarInt) -> bool {
+        code == NOT_FORWARDED || code == REFUSED
+    }
 }

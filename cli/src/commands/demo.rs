@@ -341,6 +341,10 @@ fn gateway_config(
                 prefer: vec![PREFERRED.to_owned(), SECOND.to_owned()],
                 limits: Default::default(),
                 mtls: false,
+                // The demo's clients send a request and read a tag back:
+                // delivering one twice is harmless, so a failover may
+                // replay the bytes of a stream cut in flight.
+                idempotent: true,
             })
             .collect(),
         tunnel: TunnelSettings::default(),
@@ -377,10 +381,11 @@ async fn wait_for_tunnels(eu: &strait_gateway::RunningGateway) -> anyhow::Result
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let offering = eu
-            .registry()
-            .tunnels()
+            .handle()
+            .plan(SERVICE, &[], (0, 0))
+            .candidates
             .iter()
-            .filter(|t| t.offers(SERVICE))
+            .filter(|c| matches!(c.verdict, strait_core::plane::Verdict::Ranked { .. }))
             .count();
         if offering == 2 {
             return Ok(());

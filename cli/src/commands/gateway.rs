@@ -182,6 +182,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
             prefer: Vec::new(),
             limits: Default::default(),
             mtls: false,
+            idempotent: false,
         }],
         tunnel: TunnelSettings::default(),
         health: Default::default(),
@@ -244,7 +245,7 @@ async fn reload(
     path: &std::path::Path,
     reason: &str,
 ) {
-    let events = gateway.registry().events.clone();
+    let events = gateway.events().clone();
     let result = match GatewayConfig::load(path) {
         Ok(config) => gateway.reload(config).await,
         Err(e) => Err(e),

@@ -1,0 +1,329 @@
+//! Connection drivers: the acceptor and the dialers of configured peers on
+//! the one QUIC endpoint, the HELLO exchange on each new connection, its
+//! control stream (UPDATE, GOAWAY, TELEMETRY fed to the plane and the mesh
+//! view) and the streams it carries. They only move frames and feed the
+//! plane; which connection is kept, and which is closed, the plane decides.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use strait_ca::{IdentityKind, SpiffeId};
+use strait_core::backoff::Backoff;
+use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, ServiceAd};
+use strait_core::plane::PeerInfo;
+use tokio::sync::watch;
+
+use crate::config::TunnelSettings;
+use crate::export::Exports;
+use crate::handle::PlaneHandle;
+use crate::note::{Note, NoteSender};
+use crate::tunnel::Tunnel;
+use crate::wire::{code, read_frame, write_frame};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared by every connection task of a gateway.
+pub struct Drivers {
+    pub me: Hello,
+    pub health: strait_core::health::ProbeConfig,
+    pub handle: Arc<PlaneHandle>,
+    pub exports: Arc<Exports>,
+    pub settings: Arc<TunnelSettings>,
+    pub notes: NoteSender,
+}
+
+/// Why a connection did not become a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("peer presented no SPIFFE ID")]
+    NoIdentity,
+    #[error("{0} is not a gateway identity")]
+    NotAGateway(SpiffeId),
+    #[error("no HELLO: {0}")]
+    NoHello(String),
+    #[error("HELLO says gateway {name:?} in {region:?}, the certificate says {id}")]
+    HelloMismatch {
+        name: String,
+        region: String,
+        id: SpiffeId,
+    },
+    #[error("peer speaks protocol version {0}, this gateway {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("control stream: {0}")]
+    Control(String),
+}
+
+/// A connection that passed the HELLO exchange, not yet registered.
+pub struct Handshaken {
+    pub peer: SpiffeId,
+    pub name: String,
+    pub region: String,
+    pub services: Vec<ServiceAd>,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    pub buf: BytesMut,
+}
+
+/// Exchanges HELLO on a new connection. The dialer opens the control
+/// stream and speaks first.
+pub async fn handshake(
+    conn: &quinn::Connection,
+    dialed: bool,
+    hello: Hello,
+) -> Result<Handshaken, HandshakeError> {
+    let peer = crate::tls::peer_id(conn).ok_or(HandshakeError::NoIdentity)?;
+    let (name, region) = match peer.kind() {
+        IdentityKind::Gateway { region, name } => (name.to_owned(), region.to_owned()),
+        _ => return Err(HandshakeError::NotAGateway(peer)),
+    };
+    let control = |e: &dyn std::fmt::Display| HandshakeError::Control(e.to_string());
+    let (mut send, mut recv) = if dialed {
+        conn.open_bi().await.map_err(|e| control(&e))?
+    } else {
+        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .map_err(|_| HandshakeError::NoHello("no control stream within 10 s".into()))?
+            .map_err(|e| control(&e))?
+    };
+    let mut buf = BytesMut::new();
+    if dialed {
+        write_frame(&mut send, &Message::Hello(hello.clone()))
+            .await
+            .map_err(|e| control(&e))?;
+    }
+    let theirs = match read_frame(&mut recv, &mut buf, HELLO_TIMEOUT).await {
+        Ok(Message::Hello(h)) => h,
+        Ok(other) => {
+            return Err(HandshakeError::NoHello(format!(
+                "first frame was {other:?}"
+            )));
+        }
+        Err(e) => return Err(HandshakeError::NoHello(e.to_string())),
+    };
+    if theirs.version != PROTOCOL_VERSION {
+        return Err(HandshakeError::Version(theirs.version));
+    }
+    if theirs.name != name || theirs.region != region {
+        return Err(HandshakeError::HelloMismatch {
+            name: theirs.name,
+            region: theirs.region,
+            id: peer,
+        });
+    }
+    if !dialed {
+        write_frame(&mut send, &Message::Hello(hello))
+            .await
+            .map_err(|e| control(&e))?;
+    }
+    Ok(Handshaken {
+        peer,
+        name,
+        region,
+        services: theirs.services,
+        send,
+        recv,
+        buf,
+    })
+}
+
+/// Reads UPDATE, GOAWAY and TELEMETRY from a tunnel's control stream until
+/// it ends, feeding the plane and the mesh view.
+pub async fn follow_control(
+    tunnel: Arc<Tunnel>,
+    handle: Arc<PlaneHandle>,
+    notes: NoteSender,
+    mut recv: quinn::RecvStream,
+    mut buf: BytesMut,
+) {
+    loop {
+        match read_frame(&mut recv, &mut buf, Duration::from_secs(24 * 3600)).await {
+            Ok(Message::Telemetry(t)) => {
+                let _ = notes.send(Note::Telemetry(t));
+            }
+            Ok(Message::Update(u)) => handle.services(tunnel.id, u.services),
+            Ok(Message::GoAway(g)) => {
+                tracing::info!(peer = %tunnel.peer, reason = %g.reason, "peer is draining");
+                handle.goaway(tunnel.id);
+            }
+            Ok(other) => {
+                tracing::warn!(peer = %tunnel.peer, "unexpected control frame {other:?}; closing the tunnel");
+                tunnel
+                    .conn
+                    .close(code::BAD_HELLO, b"unexpected control frame");
+                return;
+            }
+            Err(crate::wire::WireError::Timeout(_)) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let drivers = drivers.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    let _ = run_connection(conn, false, drivers).await;
+                }
+                Err(e) => {
+                    let _ = drivers.notes.send(Note::PeerRefused {
+                        addr: remote,
+                        stage: "handshake",
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// Dials `address` and keeps a tunnel to it, redialing with capped,
+/// jittered backoff, until `stop`.
+pub async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    region: Option<String>,
+    identity: Arc<crate::reload::CurrentIdentity>,
+    address: String,
+    drivers: Arc<Drivers>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use rand::Rng;
+    let mut backoff = Backoff::new(drivers.settings.redial_min, drivers.settings.redial_max);
+    loop {
+        // The identity in force now: it may have been reloaded.
+        let dialed = match identity
+            .get()
+            .client_config(region.as_deref(), &drivers.settings)
+        {
+            Ok(client) => dial_once(&endpoint, &client, &address, &drivers, &mut stop).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match dialed {
+            Ok(()) => backoff.reset(),
+            Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
+        }
+        let delay = backoff.next_delay(rand::rng().random::<f64>());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn dial_once(
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    address: &str,
+    drivers: &Arc<Drivers>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
+    let mut last = format!("{address} resolved to no address");
+    for addr in addrs {
+        let connecting = endpoint
+            .connect_with(client.clone(), addr, "strait-gateway")
+            .map_err(|e| e.to_string())?;
+        match connecting.await {
+            Ok(conn) => {
+                let peer = run_connection(conn, true, drivers.clone()).await?;
+                // Ours was replaced or superseded by another connection to
+                // the same peer: redial only once that one is gone too, or
+                // two dialers to one gateway would replace each other.
+                let mut changed = drivers.handle.subscribe();
+                while drivers.handle.has_active(&peer) {
+                    tokio::select! {
+                        r = changed.changed() => if r.is_err() { break },
+                        _ = stop.changed() => break,
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Runs one connection as a tunnel until it closes; returns the peer's
+/// SPIFFE ID.
+async fn run_connection(
+    conn: quinn::Connection,
+    dialed: bool,
+    drivers: Arc<Drivers>,
+) -> Result<String, String> {
+    let remote = conn.remote_address();
+    let hello = Hello {
+        services: drivers.exports.ads(),
+        ..drivers.me.clone()
+    };
+    let shaken = match handshake(&conn, dialed, hello).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = drivers.notes.send(Note::PeerRefused {
+                addr: remote,
+                stage: "hello",
+                reason: e.to_string(),
+            });
+            conn.close(code::BAD_HELLO, e.to_string().as_bytes());
+            return Err(e.to_string());
+        }
+    };
+    let Handshaken {
+        peer,
+        name,
+        region,
+        services,
+        send,
+        recv,
+        buf,
+    } = shaken;
+    let info = PeerInfo {
+        id: peer.to_string(),
+        name: name.clone(),
+        region: region.clone(),
+    };
+    let tunnel = drivers.handle.register(info, dialed, services, |id| {
+        Tunnel::new(id, peer, name, region, conn.clone(), dialed)
+    });
+    tunnel.set_control(send).await;
+    let control = tokio::spawn(follow_control(
+        tunnel.clone(),
+        drivers.handle.clone(),
+        drivers.notes.clone(),
+        recv,
+        buf,
+    ));
+    let prober = tokio::spawn(crate::probe::run(
+        tunnel.clone(),
+        drivers.handle.clone(),
+        drivers.health.clone(),
+    ));
+    let reason = loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(crate::export::serve_stream(
+                    tunnel.clone(),
+                    drivers.handle.clone(),
+                    drivers.exports.clone(),
+                    drivers.settings.clone(),
+                    send,
+                    recv,
+                ));
+            }
+            Err(e) => break e,
+        }
+    };
+    control.abort();
+    prober.abort();
+    drivers.handle.closed(tunnel.id);
+    tracing::debug!(peer = %tunnel.peer, peer_addr = %remote, conn = %tunnel.id, "connection closed: {reason}");
+    Ok(tunnel.peer.to_string())
+}

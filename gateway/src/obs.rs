@@ -1,0 +1,190 @@
+//! Observers: the one place that turns what the routing plane and the
+//! drivers report (typed [`PlaneEvent`]s and [`Note`]s) into metrics, log
+//! lines, the event log of `/status` and the mesh view. Drivers never
+//! record these themselves, so a failover reads the same in all four.
+
+use std::sync::Arc;
+
+use strait_core::health::TunnelHealth;
+use strait_core::plane::{DownReason, PlaneEvent};
+use tokio::sync::mpsc;
+
+use crate::events::EventLog;
+use crate::metrics as m;
+use crate::note::Note;
+use crate::telemetry::MeshView;
+
+/// Where observations go.
+pub struct Observers {
+    pub region: String,
+    pub events: Arc<EventLog>,
+    pub mesh: Arc<MeshView>,
+}
+
+impl Observers {
+    /// Consumes both channels until their senders are gone.
+    pub async fn run(
+        self,
+        mut plane: mpsc::UnboundedReceiver<PlaneEvent>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+    ) {
+        loop {
+            tokio::select! {
+                Some(e) = plane.recv() => self.plane_event(e),
+                Some(n) = notes.recv() => self.note(n),
+                else => return,
+            }
+        }
+    }
+
+    fn set_state(&self, peer: &str, peer_region: &str, state: TunnelHealth) {
+        for s in [TunnelHealth::Up, TunnelHealth::Degraded, TunnelHealth::Down] {
+            let labels = [
+                ("region", self.region.clone()),
+                ("peer", peer.to_owned()),
+                ("peer_region", peer_region.to_owned()),
+                ("state", s.as_str().to_owned()),
+            ];
+            metrics::gauge!(m::TUNNEL_STATE, &labels).set(if s == state { 1.0 } else { 0.0 });
+        }
+    }
+
+    pub fn plane_event(&self, event: PlaneEvent) {
+        match event {
+            PlaneEvent::TunnelUp { conn, peer, dialed } => {
+                self.set_state(&peer.id, &peer.region, TunnelHealth::Up);
+                self.events
+                    .record("tunnel_up", format!("{} ({})", peer.id, peer.region));
+                tracing::info!(peer = %peer.id, %conn, dialed, "tunnel up");
+            }
+            PlaneEvent::TunnelDown { conn, peer, why } => match why {
+                DownReason::Superseded => {
+                    tracing::debug!(peer = %peer.id, %conn, "another tunnel to this peer is preferred; this one closes once idle");
+                }
+                DownReason::Closed | DownReason::Closing(_) => {
+                    let why = match why {
+                        DownReason::Closing(r) => r.as_str(),
+                        _ => "closed",
+                    };
+                    self.events.record(
+                        "tunnel_down",
+                        format!("{} ({}): {why}", peer.id, peer.region),
+                    );
+                    tracing::info!(peer = %peer.id, %conn, reason = why, "tunnel down");
+                }
+            },
+            PlaneEvent::HealthChanged {
+                conn,
+                peer,
+                from,
+                to,
+                loss,
+            } => {
+                self.set_state(&peer.id, &peer.region, to);
+                self.events.record(
+                    "tunnel_health",
+                    format!(
+                        "{} ({}): {} -> {}",
+                        peer.id,
+                        peer.region,
+                        from.as_str(),
+                        to.as_str()
+                    ),
+                );
+                if to == TunnelHealth::Up {
+                    tracing::info!(peer = %peer.id, %conn, from = from.as_str(), to = to.as_str(), "tunnel health changed");
+                } else {
+                    tracing::warn!(peer = %peer.id, %conn, from = from.as_str(), to = to.as_str(), loss, "tunnel health changed");
+                }
+            }
+            PlaneEvent::ServicesChanged {
+                conn,
+                peer,
+                services,
+            } => {
+                tracing::info!(peer = %peer.id, %conn, services, "peer updated its services");
+            }
+            PlaneEvent::PeerDraining { conn, peer } => {
+                self.events
+                    .record("peer_draining", format!("{} ({})", peer.id, peer.region));
+                tracing::info!(peer = %peer.id, %conn, "peer is draining: no new streams to it");
+            }
+            PlaneEvent::CircuitOpened { peer, service } => {
+                let labels = [
+                    ("region", self.region.clone()),
+                    ("service", service.clone()),
+                    ("peer", peer.clone()),
+                ];
+                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(1.0);
+                self.events
+                    .record("circuit_opened", format!("{peer} for {service}"));
+                tracing::warn!(%service, %peer, "circuit opened: peer ejected for this service");
+            }
+            PlaneEvent::CircuitClosed { peer, service } => {
+                let labels = [
+                    ("region", self.region.clone()),
+                    ("service", service.clone()),
+                    ("peer", peer.clone()),
+                ];
+                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(0.0);
+                self.events
+                    .record("circuit_closed", format!("{peer} for {service}"));
+                tracing::info!(%service, %peer, "circuit closed");
+            }
+            PlaneEvent::Failover { service, from, to } => {
+                self.moved(m::FAILOVERS, "failover", &service, &from, &to)
+            }
+            PlaneEvent::Failback { service, from, to } => {
+                self.moved(m::FAILBACKS, "failback", &service, &from, &to)
+            }
+        }
+    }
+
+    fn moved(&self, metric: &'static str, what: &'static str, service: &str, from: &str, to: &str) {
+        let labels = [
+            ("region", self.region.clone()),
+            ("service", service.to_owned()),
+            ("from", from.to_owned()),
+            ("to", to.to_owned()),
+        ];
+        metrics::counter!(metric, &labels).increment(1);
+        self.events
+            .record(what, format!("{service}: {from} -> {to}"));
+        tracing::warn!(%service, from, to, "{what}");
+    }
+
+    pub fn note(&self, note: Note) {
+        match note {
+            Note::PeerRefused {
+                addr,
+                stage,
+                reason,
+            } => {
+                let labels = [
+                    ("region", self.region.clone()),
+                    ("reason", stage.to_owned()),
+                ];
+                metrics::counter!(m::PEERS_REFUSED, &labels).increment(1);
+                self.events
+                    .record("peer_refused", format!("{addr}: {reason}"));
+                tracing::warn!(peer_addr = %addr, stage, "peer refused: {reason}");
+            }
+            Note::Telemetry(t) => self.mesh.receive(t, tokio::time::Instant::now()),
+            Note::TargetHealth {
+                service,
+                target,
+                healthy,
+            } => {
+                if healthy {
+                    self.events
+                        .record("target_up", format!("{service} at {target}"));
+                    tracing::info!(%service, %target, "target healthy again");
+                } else {
+                    self.events
+                        .record("target_down", format!("{service} at {target}"));
+                    tracing::warn!(%service, %target, "target unreachable; telling peers");
+                }
+            }
+        }
+    }
+}
