@@ -4,15 +4,14 @@
 //! exports and the admin endpoint, and drives `strait-core` with real time
 //! and sockets. It only moves bytes and feeds events: decisions (framing,
 //! and as they arrive health, routing and circuit breaking) live in
-//! `strait-core`, and who a peer is, in `strait-ca`.
+//! `strait-core`, who a peer is, in `strait-ca`, and the CA service and
+//! its client, in `strait-enroll`, which the renewal loop calls.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod admission;
-pub mod ca_service;
 pub mod config;
-pub mod enroll;
 mod error;
 pub mod events;
 pub mod export;
