@@ -1,13 +1,13 @@
 //! A workload's or gateway's own identity: its certificate chain and the
 //! private key that belongs to it, checked to match when loaded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::issue::key_matches;
-use crate::{CaError, SpiffeId, files};
+use crate::{BUNDLE_FILE, CERT_FILE, CaError, DENY_FILE, KEY_FILE, SpiffeId, files};
 
 /// A certificate chain (leaf first) with its private key.
 #[derive(Debug)]
@@ -81,6 +81,31 @@ impl Identity {
             not_before,
             not_after,
         })
+    }
+}
+
+/// Where an identity's files live: its certificate chain, key, trust
+/// bundle and deny list.
+#[derive(Debug, Clone)]
+pub struct IdentityPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+    /// The deny list; next to the bundle unless configured. A missing file
+    /// is an empty list.
+    pub deny: PathBuf,
+}
+
+impl IdentityPaths {
+    /// cert.pem, key.pem, bundle.pem and deny.txt in `dir`, as `strait
+    /// gateway join` and `strait cert issue` write them.
+    pub fn in_dir(dir: &Path) -> Self {
+        IdentityPaths {
+            cert: dir.join(CERT_FILE),
+            key: dir.join(KEY_FILE),
+            bundle: dir.join(BUNDLE_FILE),
+            deny: dir.join(DENY_FILE),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub use bundle::{TrustBundle, fingerprint};
 pub use deny::{DENY_FILE, DenyEntry, DenyList, certificate_serial, normalize_serial};
 pub use error::{CaError, VerifyError};
 pub use files::Overwrite;
-pub use identity::Identity;
+pub use identity::{Identity, IdentityPaths};
 pub use inspect::{CertificateInfo, describe, inspect_file};
 pub use issue::{
     BUNDLE_FILE, CERT_FILE, CSR_FILE, DEFAULT_SVID_TTL, IssuedSvid, KEY_FILE, SvidRequest,

@@ -300,6 +300,16 @@ pub fn rejection_reason(err: &rustls::Error) -> Option<&VerifyError> {
     }
 }
 
+/// The chain (leaf first) a peer presented, from what a QUIC or TLS
+/// session built on rustls reports as its peer identity (quinn's
+/// `Connection::peer_identity`).
+pub fn peer_chain(peer_identity: Box<dyn std::any::Any>) -> Option<Vec<CertificateDer<'static>>> {
+    peer_identity
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()
+        .map(|b| *b)
+}
+
 /// A readable message for a handshake error: strait's reason when there is
 /// one, rustls' text otherwise.
 pub fn describe_tls_error(err: &rustls::Error) -> String {

@@ -14,6 +14,7 @@ use strait_core::health::ProbeConfig;
 
 use crate::GatewayError;
 pub use crate::admission::Limits;
+pub use strait_ca::IdentityPaths;
 
 /// Default QUIC port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
@@ -45,29 +46,6 @@ pub struct GatewayConfig {
     pub hold_down: Duration,
     /// How long a draining gateway lets active streams finish.
     pub drain_grace: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct IdentityPaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub bundle: PathBuf,
-    /// The deny list; next to the bundle unless configured. A missing file
-    /// is an empty list.
-    pub deny: PathBuf,
-}
-
-impl IdentityPaths {
-    /// cert.pem, key.pem, bundle.pem and deny.txt in `dir`, as `strait
-    /// gateway join` and `strait cert issue` write them.
-    pub fn in_dir(dir: &Path) -> Self {
-        IdentityPaths {
-            cert: dir.join(strait_ca::CERT_FILE),
-            key: dir.join(strait_ca::KEY_FILE),
-            bundle: dir.join(strait_ca::BUNDLE_FILE),
-            deny: dir.join(strait_ca::DENY_FILE),
-        }
-    }
 }
 
 /// Default for how often a gateway with a CA service fetches the bundle and

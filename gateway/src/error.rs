@@ -41,10 +41,6 @@ pub enum GatewayError {
     NeedsRestart { key: String },
     #[error("QUIC configuration rejected: {0}")]
     Quic(String),
-    #[error("cannot reach the CA service at {addr}: {reason}")]
-    CaUnreachable { addr: String, reason: String },
-    #[error("the CA service at {addr} refused: {reason}")]
-    CaRefused { addr: String, reason: String },
     #[error(transparent)]
-    Token(#[from] strait_ca::TokenRefusal),
+    Enroll(#[from] strait_enroll::EnrollError),
 }

@@ -1,19 +1,19 @@
 //! strait-gateway: the data plane.
 //!
-//! It holds the configuration, identity loading, QUIC tunnels, imports,
-//! exports and the admin endpoint, and drives `strait-core` with real time
-//! and sockets. It only moves bytes and feeds events: decisions (framing,
-//! and as they arrive health, routing and circuit breaking) live in
-//! `strait-core`, and who a peer is, in `strait-ca`.
+//! It holds the configuration, identity loading, the connection drivers,
+//! imports, exports, observers (metrics, logs, event log, mesh view) and the
+//! admin endpoint, and drives `strait-core` with tokio's clock and real
+//! sockets. It only moves bytes and feeds events: decisions (framing, health,
+//! the routing plane with its breakers, dedup and replay rules) live in
+//! `strait-core`, who a peer is, in `strait-ca`, and the CA service and its
+//! client, in `strait-enroll`, which the renewal loop calls.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod admission;
-pub mod ca_service;
 pub mod config;
 pub mod connection;
-pub mod enroll;
 mod error;
 pub mod events;
 pub mod export;

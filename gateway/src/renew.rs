@@ -7,6 +7,12 @@
 //! New files are written under the identity's file lock and the reload
 //! watcher is woken, so renewed identities go through the same checks as
 //! any other change of the files.
+//!
+//! The requests themselves are `strait-enroll`'s client; this loop stays in
+//! the gateway because it drives the gateway's own state (the identity in
+//! force, the reload watcher, metrics and the event log), and keeping it
+//! here keeps the dependency one-way: the gateway calls enrollment, and
+//! enrollment never needs to know the data plane.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -79,7 +85,8 @@ async fn renew_once(
     let held = current.get();
     let labels =
         |result: &'static str| [("region", region.to_owned()), ("result", result.to_owned())];
-    let outcome = match crate::enroll::renew(&config.ca_service, &held).await {
+    let renewed = strait_enroll::renew(&config.ca_service, &held.identity, &held.bundle).await;
+    let outcome = match renewed {
         Ok(enrolled) => {
             let written = {
                 let _files = current.files.lock().await;
@@ -140,7 +147,9 @@ async fn renew_once(
 /// Fetches the bundle and deny list and writes them when they changed.
 async fn refresh_bundle(config: &RenewalConfig, paths: &IdentityPaths, current: &CurrentIdentity) {
     let held = current.get();
-    let (bundle_pem, deny) = match crate::enroll::fetch_bundle(&config.ca_service, &held).await {
+    let fetched =
+        strait_enroll::fetch_bundle(&config.ca_service, &held.identity, &held.bundle).await;
+    let (bundle_pem, deny) = match fetched {
         Ok(b) => b,
         Err(e) => {
             tracing::debug!("bundle refresh failed (kept the current one): {e}");

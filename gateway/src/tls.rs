@@ -151,17 +151,9 @@ fn transport(s: &TunnelSettings) -> Result<Arc<TransportConfig>, GatewayError> {
 
 /// The leaf certificate a QUIC connection's peer presented.
 pub fn peer_leaf(conn: &quinn::Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
-    peer_chain(conn)?.into_iter().next()
-}
-
-/// The chain a QUIC connection's peer presented (leaf first).
-pub fn peer_chain(
-    conn: &quinn::Connection,
-) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    conn.peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()
-        .map(|b| *b)
+    strait_ca::tls::peer_chain(conn.peer_identity()?)?
+        .into_iter()
+        .next()
 }
 
 /// The SPIFFE ID of a QUIC connection's peer (already verified in the

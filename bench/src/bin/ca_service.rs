@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use strait_ca::{CaOptions, CertificateAuthority, TokenPolicy, TokenStore, TrustDomain};
-use strait_gateway::ca_service::{CaServiceOptions, serve};
-use strait_gateway::config::IdentityPaths;
-use strait_gateway::tls::TlsIdentity;
+use strait_ca::{
+    CaOptions, CertificateAuthority, Identity, IdentityPaths, TokenPolicy, TokenStore, TrustBundle,
+    TrustDomain,
+};
+use strait_enroll::{CaServiceOptions, serve};
 
 fn pct(lat: &mut [Duration], p: f64) -> u128 {
     lat.sort();
@@ -74,7 +75,7 @@ async fn run(budget: Duration) {
     let mut n = 0u64;
     while start.elapsed() < budget && n < 100_000 {
         let t = Instant::now();
-        strait_gateway::enroll::join(&token, &format!("gw-{n}"), None)
+        strait_enroll::join(&token, &format!("gw-{n}"), None)
             .await
             .expect("join");
         lat.push(t.elapsed());
@@ -88,7 +89,7 @@ async fn run(budget: Duration) {
     );
 
     // Renewals with a joined identity.
-    let enrolled = strait_gateway::enroll::join(&token, "renewer", None)
+    let enrolled = strait_enroll::join(&token, "renewer", None)
         .await
         .expect("join");
     let id_dir = dir.path().join("renewer");
@@ -96,18 +97,20 @@ async fn run(budget: Duration) {
     enrolled
         .write(&paths, strait_ca::Overwrite::Never)
         .expect("write identity");
-    let tls = Arc::new(TlsIdentity::load(&paths).expect("load identity"));
+    let identity = Arc::new(Identity::load(&paths.cert, &paths.key).expect("load identity"));
+    let bundle = Arc::new(TrustBundle::load(&paths.bundle).expect("load bundle"));
     for concurrency in [1usize, 16] {
         let done = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (tls, addr, done) = (tls.clone(), addr.clone(), done.clone());
+            let (identity, bundle) = (identity.clone(), bundle.clone());
+            let (addr, done) = (addr.clone(), done.clone());
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while start.elapsed() < budget && done.load(Ordering::Relaxed) < 100_000 {
                     let t = Instant::now();
-                    strait_gateway::enroll::renew(&addr, &tls)
+                    strait_enroll::renew(&addr, &identity, &bundle)
                         .await
                         .expect("renew");
                     lat.push(t.elapsed());

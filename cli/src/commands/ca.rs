@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use strait_ca::{CaOptions, CertificateAuthority, DENY_FILE, DenyEntry, DenyList};
-use strait_gateway::ca_service::CaServiceOptions;
+use strait_enroll::CaServiceOptions;
 
 use crate::args::{CaInit, CaRevoke, CaServe};
 
@@ -44,7 +44,7 @@ pub fn serve(args: CaServe) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot serve the CA in {}", args.ca.display()))?;
     let runtime = super::gateway::runtime(&args.runtime)?;
     runtime.block_on(async {
-        let service = strait_gateway::ca_service::serve(CaServiceOptions {
+        let service = strait_enroll::serve(CaServiceOptions {
             dir: args.ca.clone(),
             listen: args.listen,
             validity: args.validity,

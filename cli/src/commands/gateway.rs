@@ -124,11 +124,7 @@ pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let enrolled = runtime.block_on(strait_gateway::enroll::join(
-        &token,
-        &name,
-        args.region.as_deref(),
-    ))?;
+    let enrolled = runtime.block_on(strait_enroll::join(&token, &name, args.region.as_deref()))?;
     enrolled.write(&paths, strait_ca::Overwrite::Replace)?;
     let id = &enrolled.identity;
     println!(

@@ -14,15 +14,13 @@ use std::time::{Duration, SystemTime};
 use quinn::crypto::rustls::QuicClientConfig;
 use strait_ca::tls::{PinnedRootVerifier, SvidVerifier};
 use strait_ca::{
-    DenyList, Identity, JoinToken, KeyType, Overwrite, PeerRequirement, PeerRole, SpiffeId,
-    TrustBundle, TrustDomain,
+    DenyList, Identity, IdentityPaths, JoinToken, KeyType, Overwrite, PeerRequirement, PeerRole,
+    SpiffeId, TrustBundle, TrustDomain,
 };
 use strait_core::enroll::{CA_ALPN, CaRequest, CaResponse, MAX_CA_MESSAGE};
 
-use crate::GatewayError;
-use crate::ca_service::service_id;
-use crate::config::IdentityPaths;
-use crate::tls::TlsIdentity;
+use crate::EnrollError;
+use crate::service::service_id;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +39,7 @@ impl Enrolled {
     /// Writes key (0600), certificate, bundle and deny list. Each file is
     /// replaced atomically; with [`Overwrite::Never`] nothing is written if
     /// any exists.
-    pub fn write(&self, paths: &IdentityPaths, overwrite: Overwrite) -> Result<(), GatewayError> {
+    pub fn write(&self, paths: &IdentityPaths, overwrite: Overwrite) -> Result<(), EnrollError> {
         use strait_ca::files::{KEY_MODE, Output, PUBLIC_MODE, write_set};
         if let Some(dir) = paths.cert.parent() {
             strait_ca::files::create_dir(dir)?;
@@ -72,7 +70,7 @@ pub async fn join(
     token: &JoinToken,
     name: &str,
     region: Option<&str>,
-) -> Result<Enrolled, GatewayError> {
+) -> Result<Enrolled, EnrollError> {
     let td = TrustDomain::parse(&token.trust_domain)
         .map_err(|rule| strait_ca::TokenRefusal::Malformed(format!("trust domain: {rule}")))?;
     let want_region = region.unwrap_or(&token.region);
@@ -101,29 +99,37 @@ pub async fn join(
             Ok(answer) => {
                 return issued(addr, answer, &id, key_pem.clone(), Some(&token.root_sha256));
             }
-            Err(e @ GatewayError::CaRefused { .. }) => return Err(e),
+            Err(e @ EnrollError::Refused { .. }) => return Err(e),
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(|| GatewayError::CaUnreachable {
+    Err(last.unwrap_or_else(|| EnrollError::Unreachable {
         addr: String::new(),
         reason: "the token names no address".into(),
     }))
 }
 
-/// Renews `current` through the CA service at `ca`, with a new key.
-pub async fn renew(ca: &str, current: &TlsIdentity) -> Result<Enrolled, GatewayError> {
-    let (key_pem, csr_pem) = strait_ca::generate_csr(current.id(), KeyType::P256)?;
-    let answer = request(ca, authenticated(current)?, &CaRequest::Renew { csr_pem }).await?;
-    issued(ca, answer, current.id(), key_pem, None)
+/// Renews `current` through the CA service at `ca`, with a new key; the
+/// service must chain to `bundle`.
+pub async fn renew(
+    ca: &str,
+    current: &Identity,
+    bundle: &TrustBundle,
+) -> Result<Enrolled, EnrollError> {
+    let (key_pem, csr_pem) = strait_ca::generate_csr(&current.id, KeyType::P256)?;
+    let config = authenticated(current, bundle)?;
+    let answer = request(ca, config, &CaRequest::Renew { csr_pem }).await?;
+    issued(ca, answer, &current.id, key_pem, None)
 }
 
-/// The CA's current bundle and deny list (PEM, text).
+/// The CA's current bundle and deny list (PEM, text), asked for with
+/// `current`; the service must chain to `bundle`.
 pub async fn fetch_bundle(
     ca: &str,
-    current: &TlsIdentity,
-) -> Result<(String, String), GatewayError> {
-    match request(ca, authenticated(current)?, &CaRequest::Bundle).await? {
+    current: &Identity,
+    bundle: &TrustBundle,
+) -> Result<(String, String), EnrollError> {
+    match request(ca, authenticated(current, bundle)?, &CaRequest::Bundle).await? {
         CaResponse::Bundle { bundle_pem, deny } => {
             TrustBundle::from_pem(Path::new("the CA's bundle"), bundle_pem.as_bytes())?;
             DenyList::parse(Path::new("the CA's deny list"), &deny)?;
@@ -134,18 +140,24 @@ pub async fn fetch_bundle(
 }
 
 /// A client config presenting `current` and accepting only the CA service
-/// of its trust domain, chained to its bundle.
-fn authenticated(current: &TlsIdentity) -> Result<quinn::ClientConfig, GatewayError> {
+/// of its trust domain, chained to `bundle`.
+fn authenticated(
+    current: &Identity,
+    bundle: &TrustBundle,
+) -> Result<quinn::ClientConfig, EnrollError> {
     let verifier = Arc::new(SvidVerifier::new(
-        current.bundle.clone(),
-        PeerRequirement::Exactly(service_id(current.trust_domain())),
+        bundle.clone(),
+        PeerRequirement::Exactly(service_id(current.id.trust_domain())),
     ));
-    let tls = strait_ca::tls::client_config(&current.identity, verifier, &[CA_ALPN])?;
+    let tls = strait_ca::tls::client_config(current, verifier, &[CA_ALPN])?;
     client_config(tls)
 }
 
-fn client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, GatewayError> {
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
+fn client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, EnrollError> {
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Quic {
+        side: "the CA client",
+        reason: e.to_string(),
+    })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
@@ -164,7 +176,7 @@ fn issued(
     id: &SpiffeId,
     key_pem: String,
     pin: Option<&str>,
-) -> Result<Enrolled, GatewayError> {
+) -> Result<Enrolled, EnrollError> {
     let (chain_pem, bundle_pem, deny) = match answer {
         CaResponse::Issued {
             chain_pem,
@@ -173,7 +185,7 @@ fn issued(
         } => (chain_pem, bundle_pem, deny),
         other => return Err(unexpected(addr, other)),
     };
-    let bad = |reason: String| GatewayError::CaRefused {
+    let bad = |reason: String| EnrollError::Refused {
         addr: addr.to_owned(),
         reason: format!("its answer does not check out: {reason}"),
     };
@@ -192,7 +204,7 @@ fn issued(
     if let Some(pin) = pin
         && !bundle.roots().iter().any(|r| strait_ca::root_pin(r) == pin)
     {
-        return Err(GatewayError::CaRefused {
+        return Err(EnrollError::Refused {
             addr: addr.to_owned(),
             reason: "the bundle it sent does not hold the root the token pins".into(),
         });
@@ -215,13 +227,13 @@ fn issued(
     })
 }
 
-fn unexpected(addr: &str, answer: CaResponse) -> GatewayError {
+fn unexpected(addr: &str, answer: CaResponse) -> EnrollError {
     match answer {
-        CaResponse::Refused { reason } => GatewayError::CaRefused {
+        CaResponse::Refused { reason } => EnrollError::Refused {
             addr: addr.to_owned(),
             reason,
         },
-        other => GatewayError::CaRefused {
+        other => EnrollError::Refused {
             addr: addr.to_owned(),
             reason: format!("unexpected answer {other:?}"),
         },
@@ -233,8 +245,8 @@ async fn request(
     addr: &str,
     config: quinn::ClientConfig,
     req: &CaRequest,
-) -> Result<CaResponse, GatewayError> {
-    let unreachable = |reason: String| GatewayError::CaUnreachable {
+) -> Result<CaResponse, EnrollError> {
+    let unreachable = |reason: String| EnrollError::Unreachable {
         addr: addr.to_owned(),
         reason,
     };
@@ -249,7 +261,7 @@ async fn request(
         "[::]:0".parse().expect("static")
     };
     let endpoint = quinn::Endpoint::client(bind).map_err(|e| unreachable(e.to_string()))?;
-    let result: Result<CaResponse, GatewayError> = async {
+    let result: Result<CaResponse, EnrollError> = async {
         let connecting = endpoint
             .connect_with(config, target, "strait-ca")
             .map_err(|e| unreachable(e.to_string()))?;
@@ -283,7 +295,7 @@ async fn request(
     .await;
     endpoint.close(0u32.into(), b"done");
     match result? {
-        CaResponse::Refused { reason } => Err(GatewayError::CaRefused {
+        CaResponse::Refused { reason } => Err(EnrollError::Refused {
             addr: addr.to_owned(),
             reason,
         }),
@@ -293,7 +305,7 @@ async fn request(
 
 /// A handshake that failed on TLS (a certificate refused by either side)
 /// is a refusal with its reason; anything else means the CA is unreachable.
-fn handshake_error(addr: &str, e: quinn::ConnectionError) -> GatewayError {
+fn handshake_error(addr: &str, e: quinn::ConnectionError) -> EnrollError {
     let code = match &e {
         quinn::ConnectionError::TransportError(t) => Some(u64::from(t.code)),
         quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
@@ -301,12 +313,12 @@ fn handshake_error(addr: &str, e: quinn::ConnectionError) -> GatewayError {
     };
     // QUIC carries TLS alerts as transport errors 0x100..=0x1ff.
     if code.is_some_and(|c| c & !0xff == 0x100) {
-        GatewayError::CaRefused {
+        EnrollError::Refused {
             addr: addr.to_owned(),
             reason: format!("TLS handshake failed: {e}"),
         }
     } else {
-        GatewayError::CaUnreachable {
+        EnrollError::Unreachable {
             addr: addr.to_owned(),
             reason: e.to_string(),
         }

@@ -28,7 +28,7 @@ use strait_ca::{
 };
 use strait_core::enroll::{CA_ALPN, CaRequest, CaResponse, MAX_CA_MESSAGE};
 
-use crate::GatewayError;
+use crate::EnrollError;
 
 /// The path of the CA service's own SPIFFE ID in the trust domain.
 pub const SERVICE_ID_PATH: &str = "/strait/ca";
@@ -83,12 +83,11 @@ impl RunningCaService {
 }
 
 /// Loads the CA and starts serving it.
-pub async fn serve(opts: CaServiceOptions) -> Result<RunningCaService, GatewayError> {
+pub async fn serve(opts: CaServiceOptions) -> Result<RunningCaService, EnrollError> {
     let ca = CertificateAuthority::load(&opts.dir)?;
     let config = server_config(&ca, SystemTime::now())?;
     let endpoint =
-        quinn::Endpoint::server(config, opts.listen).map_err(|source| GatewayError::Bind {
-            what: "the CA service",
+        quinn::Endpoint::server(config, opts.listen).map_err(|source| EnrollError::Bind {
             addr: opts.listen,
             source,
         })?;
@@ -116,7 +115,7 @@ pub async fn serve(opts: CaServiceOptions) -> Result<RunningCaService, GatewayEr
 fn server_config(
     ca: &CertificateAuthority,
     now: SystemTime,
-) -> Result<quinn::ServerConfig, GatewayError> {
+) -> Result<quinn::ServerConfig, EnrollError> {
     let mut req = SvidRequest::new(service_id(ca.trust_domain()));
     let left = ca.not_after().duration_since(now).unwrap_or_default();
     req.ttl = SERVICE_CERT_TTL.min(left);
@@ -139,7 +138,10 @@ fn server_config(
         .client_auth_optional(),
     );
     let tls = strait_ca::tls::server_config(&identity, verifier, &[CA_ALPN])?;
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| EnrollError::Quic {
+        side: "the CA service",
+        reason: e.to_string(),
+    })?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(8u32.into());
@@ -173,7 +175,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, service: Arc<CaService>) {
                     return;
                 }
             };
-            let chain = crate::tls::peer_chain(&conn);
+            let chain = conn.peer_identity().and_then(strait_ca::tls::peer_chain);
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let service = service.clone();
                 let chain = chain.clone();
@@ -354,7 +356,7 @@ fn refuse(remote: SocketAddr, kind: &'static str, reason: String) -> CaResponse 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strait_ca::{CaOptions, KeyType};
+    use strait_ca::{CaOptions, Identity, IdentityPaths, KeyType};
 
     async fn service() -> (tempfile::TempDir, CertificateAuthority, RunningCaService) {
         let dir = tempfile::tempdir().unwrap();
@@ -447,9 +449,10 @@ mod tests {
             .unwrap();
         let out = dir.path().join("web");
         issued.write_to(&out, strait_ca::Overwrite::Never).unwrap();
-        let paths = crate::config::IdentityPaths::in_dir(&out);
-        let tls = crate::tls::TlsIdentity::load(&paths).unwrap();
-        let err = crate::enroll::renew(&running.local_addr().to_string(), &tls)
+        let paths = IdentityPaths::in_dir(&out);
+        let identity = Identity::load(&paths.cert, &paths.key).unwrap();
+        let bundle = TrustBundle::load(&paths.bundle).unwrap();
+        let err = crate::client::renew(&running.local_addr().to_string(), &identity, &bundle)
             .await
             .unwrap_err()
             .to_string();
