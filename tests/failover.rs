@@ -18,15 +18,20 @@ fn tagged_target(tag: u8) -> SocketAddr {
     stoppable_target(tag).0
 }
 
+/// What a target received: the first bytes of each connection.
+type Received = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
 /// A tagged target whose listener closes (connections refused) once the
-/// returned flag is set.
-fn stoppable_target(tag: u8) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+/// returned flag is set; it records the first bytes of each connection.
+fn stoppable_target(tag: u8) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>, Received) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
+    let received = Received::default();
+    let log = received.clone();
     std::thread::spawn(move || {
         while !stopped.load(Ordering::SeqCst) {
             let mut s = match listener.accept() {
@@ -37,12 +42,18 @@ fn stoppable_target(tag: u8) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>)
                 }
             };
             s.set_nonblocking(false).unwrap();
+            let log = log.clone();
             std::thread::spawn(move || {
                 if s.write_all(&[tag]).is_err() {
                     return;
                 }
                 let mut buf = [0u8; 1024];
+                let mut first = true;
                 while let Ok(n) = s.read(&mut buf) {
+                    if first && n > 0 {
+                        log.lock().unwrap().push(buf[..n].to_vec());
+                        first = false;
+                    }
                     if n == 0 || s.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -50,7 +61,7 @@ fn stoppable_target(tag: u8) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>)
             });
         }
     });
-    (addr, stop)
+    (addr, stop, received)
 }
 
 /// Which region served one connection, or `None` if it failed or stalled
@@ -76,6 +87,8 @@ struct Drill {
     only_b: SocketAddr,
     /// Stops us-east's `svc` target.
     stop_b_target: Arc<std::sync::atomic::AtomicBool>,
+    /// What the `svc` targets of us-east and ap-south received.
+    received: [Received; 2],
     /// Runs the relays; dropped after them (fields drop in order).
     _rt: tokio::runtime::Runtime,
 }
@@ -87,6 +100,11 @@ impl Drill {
 }
 
 fn drill() -> Drill {
+    drill_with(true)
+}
+
+/// The drill with `svc` imported `idempotent` or not.
+fn drill_with(idempotent: bool) -> Drill {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -130,11 +148,12 @@ fn drill() -> Drill {
         .collect();
     a.peers.push(("us-east".into(), relays[0].local_addr()));
     a.peers.push(("ap-south".into(), relays[1].local_addr()));
-    let (b_target, stop_b_target) = stoppable_target(b'B');
+    let (b_target, stop_b_target, b_received) = stoppable_target(b'B');
+    let (c_target, _, c_received) = stoppable_target(b'C');
     b.exports.push(("svc".into(), b_target, vec![]));
     b.exports
         .push(("only-b".into(), tagged_target(b'b'), vec![]));
-    c.exports.push(("svc".into(), tagged_target(b'C'), vec![]));
+    c.exports.push(("svc".into(), c_target, vec![]));
     for spec in [&mut a, &mut b, &mut c] {
         spec.health = vec![
             "target_check = \"200ms\"".into(),
@@ -147,8 +166,10 @@ fn drill() -> Drill {
     a.prefer = vec!["us-east".into(), "ap-south".into()];
     // The drill's clients send one byte and read a tag: harmless to
     // deliver twice, so streams caught by a cut are replayed.
-    a.service_lines
-        .push(("svc".into(), "idempotent = true".into()));
+    if idempotent {
+        a.service_lines
+            .push(("svc".into(), "idempotent = true".into()));
+    }
     let gateways: Vec<GatewayProcess> = [&b, &c, &a]
         .into_iter()
         .map(|s| GatewayProcess::start(d, s))
@@ -169,6 +190,7 @@ fn drill() -> Drill {
         import,
         only_b,
         stop_b_target,
+        received: [b_received, c_received],
         _rt: rt,
     }
 }
@@ -518,4 +540,93 @@ fn a_stream_cut_by_a_partition_is_logged_with_its_trace_id_on_both_sides() {
         !matches!(long.read(&mut rest), Ok(1)),
         "the cut stream carried data"
     );
+}
+
+/// Sends `id` through the import and reads the tag and the echo back:
+/// which region served it, or `None` if it failed.
+fn request(import: SocketAddr, id: &[u8]) -> Option<u8> {
+    let mut s = TcpStream::connect(import).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(12))).ok()?;
+    s.write_all(id).ok()?;
+    let mut out = vec![0u8; 1 + id.len()];
+    s.read_exact(&mut out).ok()?;
+    (&out[1..] == id).then_some(out[0])
+}
+
+/// Opens 40 connections a second for 4 s through `svc`, cutting with `cut`
+/// after the first second; returns (requests that failed, requests that
+/// reached both regions' targets, requests that reached us-east but whose
+/// client failed).
+fn cut_under_load(d: &Drill, cut: impl FnOnce(&Network)) -> (usize, usize, usize) {
+    let start = Instant::now();
+    let import = d.import;
+    let clients: Vec<_> = (0..160u32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let at = start + Duration::from_millis(25) * i;
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                let id = format!("req-{i:05}");
+                (id.clone(), request(import, id.as_bytes()))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    cut(&d.net);
+    let results: Vec<(String, Option<u8>)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let got = |i: usize| -> std::collections::HashSet<Vec<u8>> {
+        d.received[i].lock().unwrap().iter().cloned().collect()
+    };
+    let (b, c) = (got(0), got(1));
+    let failed: Vec<&String> = results.iter().filter(|r| r.1.is_none()).map(|r| &r.0).collect();
+    let twice = results
+        .iter()
+        .filter(|(id, _)| b.contains(id.as_bytes()) && c.contains(id.as_bytes()))
+        .count();
+    let lost_answers = failed.iter().filter(|id| b.contains(id.as_bytes())).count();
+    eprintln!(
+        "{} requests: {} failed, {} delivered twice, {} reached us-east with no answer to the client",
+        results.len(),
+        failed.len(),
+        twice,
+        lost_answers
+    );
+    (failed.len(), twice, lost_answers)
+}
+
+#[test]
+fn a_one_way_cut_never_delivers_a_request_twice() {
+    // Requests reach us-east, its answers do not come back: without
+    // `idempotent`, nothing that may have reached us-east is replayed.
+    let d = drill_with(false);
+    let (failed, twice, lost) =
+        cut_under_load(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
+    assert_eq!(twice, 0, "requests delivered twice:\n{}", d.gateway().log_text());
+    assert!(lost > 0, "the cut caught no request in flight: the test proved nothing");
+    assert!(failed >= lost);
+    let log = d.gateway().log_text();
+    assert!(log.contains("not replayed on another peer"), "{log}");
+}
+
+#[test]
+fn a_one_way_cut_on_an_idempotent_import_fails_nothing() {
+    let d = drill_with(true);
+    let (failed, _, _) =
+        cut_under_load(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
+    assert_eq!(failed, 0, "{}", d.gateway().log_text());
+}
+
+#[test]
+fn a_hard_cut_delivers_nothing_twice_in_either_mode() {
+    for idempotent in [false, true] {
+        let d = drill_with(idempotent);
+        let (failed, twice, _) =
+            cut_under_load(&d, |net| net.partition("eu-west", "us-east", false).unwrap());
+        if idempotent {
+            // A request that reached us-east just before the cut may be
+            // replayed: allowed, and the client never fails.
+            assert_eq!(failed, 0, "{}", d.gateway().log_text());
+        } else {
+            assert_eq!(twice, 0, "{}", d.gateway().log_text());
+        }
+    }
 }

@@ -44,6 +44,24 @@ pub enum Command {
     /// streams, services and when each was last heard from; which regions
     /// serve each service; the latest events.
     Status(Status),
+    /// Explain where the next stream of an imported service goes: every
+    /// candidate tunnel with its verdict (excluded and why: down, draining,
+    /// closed, superseded, not offered, target down, circuit open; or its
+    /// rank, tier, class and RTT) and the one the routing plane would take.
+    /// The gateway's own routing code answers, not a second copy of it.
+    Why(Why),
+}
+
+#[derive(Debug, Args)]
+pub struct Why {
+    /// The imported service.
+    pub service: String,
+    /// The gateway's admin address.
+    #[arg(long, default_value = "http://127.0.0.1:15000", env = "STRAIT_ADMIN")]
+    pub admin: String,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

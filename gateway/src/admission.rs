@@ -6,7 +6,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use strait_core::limits::TokenBucket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -72,7 +74,7 @@ impl Admission {
             queue_timeout: limits.queue_timeout,
             bucket: limits.rate.map(|rate| {
                 let burst = limits.burst.unwrap_or_else(|| rate.ceil().max(1.0) as u32);
-                Mutex::new(TokenBucket::new(rate, burst, Instant::now()))
+                Mutex::new(TokenBucket::new(rate, burst, Instant::now().into_std()))
             }),
         }
     }
@@ -84,7 +86,7 @@ impl Admission {
             let took = bucket
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .try_take(Instant::now());
+                .try_take(Instant::now().into_std());
             if !took {
                 return Err(Refusal::RateLimited);
             }
@@ -132,7 +134,7 @@ mod tests {
         assert!(a.admit().await.is_ok());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn rate_limit_refuses_and_recovers() {
         let a = Admission::new(&Limits {
             rate: Some(5.0),

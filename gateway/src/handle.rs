@@ -42,6 +42,7 @@ struct Inner {
     plane: Plane,
     tunnels: HashMap<ConnId, Arc<Tunnel>>,
     /// When the timer task will next wake, if it sleeps on a deadline.
+    #[allow(clippy::disallowed_types)]
     scheduled: Option<std::time::Instant>,
 }
 
@@ -70,7 +71,9 @@ impl Drop for StreamGuard {
     }
 }
 
-/// tokio's clock (paused in tests) as the plane's `now`.
+/// tokio's clock (paused in tests) as the plane's `now`: the one place
+/// where gateway code hands a std `Instant` to the sans-IO core.
+#[allow(clippy::disallowed_types)]
 pub fn now() -> std::time::Instant {
     Instant::now().into_std()
 }

@@ -7,6 +7,7 @@ mod demo;
 mod gateway;
 mod status;
 mod token;
+mod why;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tunnel(TunnelCommand::Open(args)) => gateway::tunnel_open(args),
         Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),
+        Command::Why(args) => why::run(args),
     }
 }
 

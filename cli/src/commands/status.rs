@@ -14,7 +14,7 @@ use crate::args::Status;
 
 pub fn run(args: Status) -> anyhow::Result<ExitCode> {
     loop {
-        let status = fetch(&args.admin)?;
+        let status = get_json(&args.admin, "/status")?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
@@ -32,8 +32,9 @@ pub fn run(args: Status) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// GET /status from an admin address (`http://host:port` or `host:port`).
-fn fetch(admin: &str) -> anyhow::Result<Value> {
+/// GET `path` as JSON from an admin address (`http://host:port` or
+/// `host:port`).
+pub(crate) fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
     let authority = admin
         .trim_start_matches("http://")
         .split('/')
@@ -54,7 +55,7 @@ fn fetch(admin: &str) -> anyhow::Result<Value> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET /status HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -63,10 +64,11 @@ fn fetch(admin: &str) -> anyhow::Result<Value> {
         .with_context(|| format!("{addr} answered something that is not HTTP"))?;
     anyhow::ensure!(
         head.starts_with("HTTP/1.1 200"),
-        "{addr}: {}",
-        head.lines().next().unwrap_or_default()
+        "{addr}{path}: {} {}",
+        head.lines().next().unwrap_or_default(),
+        body.trim()
     );
-    serde_json::from_str(body).with_context(|| format!("{addr}/status is not JSON"))
+    serde_json::from_str(body).with_context(|| format!("{addr}{path} is not JSON"))
 }
 
 fn render(s: &Value) -> String {
