@@ -169,7 +169,7 @@ async fn certificates_that_are_not_ours_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
     use bytes::BytesMut;
-    use strait_core::frame::{self, Hello, Message, Open, PROTOCOL_VERSION, StatusCode};
+    use strait_core::frame::{self, Hello, Message, Open, StatusCode};
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -188,12 +188,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
         b
     };
     let (mut control, mut control_rx) = conn.open_bi().await.unwrap();
-    let hello = Message::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        name: "gw-raw".into(),
-        region: "us-east".into(),
-        services: vec![],
-    });
+    let hello = Message::Hello(Hello::new("gw-raw".into(), "us-east".into(), vec![]));
     control.write_all(&encode(&hello)).await.unwrap();
     let mut buf = BytesMut::new();
     let theirs = loop {
@@ -261,7 +256,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_that_contradicts_the_certificate_is_refused() {
     use bytes::BytesMut;
-    use strait_core::frame::{self, Hello, Message, PROTOCOL_VERSION};
+    use strait_core::frame::{self, Hello, Message};
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -276,12 +271,7 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
     // The certificate says gw-raw in us-east; HELLO claims another gateway.
     let mut hello = BytesMut::new();
     frame::encode(
-        &Message::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            name: "gw-impostor".into(),
-            region: "ap-south".into(),
-            services: vec![],
-        }),
+        &Message::Hello(Hello::new("gw-impostor".into(), "ap-south".into(), vec![])),
         &mut hello,
     )
     .unwrap();

@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use rand::Rng;
 use strait_ca::{IdentityKind, SpiffeId};
 
-use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, ServiceAd};
+use strait_core::frame::{self, Hello, Message, ServiceAd, VersionMismatch};
 use strait_core::health::TunnelHealth;
 use strait_core::routing::{self, Candidate};
 use tokio::sync::watch;
@@ -32,6 +32,10 @@ pub struct Tunnel {
     pub conn: quinn::Connection,
     /// Whether this gateway dialed the connection.
     pub dialed: bool,
+    /// The protocol version agreed in HELLO.
+    pub version: u16,
+    /// The capabilities both gateways offered in HELLO.
+    pub capabilities: Vec<String>,
     services: RwLock<Vec<ServiceAd>>,
     /// Streams in flight on this connection, either direction.
     active: AtomicUsize,
@@ -354,8 +358,8 @@ pub enum HandshakeError {
         region: String,
         id: SpiffeId,
     },
-    #[error("peer speaks protocol version {0}, this gateway {PROTOCOL_VERSION}")]
-    Version(u16),
+    #[error("{0}")]
+    Version(VersionMismatch),
     #[error("control stream: {0}")]
     Control(String),
 }
@@ -396,9 +400,7 @@ pub async fn handshake(
         }
         Err(e) => return Err(HandshakeError::NoHello(e.to_string())),
     };
-    if theirs.version != PROTOCOL_VERSION {
-        return Err(HandshakeError::Version(theirs.version));
-    }
+    let agreed = frame::negotiate(&hello, &theirs).map_err(HandshakeError::Version)?;
     if theirs.name != name || theirs.region != region {
         return Err(HandshakeError::HelloMismatch {
             name: theirs.name,
@@ -406,6 +408,7 @@ pub async fn handshake(
             id: peer,
         });
     }
+    tracing::debug!(%peer, version = agreed.version, capabilities = ?agreed.capabilities, "protocol agreed in HELLO");
     if !dialed {
         write_frame(&mut send, &Message::Hello(hello))
             .await
@@ -417,6 +420,8 @@ pub async fn handshake(
         region,
         conn,
         dialed,
+        version: agreed.version,
+        capabilities: agreed.capabilities,
         services: RwLock::new(theirs.services),
         active: AtomicUsize::new(0),
         superseded: AtomicBool::new(false),
@@ -434,7 +439,7 @@ pub async fn handshake(
 }
 
 /// Reads UPDATE, GOAWAY and TELEMETRY from a tunnel's control stream until
-/// it ends.
+/// it ends; frames of a kind this version does not know are skipped.
 pub async fn follow_control(
     tunnel: Arc<Tunnel>,
     mesh: Arc<crate::telemetry::MeshView>,
@@ -451,6 +456,9 @@ pub async fn follow_control(
             Ok(Message::GoAway(g)) => {
                 tracing::info!(peer = %tunnel.peer, reason = %g.reason, "peer is draining");
                 tunnel.set_services(Vec::new());
+            }
+            Ok(Message::Unknown { kind }) => {
+                tracing::debug!(peer = %tunnel.peer, kind, "control frame of a kind this version does not know; ignored");
             }
             Ok(other) => {
                 tracing::warn!(peer = %tunnel.peer, "unexpected control frame {other:?}; closing the tunnel");
