@@ -572,12 +572,17 @@ fn cut_under_load(d: &Drill, cut: impl FnOnce(&Network)) -> (usize, usize, usize
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     cut(&d.net);
-    let results: Vec<(String, Option<u8>)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let results: Vec<(String, Option<u8>)> =
+        clients.into_iter().map(|c| c.join().unwrap()).collect();
     let got = |i: usize| -> std::collections::HashSet<Vec<u8>> {
         d.received[i].lock().unwrap().iter().cloned().collect()
     };
     let (b, c) = (got(0), got(1));
-    let failed: Vec<&String> = results.iter().filter(|r| r.1.is_none()).map(|r| &r.0).collect();
+    let failed: Vec<&String> = results
+        .iter()
+        .filter(|r| r.1.is_none())
+        .map(|r| &r.0)
+        .collect();
     let twice = results
         .iter()
         .filter(|(id, _)| b.contains(id.as_bytes()) && c.contains(id.as_bytes()))
@@ -600,8 +605,16 @@ fn a_one_way_cut_never_delivers_a_request_twice() {
     let d = drill_with(false);
     let (failed, twice, lost) =
         cut_under_load(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
-    assert_eq!(twice, 0, "requests delivered twice:\n{}", d.gateway().log_text());
-    assert!(lost > 0, "the cut caught no request in flight: the test proved nothing");
+    assert_eq!(
+        twice,
+        0,
+        "requests delivered twice:\n{}",
+        d.gateway().log_text()
+    );
+    assert!(
+        lost > 0,
+        "the cut caught no request in flight: the test proved nothing"
+    );
     assert!(failed >= lost);
     let log = d.gateway().log_text();
     assert!(log.contains("not replayed on another peer"), "{log}");
@@ -619,8 +632,9 @@ fn a_one_way_cut_on_an_idempotent_import_fails_nothing() {
 fn a_hard_cut_delivers_nothing_twice_in_either_mode() {
     for idempotent in [false, true] {
         let d = drill_with(idempotent);
-        let (failed, twice, _) =
-            cut_under_load(&d, |net| net.partition("eu-west", "us-east", false).unwrap());
+        let (failed, twice, _) = cut_under_load(&d, |net| {
+            net.partition("eu-west", "us-east", false).unwrap()
+        });
         if idempotent {
             // A request that reached us-east just before the cut may be
             // replayed: allowed, and the client never fails.

@@ -107,7 +107,10 @@ fn a_restarted_importing_gateway_is_served_again_without_flapping() {
     std::thread::sleep(Duration::from_millis(500));
     let west_gw = GatewayProcess::start(dir.path(), &west);
     let served = served_within(import, Duration::from_secs(15)).unwrap_or_else(|| {
-        panic!("never served again after the restart:\n{}", west_gw.log_text())
+        panic!(
+            "never served again after the restart:\n{}",
+            west_gw.log_text()
+        )
     });
     eprintln!("served again {served:?} after the importing gateway restarted");
     assert!(served < Duration::from_secs(3), "{}", west_gw.log_text());
@@ -117,5 +120,10 @@ fn a_restarted_importing_gateway_is_served_again_without_flapping() {
             !echo_once(import)
         })
         .count();
-    assert_eq!(failed, 0, "requests failed after recovery:\n{}", west_gw.log_text());
+    assert_eq!(
+        failed,
+        0,
+        "requests failed after recovery:\n{}",
+        west_gw.log_text()
+    );
 }

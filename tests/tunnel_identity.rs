@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use quinn::crypto::rustls::QuicClientConfig;
 use strait_ca::tls::{SvidVerifier, client_config};
@@ -17,6 +17,7 @@ use strait_ca::{
     TrustBundle, TrustDomain,
 };
 use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server};
+use support::raw::raw_endpoint;
 
 fn issue(ca_dir: &Path, id: &str, out: &Path, at: SystemTime, ttl: Duration) -> Identity {
     let ca = CertificateAuthority::load(ca_dir).unwrap();
@@ -38,7 +39,7 @@ async fn dial(addr: SocketAddr, identity: &Identity, bundle: &TrustBundle) {
         bundle.clone(),
         PeerRequirement::Gateway(td),
     ));
-    let tls = client_config(identity, verifier, &[strait_core_alpn()]).unwrap();
+    let tls = client_config(identity, verifier, &[support::raw::ALPN]).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(tls).unwrap(),
@@ -51,37 +52,6 @@ async fn dial(addr: SocketAddr, identity: &Identity, bundle: &TrustBundle) {
     tokio::time::timeout(Duration::from_secs(10), attempt)
         .await
         .expect("the gateway neither refused nor closed the connection");
-}
-
-/// A QUIC client endpoint that presents the gateway identity in
-/// `d/gw-raw` and accepts any gateway of example.org.
-fn raw_endpoint(d: &Path) -> quinn::Endpoint {
-    let identity = Identity::load(&d.join("gw-raw/cert.pem"), &d.join("gw-raw/key.pem")).unwrap();
-    let bundle = TrustBundle::load(&d.join("gw-raw/bundle.pem")).unwrap();
-    let td = TrustDomain::parse("example.org").unwrap();
-    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
-    let tls = client_config(&identity, verifier, &[strait_core_alpn()]).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(tls).unwrap(),
-    )));
-    endpoint
-}
-
-fn strait_core_alpn() -> &'static [u8] {
-    b"strait/1"
-}
-
-fn wait_for_log(gw: &GatewayProcess, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.log_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} never logged:\n{}",
-            gw.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +118,7 @@ async fn certificates_that_are_not_ours_are_refused() {
     for (i, (ca, id, at, ttl, reason)) in cases.into_iter().enumerate() {
         let identity = issue(&ca, id, &d.join(format!("client-{i}")), at, ttl);
         dial(spec.quic, &identity, &bundle).await;
-        wait_for_log(&gw, reason);
+        gw.wait_for_log(reason);
         assert_eq!(gw.peer_count(), 0, "{id} got a tunnel");
     }
     let log = gw.log_text();
@@ -169,7 +139,7 @@ async fn certificates_that_are_not_ours_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
     use bytes::BytesMut;
-    use strait_core::frame::{self, Hello, Message, Open, PROTOCOL_VERSION, StatusCode};
+    use strait_core::frame::{self, Hello, Message, Open, StatusCode};
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -188,12 +158,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
         b
     };
     let (mut control, mut control_rx) = conn.open_bi().await.unwrap();
-    let hello = Message::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        name: "gw-raw".into(),
-        region: "us-east".into(),
-        services: vec![],
-    });
+    let hello = Message::Hello(Hello::new("gw-raw".into(), "us-east".into(), vec![]));
     control.write_all(&encode(&hello)).await.unwrap();
     let mut buf = BytesMut::new();
     let theirs = loop {
@@ -261,7 +226,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hello_that_contradicts_the_certificate_is_refused() {
     use bytes::BytesMut;
-    use strait_core::frame::{self, Hello, Message, PROTOCOL_VERSION};
+    use strait_core::frame::{self, Hello, Message};
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -276,12 +241,7 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
     // The certificate says gw-raw in us-east; HELLO claims another gateway.
     let mut hello = BytesMut::new();
     frame::encode(
-        &Message::Hello(Hello {
-            version: PROTOCOL_VERSION,
-            name: "gw-impostor".into(),
-            region: "ap-south".into(),
-            services: vec![],
-        }),
+        &Message::Hello(Hello::new("gw-impostor".into(), "ap-south".into(), vec![])),
         &mut hello,
     )
     .unwrap();
@@ -290,7 +250,7 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
         .await
         .expect("tunnel not closed");
     assert!(closed.to_string().contains("HELLO says"), "{closed}");
-    wait_for_log(&gw, "HELLO says gateway \"gw-impostor\"");
+    gw.wait_for_log("HELLO says gateway \"gw-impostor\"");
     assert_eq!(gw.peer_count(), 0);
 }
 
@@ -328,7 +288,7 @@ async fn changed_identity_files_are_reloaded_and_broken_ones_refused() {
         ),
     )
     .ok();
-    wait_for_log(&gw, "identity reloaded");
+    gw.wait_for_log("identity reloaded");
     let (_new_conn, second) = served_certificate(spec.quic, d).await;
     assert_ne!(
         first, second,
@@ -345,7 +305,7 @@ async fn changed_identity_files_are_reloaded_and_broken_ones_refused() {
         "-----BEGIN CERTIFICATE-----\ntruncated",
     )
     .unwrap();
-    wait_for_log(&gw, "do not load; keeping the running identity");
+    gw.wait_for_log("do not load; keeping the running identity");
     let (_third_conn, third) = served_certificate(spec.quic, d).await;
     assert_eq!(second, third, "a broken reload changed the identity");
     let status = gw.status().unwrap();

@@ -1,20 +1,49 @@
 //! The wire codec of ALPN `strait/1`: every message on a control or service
-//! stream is a frame, a 4-byte big-endian length and a postcard-encoded
-//! [`Message`]. Frames have a hard size limit; decoding returns `Ok(None)`
-//! until a whole frame has arrived, and an error (never a panic) for
-//! anything malformed, which closes that stream only.
+//! stream is a frame, a 4-byte big-endian length and a body: the message's
+//! kind as a varint, then its fields (`frame/record.rs` has the encoding,
+//! `frame/fields.rs` the order).
+//! Frames have a hard size limit; decoding returns `Ok(None)` until a whole
+//! frame has arrived, and an error (never a panic) for anything malformed,
+//! which closes that stream only.
+//!
+//! The rule that lets the wire evolve: a record (a frame body, or a record
+//! nested in one) only ever grows at its end. A reader takes the fields it
+//! knows and skips the rest; a field added after version 1 is optional,
+//! absent meaning its default; a kind this version does not know decodes as
+//! [`Message::Unknown`]. `docs/wire.md` says which versions talk to which.
+
+mod fields;
+mod record;
+mod version;
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
-/// Version carried in HELLO; bumped with incompatible changes.
-pub const PROTOCOL_VERSION: u16 = 1;
+use record::{Reader, Record, Writer};
+pub use version::{
+    CAPABILITIES, Negotiated, PROTOCOL_VERSION, SUPPORTED_VERSIONS, VersionMismatch, VersionRange,
+    negotiate,
+};
+
 /// Largest frame body accepted or sent.
 pub const MAX_FRAME: usize = 64 * 1024;
 const LEN_PREFIX: usize = 4;
 
+/// The kind numbers of frame bodies. A number is never reused for another
+/// meaning; a new kind takes the next free one.
+pub mod kind {
+    pub const HELLO: u64 = 0;
+    pub const UPDATE: u64 = 1;
+    pub const GOAWAY: u64 = 2;
+    pub const OPEN: u64 = 3;
+    pub const STATUS: u64 = 4;
+    pub const TELEMETRY: u64 = 5;
+    /// Kinds this version knows.
+    pub const KNOWN: [u64; 6] = [HELLO, UPDATE, GOAWAY, OPEN, STATUS, TELEMETRY];
+}
+
 /// Everything that travels on strait streams.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// First frame of a control stream, both ways.
     Hello(Hello),
@@ -29,6 +58,24 @@ pub enum Message {
     /// A compact summary of the sender and of what it last heard from
     /// others, sent on the control stream every second.
     Telemetry(Telemetry),
+    /// A frame of a kind this version does not know (from a newer one);
+    /// its body is skipped. Encoding one sends the kind with an empty body.
+    Unknown { kind: u64 },
+}
+
+impl Message {
+    /// The kind number this message travels under.
+    pub fn kind(&self) -> u64 {
+        match self {
+            Message::Hello(_) => kind::HELLO,
+            Message::Update(_) => kind::UPDATE,
+            Message::GoAway(_) => kind::GOAWAY,
+            Message::Open(_) => kind::OPEN,
+            Message::Status(_) => kind::STATUS,
+            Message::Telemetry(_) => kind::TELEMETRY,
+            Message::Unknown { kind } => *kind,
+        }
+    }
 }
 
 /// What a gateway tells its peers about itself and the mesh.
@@ -69,10 +116,27 @@ pub struct TunnelReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
-    pub version: u16,
+    /// The protocol versions the sender speaks; HELLO's first fields, the
+    /// same in every version, so any two can tell whether they overlap.
+    pub versions: VersionRange,
     pub name: String,
     pub region: String,
     pub services: Vec<ServiceAd>,
+    /// Optional features the sender offers; those both offer are agreed.
+    pub capabilities: Vec<String>,
+}
+
+impl Hello {
+    /// This build's HELLO: its versions and capabilities.
+    pub fn new(name: String, region: String, services: Vec<ServiceAd>) -> Self {
+        Hello {
+            versions: SUPPORTED_VERSIONS,
+            name,
+            region,
+            services,
+            capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
 }
 
 /// An exported service as advertised to peers.
@@ -149,7 +213,23 @@ pub enum FrameError {
 
 /// Appends `msg` as one frame.
 pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
-    let body = postcard::to_allocvec(msg).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    let mut w = Writer::default();
+    w.varint(msg.kind());
+    match msg {
+        Message::Hello(m) => m.put(&mut w),
+        Message::Update(m) => m.put(&mut w),
+        Message::GoAway(m) => m.put(&mut w),
+        Message::Open(m) => m.put(&mut w),
+        Message::Status(m) => m.put(&mut w),
+        Message::Telemetry(m) => m.put(&mut w),
+        Message::Unknown { kind } if kind::KNOWN.contains(kind) => {
+            return Err(FrameError::Malformed(format!(
+                "kind {kind} is known; it cannot be sent as unknown"
+            )));
+        }
+        Message::Unknown { .. } => {}
+    }
+    let body = w.into_bytes();
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge {
             len: body.len(),
@@ -164,7 +244,9 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
 
 /// Takes one frame off the front of `src`: `Ok(None)` while incomplete
 /// (nothing consumed), the message once whole. Bytes after the frame stay
-/// in `src` (on a service stream they are the client's first bytes).
+/// in `src` (on a service stream they are the client's first bytes); bytes
+/// at the end of the frame body, after the fields this version knows, are
+/// a newer version's and are skipped.
 pub fn decode(src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
     if src.len() < LEN_PREFIX {
         return Ok(None);
@@ -181,15 +263,23 @@ pub fn decode(src: &mut BytesMut) -> Result<Option<Message>, FrameError> {
     }
     src.advance(LEN_PREFIX);
     let body = src.split_to(len);
-    let (msg, rest) = postcard::take_from_bytes::<Message>(&body)
-        .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(FrameError::Malformed(format!(
-            "{} bytes after the message",
-            rest.len()
-        )));
-    }
-    Ok(Some(msg))
+    decode_body(&body).map(Some)
+}
+
+fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
+    let mut r = Reader::new(body, "frame");
+    let kind = r.varint("kind")?;
+    // Whatever the record leaves unread is a newer version's and skipped.
+    let msg = match kind {
+        kind::HELLO => Message::Hello(Hello::take(&mut r.into_record("HELLO"))?),
+        kind::UPDATE => Message::Update(Update::take(&mut r.into_record("UPDATE"))?),
+        kind::GOAWAY => Message::GoAway(GoAway::take(&mut r.into_record("GOAWAY"))?),
+        kind::OPEN => Message::Open(Open::take(&mut r.into_record("OPEN"))?),
+        kind::STATUS => Message::Status(Status::take(&mut r.into_record("STATUS"))?),
+        kind::TELEMETRY => Message::Telemetry(Telemetry::take(&mut r.into_record("TELEMETRY"))?),
+        kind => Message::Unknown { kind },
+    };
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -255,18 +345,22 @@ mod tests {
         let ad = (".{0,20}", any::<bool>()).prop_map(|(name, healthy)| ServiceAd { name, healthy });
         prop_oneof![
             (
-                any::<u16>(),
+                (any::<u16>(), any::<u16>()),
                 ".{0,30}",
                 ".{0,30}",
-                prop::collection::vec(ad.clone(), 0..8)
+                prop::collection::vec(ad.clone(), 0..8),
+                prop::collection::vec(".{0,12}", 0..4)
             )
-                .prop_map(|(version, name, region, services)| Message::Hello(Hello {
-                    version,
-                    name,
-                    region,
-                    services
-                })),
-            prop::collection::vec(ad, 0..8)
+                .prop_map(|((min, max), name, region, services, capabilities)| {
+                    Message::Hello(Hello {
+                        versions: VersionRange::new(min, max),
+                        name,
+                        region,
+                        services,
+                        capabilities,
+                    })
+                }),
+            prop::collection::vec(ad.clone(), 0..8)
                 .prop_map(|services| Message::Update(Update { services })),
             ".{0,50}".prop_map(|reason| Message::GoAway(GoAway { reason })),
             (
@@ -292,7 +386,133 @@ mod tests {
                 ][c as usize],
                 message
             })),
+            (
+                arb_report(ad.clone()),
+                prop::collection::vec(arb_report(ad), 0..3)
+            )
+                .prop_map(|(origin, relayed)| Message::Telemetry(Telemetry { origin, relayed })),
+            (6u64..).prop_map(|kind| Message::Unknown { kind }),
         ]
+    }
+
+    fn arb_report(ad: impl Strategy<Value = ServiceAd>) -> impl Strategy<Value = GatewayReport> {
+        let tunnel = (".{0,12}", ".{0,12}", ".{0,8}", any::<u64>(), any::<u16>()).prop_map(
+            |(peer, peer_region, state, rtt_us, loss_permille)| TunnelReport {
+                peer,
+                peer_region,
+                state,
+                rtt_us,
+                loss_permille,
+            },
+        );
+        (
+            (".{0,12}", ".{0,12}", any::<u64>(), any::<u64>()),
+            prop::collection::vec(tunnel, 0..4),
+            prop::collection::vec(ad, 0..4),
+            (any::<u64>(), any::<u64>()),
+        )
+            .prop_map(
+                |((gateway, region, boot_id, age_ms), tunnels, services, (total, failed))| {
+                    GatewayReport {
+                        gateway,
+                        region,
+                        boot_id,
+                        age_ms,
+                        tunnels,
+                        services,
+                        streams_total: total,
+                        streams_failed: failed,
+                    }
+                },
+            )
+    }
+
+    /// `frame` with `extra` appended inside its body, as a newer version
+    /// that added fields would send it.
+    fn with_appended(frame: &[u8], extra: &[u8]) -> BytesMut {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize + extra.len();
+        let mut out = BytesMut::new();
+        out.put_u32(len as u32);
+        out.put_slice(&frame[4..]);
+        out.put_slice(extra);
+        out
+    }
+
+    #[test]
+    fn unknown_kinds_skip_their_body_and_the_next_frame_decodes() {
+        let mut buf = BytesMut::new();
+        buf.put_u32(4);
+        buf.put_slice(&[0x4d, 1, 2, 3]);
+        encode(&open(), &mut buf).unwrap();
+        assert_eq!(
+            decode(&mut buf).unwrap(),
+            Some(Message::Unknown { kind: 77 })
+        );
+        assert_eq!(decode(&mut buf).unwrap(), Some(open()));
+        assert!(buf.is_empty());
+        // A known kind cannot pose as unknown; an empty body has no kind.
+        let err = encode(&Message::Unknown { kind: kind::OPEN }, &mut BytesMut::new());
+        assert!(matches!(err, Err(FrameError::Malformed(_))));
+        let mut empty = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert!(matches!(decode(&mut empty), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_record_shorter_than_this_versions_fields_is_malformed() {
+        let mut buf = BytesMut::new();
+        encode(&open(), &mut buf).unwrap();
+        let cut = buf.len() - 3;
+        let mut short = BytesMut::new();
+        short.put_u32((cut - 4) as u32);
+        short.put_slice(&buf[4..cut]);
+        let err = decode(&mut short).unwrap_err();
+        assert!(err.to_string().contains("OPEN.origin"), "{err}");
+    }
+
+    /// The other direction of the extension rule: a newer reader that knows
+    /// a field added after version 1 reads an older, shorter record with the
+    /// field absent, and takes its default.
+    #[test]
+    fn a_newer_reader_reads_an_older_record_with_the_new_field_absent() {
+        struct ServiceAdV2 {
+            ad: ServiceAd,
+            weight: Option<u64>,
+        }
+        impl Record for ServiceAdV2 {
+            fn put(&self, w: &mut Writer) {
+                self.ad.put(w);
+                if let Some(weight) = self.weight {
+                    w.varint(weight);
+                }
+            }
+            fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
+                let ad = ServiceAd::take(r)?;
+                let weight = if r.remaining() == 0 {
+                    None
+                } else {
+                    Some(r.varint("weight")?)
+                };
+                Ok(ServiceAdV2 { ad, weight })
+            }
+        }
+        let ad = ServiceAd {
+            name: "echo".into(),
+            healthy: true,
+        };
+        let mut old = Writer::default();
+        old.record(&ad);
+        let old = old.into_bytes();
+        let v2: ServiceAdV2 = Reader::new(&old, "T").record("ad", "SERVICE").unwrap();
+        assert_eq!((v2.ad, v2.weight), (ad.clone(), None));
+        // And this version reads the newer record, skipping the weight.
+        let mut new = Writer::default();
+        new.record(&ServiceAdV2 {
+            ad: ad.clone(),
+            weight: Some(300),
+        });
+        let new = new.into_bytes();
+        let v1: ServiceAd = Reader::new(&new, "T").record("ad", "SERVICE").unwrap();
+        assert_eq!(v1, ad);
     }
 
     proptest! {
@@ -310,6 +530,22 @@ mod tests {
         }
 
         #[test]
+        fn any_message_with_appended_fields_still_decodes(
+            msg in arb_message().prop_filter("unknown kinds carry no fields", |m| {
+                !matches!(m, Message::Unknown { .. })
+            }),
+            extra in prop::collection::vec(any::<u8>(), 0..64),
+            after in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let mut frame = BytesMut::new();
+            encode(&msg, &mut frame).unwrap();
+            let mut buf = with_appended(&frame, &extra);
+            buf.extend_from_slice(&after);
+            prop_assert_eq!(decode(&mut buf).unwrap(), Some(msg));
+            prop_assert_eq!(&buf[..], &after[..]);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let mut buf = BytesMut::from(&bytes[..]);
             let _ = decode(&mut buf);
@@ -317,7 +553,8 @@ mod tests {
     }
 }
 
-/// A probe carried in a QUIC datagram: one kind byte and a sequence number.
+/// A probe carried in a QUIC datagram: one kind byte and a big-endian
+/// sequence number. Datagrams are not frames: no length, no varints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
     Ping(u64),
@@ -338,12 +575,11 @@ impl Probe {
         out
     }
 
-    /// `None` for anything that is not exactly a probe.
+    /// `None` for anything that is not a probe (too short, or a kind this
+    /// version does not know). Bytes after the sequence number are fields a
+    /// newer version added, and are skipped.
     pub fn decode(bytes: &[u8]) -> Option<Probe> {
-        if bytes.len() != Probe::LEN {
-            return None;
-        }
-        let seq = u64::from_be_bytes(bytes[1..].try_into().ok()?);
+        let seq = u64::from_be_bytes(bytes.get(1..Probe::LEN)?.try_into().ok()?);
         match bytes[0] {
             0 => Some(Probe::Ping(seq)),
             1 => Some(Probe::Pong(seq)),
@@ -364,5 +600,8 @@ mod probe_tests {
         assert_eq!(Probe::decode(&[2; 9]), None);
         assert_eq!(Probe::decode(&[0; 8]), None);
         assert_eq!(Probe::decode(&[]), None);
+        let mut newer = Probe::Ping(7).encode().to_vec();
+        newer.extend_from_slice(b"a newer field");
+        assert_eq!(Probe::decode(&newer), Some(Probe::Ping(7)));
     }
 }

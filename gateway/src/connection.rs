@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use strait_ca::{IdentityKind, SpiffeId};
 use strait_core::backoff::Backoff;
-use strait_core::frame::{Hello, Message, PROTOCOL_VERSION, ServiceAd};
+use strait_core::frame::{self, Hello, Message, Negotiated, ServiceAd, VersionMismatch};
 use strait_core::plane::PeerInfo;
 use tokio::sync::watch;
 
@@ -49,8 +49,8 @@ pub enum HandshakeError {
         region: String,
         id: SpiffeId,
     },
-    #[error("peer speaks protocol version {0}, this gateway {PROTOCOL_VERSION}")]
-    Version(u16),
+    #[error("{0}")]
+    Version(VersionMismatch),
     #[error("control stream: {0}")]
     Control(String),
 }
@@ -61,6 +61,7 @@ pub struct Handshaken {
     pub name: String,
     pub region: String,
     pub services: Vec<ServiceAd>,
+    pub agreed: Negotiated,
     pub send: quinn::SendStream,
     pub recv: quinn::RecvStream,
     pub buf: BytesMut,
@@ -102,9 +103,7 @@ pub async fn handshake(
         }
         Err(e) => return Err(HandshakeError::NoHello(e.to_string())),
     };
-    if theirs.version != PROTOCOL_VERSION {
-        return Err(HandshakeError::Version(theirs.version));
-    }
+    let agreed = frame::negotiate(&hello, &theirs).map_err(HandshakeError::Version)?;
     if theirs.name != name || theirs.region != region {
         return Err(HandshakeError::HelloMismatch {
             name: theirs.name,
@@ -112,6 +111,7 @@ pub async fn handshake(
             id: peer,
         });
     }
+    tracing::debug!(%peer, version = agreed.version, capabilities = ?agreed.capabilities, "protocol agreed in HELLO");
     if !dialed {
         write_frame(&mut send, &Message::Hello(hello))
             .await
@@ -122,6 +122,7 @@ pub async fn handshake(
         name,
         region,
         services: theirs.services,
+        agreed,
         send,
         recv,
         buf,
@@ -129,7 +130,8 @@ pub async fn handshake(
 }
 
 /// Reads UPDATE, GOAWAY and TELEMETRY from a tunnel's control stream until
-/// it ends, feeding the plane and the mesh view.
+/// it ends, feeding the plane and the mesh view; frames of a kind this
+/// version does not know are skipped.
 pub async fn follow_control(
     tunnel: Arc<Tunnel>,
     handle: Arc<PlaneHandle>,
@@ -146,6 +148,9 @@ pub async fn follow_control(
             Ok(Message::GoAway(g)) => {
                 tracing::info!(peer = %tunnel.peer, reason = %g.reason, "peer is draining");
                 handle.goaway(tunnel.id);
+            }
+            Ok(Message::Unknown { kind }) => {
+                tracing::debug!(peer = %tunnel.peer, kind, "control frame of a kind this version does not know; ignored");
             }
             Ok(other) => {
                 tracing::warn!(peer = %tunnel.peer, "unexpected control frame {other:?}; closing the tunnel");
@@ -281,6 +286,7 @@ async fn run_connection(
         name,
         region,
         services,
+        agreed,
         send,
         recv,
         buf,
@@ -291,7 +297,7 @@ async fn run_connection(
         region: region.clone(),
     };
     let tunnel = drivers.handle.register(info, dialed, services, |id| {
-        Tunnel::new(id, peer, name, region, conn.clone(), dialed)
+        Tunnel::new(id, peer, name, region, conn.clone(), dialed, agreed)
     });
     tunnel.set_control(send).await;
     let control = tokio::spawn(follow_control(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use strait_core::frame::{Hello, PROTOCOL_VERSION};
+use strait_core::frame::Hello;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -165,12 +165,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     ];
     metrics::gauge!(crate::metrics::CERT_EXPIRY, &cert_labels).set(expiry.as_secs_f64());
     let drivers = Arc::new(Drivers {
-        me: Hello {
-            version: PROTOCOL_VERSION,
-            name: config.name.clone(),
-            region: config.region.clone(),
-            services: exports.ads(),
-        },
+        me: Hello::new(config.name.clone(), config.region.clone(), exports.ads()),
         handle: handle.clone(),
         exports: exports.clone(),
         settings: settings.clone(),

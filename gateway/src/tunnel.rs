@@ -19,7 +19,9 @@ pub struct Tunnel {
     pub conn: quinn::Connection,
     /// Whether this gateway dialed the connection.
     pub dialed: bool,
-    /// Capabilities both sides announced in HELLO.
+    /// The protocol version agreed in HELLO.
+    pub version: u16,
+    /// The capabilities both gateways offered in HELLO.
     pub capabilities: Vec<String>,
     /// Our side of the control stream, for UPDATE, TELEMETRY and GOAWAY.
     control: tokio::sync::Mutex<Option<quinn::SendStream>>,
@@ -33,6 +35,7 @@ impl Tunnel {
         region: String,
         conn: quinn::Connection,
         dialed: bool,
+        agreed: strait_core::frame::Negotiated,
     ) -> Self {
         Tunnel {
             id,
@@ -41,7 +44,8 @@ impl Tunnel {
             region,
             conn,
             dialed,
-            capabilities: Vec::new(),
+            version: agreed.version,
+            capabilities: agreed.capabilities,
             control: tokio::sync::Mutex::new(None),
         }
     }

@@ -240,6 +240,19 @@ impl GatewayProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (up to 10 s) until the log contains `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `/metrics`, parsed.
     pub fn scrape(&self) -> HashMap<String, f64> {
         parse_metrics(&http_get(self.spec_admin, "/metrics").expect("/metrics answered"))

@@ -95,8 +95,10 @@ fn render(d: &Value) -> String {
         _ if chosen.is_none() => {
             "\nno candidate is eligible: the next client is reset\n".to_owned()
         }
-        _ => "\n-> marks where the next stream would go (power of two choices among the best rank)\n"
-            .to_owned(),
+        _ => {
+            "\n-> marks where the next stream would go (power of two choices among the best rank)\n"
+                .to_owned()
+        }
     };
     out
 }
