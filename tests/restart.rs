@@ -127,3 +127,35 @@ fn a_restarted_importing_gateway_is_served_again_without_flapping() {
         west_gw.log_text()
     );
 }
+
+#[test]
+fn streams_on_a_dead_tunnel_are_reset_once_it_is_found_down() {
+    // No restart: nothing answers the old connection (no stateless reset),
+    // so only the probes can tell; the import resets its client when the
+    // plane finds the tunnel Down and silent, not at the idle timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let (west, east, import) = pair(dir.path());
+    let west_gw = GatewayProcess::start(dir.path(), &west);
+    let east_gw = GatewayProcess::start(dir.path(), &east);
+    west_gw.wait_for_service("echo");
+    let mut inflight = TcpStream::connect(import).unwrap();
+    inflight.write_all(b"hold").unwrap();
+    let mut four = [0u8; 4];
+    inflight.read_exact(&mut four).unwrap();
+    inflight
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let killed_at = Instant::now();
+    drop(east_gw);
+    let mut buf = [0u8; 16];
+    let _ = inflight.read(&mut buf);
+    let ended = killed_at.elapsed();
+    eprintln!("the stream on the dead tunnel ended {ended:?} after the kill");
+    assert!(
+        ended < Duration::from_secs(3),
+        "the stream hung for {ended:?}:\n{}",
+        west_gw.log_text()
+    );
+    let log = west_gw.log_text();
+    assert!(log.contains("reason=dead") || log.contains("reason=\"dead\""), "{log}");
+}
