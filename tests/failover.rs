@@ -644,3 +644,80 @@ fn a_hard_cut_delivers_nothing_twice_in_either_mode() {
         }
     }
 }
+
+#[test]
+fn strait_why_shows_the_cut_peer_excluded_with_its_reason() {
+    let d = drill_with(false);
+    let admin = format!("http://{}", d.gateway().spec_admin);
+    let why = |json: bool| {
+        let mut args = vec!["why", "svc", "--admin", &admin];
+        if json {
+            args.push("--json");
+        }
+        support::strait_argv(std::path::Path::new("."), &args)
+            .ok()
+            .stdout
+    };
+    let before = why(false);
+    eprintln!("before the cut:\n{before}");
+    let row = |table: &str, region: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(region) && l.contains(" gw-"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row(&before, "us-east").starts_with("->"), "{before}");
+    assert!(row(&before, "us-east").contains("rank 1"), "{before}");
+    assert!(row(&before, "ap-south").contains("rank 2"), "{before}");
+
+    d.net.partition("eu-west", "us-east", false).unwrap();
+    d.gateway().wait_for("us-east excluded as down", |s| {
+        s["routes"].as_array().is_some_and(|r| {
+            r.iter().any(|r| {
+                r["service"] == "svc"
+                    && r["candidates"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["region"] == "us-east" && c["reason"] == "down")
+                    })
+            })
+        })
+    });
+    let during = why(false);
+    eprintln!("during the cut:\n{during}");
+    assert!(
+        row(&during, "us-east").contains("excluded: down"),
+        "{during}"
+    );
+    assert!(row(&during, "ap-south").starts_with("->"), "{during}");
+    let json: serde_json::Value = serde_json::from_str(&why(true)).unwrap();
+    let east = json["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["region"] == "us-east")
+        .unwrap();
+    assert_eq!(east["verdict"], "excluded");
+    assert_eq!(east["reason"], "down");
+    // /status carries the same decision for every import.
+    let status = d.gateway().status().unwrap();
+    let routes = status["routes"].as_array().unwrap();
+    assert!(routes.iter().any(|r| {
+        r["service"] == "svc"
+            && r["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["region"] == "us-east" && c["reason"] == "down")
+    }));
+    // An import that does not exist is named in the error.
+    let missing = support::strait_argv(
+        std::path::Path::new("."),
+        &["why", "nope", "--admin", &admin],
+    )
+    .failed();
+    assert!(
+        missing.contains("no import of service \"nope\""),
+        "{missing}"
+    );
+}

@@ -157,5 +157,8 @@ fn streams_on_a_dead_tunnel_are_reset_once_it_is_found_down() {
         west_gw.log_text()
     );
     let log = west_gw.log_text();
-    assert!(log.contains("reason=dead") || log.contains("reason=\"dead\""), "{log}");
+    assert!(
+        log.contains("reason=dead") || log.contains("reason=\"dead\""),
+        "{log}"
+    );
 }

@@ -82,6 +82,9 @@ pub struct PlaneConfig {
     /// A Down connection on which nothing arrived this long is closed and
     /// its streams reset: the peer is gone, not slow.
     pub dead_after: Duration,
+    /// A peer left without a connection is still shown (excluded, with the
+    /// reason) for this long.
+    pub forget_after: Duration,
 }
 
 impl PlaneConfig {
@@ -93,6 +96,7 @@ impl PlaneConfig {
             breaker: BreakerConfig::default(),
             drain_idle: Duration::from_secs(1),
             dead_after: Duration::from_millis(750),
+            forget_after: Duration::from_secs(600),
         }
     }
 }
@@ -246,10 +250,12 @@ pub enum Verdict {
     },
 }
 
-/// One connection as a candidate for a service.
+/// One connection as a candidate for a service; `conn` is `None` for a
+/// peer that advertised the service but has no connection now (lost to a
+/// cut or a crash, and redialed by the drivers).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CandidateRow {
-    pub conn: ConnId,
+    pub conn: Option<ConnId>,
     pub peer: String,
     pub name: String,
     pub region: String,
@@ -268,7 +274,7 @@ pub struct Decision {
 impl Decision {
     pub fn chosen_row(&self) -> Option<&CandidateRow> {
         let chosen = self.chosen?;
-        self.candidates.iter().find(|c| c.conn == chosen)
+        self.candidates.iter().find(|c| c.conn == Some(chosen))
     }
 }
 
@@ -282,6 +288,15 @@ enum ConnState {
     },
     /// The plane asked for it to close; waiting for the driver to report.
     Closing(CloseReason),
+}
+
+/// A peer whose last connection is gone.
+#[derive(Debug, Clone)]
+struct LostPeer {
+    info: PeerInfo,
+    services: Vec<ServiceAd>,
+    reason: Exclusion,
+    since: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -333,6 +348,7 @@ pub struct BreakerView {
 pub struct Plane {
     config: PlaneConfig,
     conns: BTreeMap<ConnId, Conn>,
+    lost: BTreeMap<String, LostPeer>,
     next_conn: u64,
     breakers: HashMap<(String, String), CircuitBreaker>,
     budgets: HashMap<String, RetryBudget>,
@@ -347,6 +363,7 @@ impl Plane {
         Plane {
             config,
             conns: BTreeMap::new(),
+            lost: BTreeMap::new(),
             next_conn: 1,
             breakers: HashMap::new(),
             budgets: HashMap::new(),
@@ -375,6 +392,7 @@ impl Plane {
     ) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        self.lost.remove(&peer.id);
         let mut superseded_new = false;
         let others: Vec<ConnId> = self
             .conns
@@ -464,10 +482,28 @@ impl Plane {
     }
 
     /// The connection is gone (closed by either side, or lost).
-    pub fn handle_connection_closed(&mut self, conn: ConnId) {
+    pub fn handle_connection_closed(&mut self, conn: ConnId, now: Instant) {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if !self.conns.values().any(|o| o.peer.id == c.peer.id) {
+            let reason = match c.state {
+                ConnState::Closing(CloseReason::Dead) => Some(Exclusion::Down),
+                ConnState::Closing(_) | ConnState::Superseded { .. } => None,
+                ConnState::Active => Some(Exclusion::Closed),
+            };
+            if let Some(reason) = reason {
+                self.lost.insert(
+                    c.peer.id.clone(),
+                    LostPeer {
+                        info: c.peer.clone(),
+                        services: c.services.clone(),
+                        reason,
+                        since: now,
+                    },
+                );
+            }
+        }
         if c.state == ConnState::Active {
             self.events.push_back(PlaneEvent::TunnelDown {
                 conn,
@@ -658,7 +694,7 @@ impl Plane {
                     .map(|_| Exclusion::CircuitOpen),
             };
             let row = CandidateRow {
-                conn: *id,
+                conn: Some(*id),
                 peer: c.peer.id.clone(),
                 name: c.peer.name.clone(),
                 region: c.peer.region.clone(),
@@ -689,6 +725,21 @@ impl Plane {
             };
             rows.push(row);
         }
+        for lost in self.lost.values() {
+            let offered = lost.services.iter().any(|s| s.name == service);
+            let fresh = now.saturating_duration_since(lost.since) < self.config.forget_after;
+            if offered && fresh {
+                rows.push(CandidateRow {
+                    conn: None,
+                    peer: lost.info.id.clone(),
+                    name: lost.info.name.clone(),
+                    region: lost.info.region.clone(),
+                    verdict: Verdict::Excluded {
+                        reason: lost.reason,
+                    },
+                });
+            }
+        }
         let candidates: Vec<Candidate<'_>> = eligible.iter().map(|(_, c)| c.clone()).collect();
         let chosen = routing::choose(&candidates, prefer, own, coins).map(|i| eligible[i].0);
         // Ranks: by class, tier, then RTT (unknown last); equal keys share.
@@ -713,7 +764,7 @@ impl Plane {
         }
         Decision {
             service: service.to_owned(),
-            chosen: chosen.map(|i| rows[i].conn),
+            chosen: chosen.and_then(|i| rows[i].conn),
             candidates: rows,
         }
     }
@@ -786,8 +837,12 @@ impl Plane {
             .min()
     }
 
-    /// Closes superseded connections that stayed idle long enough.
+    /// Closes superseded connections that stayed idle long enough, and
+    /// forgets peers lost long ago.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let forget = self.config.forget_after;
+        self.lost
+            .retain(|_, l| now.saturating_duration_since(l.since) < forget);
         let idle: Vec<ConnId> = self
             .conns
             .iter()

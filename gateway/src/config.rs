@@ -434,11 +434,11 @@ impl GatewayConfig {
         Self::parse_inner(path, text, true)
     }
 
-    /// Fills in the gateway name from the certificate when the file left
-    /// it out.
-    pub fn take_name_from(&mut self, tls: &crate::tls::TlsIdentity) {
+    /// Fills in the gateway name from the certificate (its gateway name,
+    /// if it has one) when the file left it out.
+    pub fn take_name_from(&mut self, certificate_name: Option<String>) {
         if self.name.is_empty()
-            && let Some((name, _)) = tls.gateway_name_region()
+            && let Some(name) = certificate_name
         {
             self.name = name;
         }

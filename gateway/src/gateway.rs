@@ -130,7 +130,7 @@ impl RunningGateway {
 /// Starts a gateway from a validated configuration.
 pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let tls = TlsIdentity::load(&config.identity)?;
-    config.take_name_from(&tls);
+    config.take_name_from(tls.gateway_name_region().map(|(name, _)| name));
     tls.require_gateway(&config.name, &config.region)?;
     let settings = Arc::new(config.tunnel.clone());
     let endpoint = endpoint(config.listen, &tls, &settings)?;

@@ -169,8 +169,9 @@ impl PlaneHandle {
 
     /// The connection is gone.
     pub fn closed(&self, conn: ConnId) {
+        let now = now();
         self.with_inner(|inner| {
-            inner.plane.handle_connection_closed(conn);
+            inner.plane.handle_connection_closed(conn, now);
             inner.tunnels.remove(&conn);
         });
     }

@@ -30,7 +30,7 @@ pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
     }
     let mut config = GatewayConfig::load(path)?;
     let tls = TlsIdentity::load(&config.identity)?;
-    config.take_name_from(&tls);
+    config.take_name_from(tls.gateway_name_region().map(|(name, _)| name));
     tls.require_gateway(&config.name, &config.region)?;
     println!("{}: ok", path.display());
     println!(

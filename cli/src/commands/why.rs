@@ -56,7 +56,7 @@ fn render(d: &Value) -> String {
                 .as_u64()
                 .map(|us| format!("{:.1} ms", us as f64 / 1e3))
                 .unwrap_or_else(|| "-".into());
-            let mark = if c["conn"].as_u64() == chosen && chosen.is_some() {
+            let mark = if chosen.is_some() && c["conn"].as_u64() == chosen {
                 "->"
             } else {
                 ""
@@ -65,7 +65,10 @@ fn render(d: &Value) -> String {
                 mark.to_owned(),
                 text(&c["region"]),
                 text(&c["name"]),
-                format!("c{}", c["conn"]),
+                c["conn"]
+                    .as_u64()
+                    .map(|n| format!("c{n}"))
+                    .unwrap_or_else(|| "none".into()),
                 rtt,
                 verdict,
             ]

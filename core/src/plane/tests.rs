@@ -62,7 +62,7 @@ fn prefer() -> Vec<String> {
 fn verdict(d: &Decision, conn: ConnId) -> Verdict {
     d.candidates
         .iter()
-        .find(|c| c.conn == conn)
+        .find(|c| c.conn == Some(conn))
         .unwrap()
         .verdict
 }
@@ -234,14 +234,22 @@ fn a_down_and_silent_connection_is_closed_at_once() {
     );
     let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
     assert_eq!(verdict(&d, b), excluded(Exclusion::Closed));
-    plane.handle_connection_closed(b);
-    assert_eq!(
-        plane
-            .plan("pay", &prefer(), &[], now, (0, 0))
-            .candidates
-            .len(),
-        1
-    );
+    plane.handle_connection_closed(b, now);
+    // The peer stays in view, excluded as down, until it is forgotten.
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    let lost = d.candidates.iter().find(|c| c.conn.is_none()).unwrap();
+    assert_eq!(lost.region, "us-east");
+    assert_eq!(lost.verdict, excluded(Exclusion::Down));
+    let much_later = now + Duration::from_secs(601);
+    plane.handle_timeout(much_later);
+    let d = plane.plan("pay", &prefer(), &[], much_later, (0, 0));
+    assert_eq!(d.candidates.len(), 1);
+    // A new connection from it takes its place at once.
+    let back =
+        plane.handle_connection_up(peer("us-east", "gw-b"), true, vec![svc("pay", true)], now);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert!(d.candidates.iter().all(|c| c.conn.is_some()));
+    assert!(matches!(verdict(&d, back), Verdict::Ranked { .. }));
 }
 
 #[test]
