@@ -24,6 +24,17 @@ fn echo_once(import: SocketAddr) -> bool {
     s.read_exact(&mut out).is_ok() && &out == b"ping"
 }
 
+/// A client connection through the import with a round trip done, left
+/// open (reads time out after 20 s).
+fn open_stream(import: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(import).unwrap();
+    s.write_all(b"hold").unwrap();
+    let mut four = [0u8; 4];
+    s.read_exact(&mut four).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
 /// Requests every 200 ms until one is served; returns how long that took.
 fn served_within(import: SocketAddr, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -55,13 +66,7 @@ fn a_restarted_exporting_gateway_is_served_again_at_once() {
     assert!(echo_once(import));
 
     // A transfer in flight on the tunnel that is about to die.
-    let mut inflight = TcpStream::connect(import).unwrap();
-    inflight.write_all(b"hold").unwrap();
-    let mut four = [0u8; 4];
-    inflight.read_exact(&mut four).unwrap();
-    inflight
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let mut inflight = open_stream(import);
 
     let killed_at = Instant::now();
     drop(east_gw);
@@ -138,13 +143,7 @@ fn streams_on_a_dead_tunnel_are_reset_once_it_is_found_down() {
     let west_gw = GatewayProcess::start(dir.path(), &west);
     let east_gw = GatewayProcess::start(dir.path(), &east);
     west_gw.wait_for_service("echo");
-    let mut inflight = TcpStream::connect(import).unwrap();
-    inflight.write_all(b"hold").unwrap();
-    let mut four = [0u8; 4];
-    inflight.read_exact(&mut four).unwrap();
-    inflight
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let mut inflight = open_stream(import);
     let killed_at = Instant::now();
     drop(east_gw);
     let mut buf = [0u8; 16];

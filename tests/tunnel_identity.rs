@@ -143,12 +143,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new(d, "example.org");
-    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
-    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
-    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
-    spec.exports.push(("echo".into(), echo_server(), vec![]));
-    let gw = GatewayProcess::start(d, &spec);
+    let (spec, gw) = support::raw::echo_gateway(d);
     let endpoint = raw_endpoint(d);
     let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
 

@@ -27,22 +27,11 @@ fn newer_hello(versions: VersionRange) -> Message {
     })
 }
 
-/// A gateway `gw-a` exporting echo, and a certificate for `gw-raw`.
-fn gateway(d: &std::path::Path) -> (GatewaySpec, GatewayProcess) {
-    let ca = TestCa::new(d, "example.org");
-    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
-    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
-    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
-    spec.exports.push(("echo".into(), echo_server(), vec![]));
-    let gw = GatewayProcess::start(d, &spec);
-    (spec, gw)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_gateway_is_understood_and_the_tunnel_stays_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (spec, gw) = gateway(d);
+    let (spec, gw) = support::raw::echo_gateway(d);
     let endpoint = raw_endpoint(d);
     let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
 
@@ -126,7 +115,7 @@ async fn a_newer_gateway_is_understood_and_the_tunnel_stays_up() {
 async fn version_ranges_that_do_not_overlap_are_refused_naming_both() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (spec, gw) = gateway(d);
+    let (spec, gw) = support::raw::echo_gateway(d);
     let endpoint = raw_endpoint(d);
     let conn = endpoint.connect(spec.quic, "gw").unwrap().await.unwrap();
     let theirs = VersionRange::new(PROTOCOL_VERSION + 4, PROTOCOL_VERSION + 6);

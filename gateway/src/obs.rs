@@ -110,25 +110,11 @@ impl Observers {
                 tracing::info!(peer = %peer.id, %conn, "peer is draining: no new streams to it");
             }
             PlaneEvent::CircuitOpened { peer, service } => {
-                let labels = [
-                    ("region", self.region.clone()),
-                    ("service", service.clone()),
-                    ("peer", peer.clone()),
-                ];
-                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(1.0);
-                self.events
-                    .record("circuit_opened", format!("{peer} for {service}"));
+                self.circuit(&peer, &service, true);
                 tracing::warn!(%service, %peer, "circuit opened: peer ejected for this service");
             }
             PlaneEvent::CircuitClosed { peer, service } => {
-                let labels = [
-                    ("region", self.region.clone()),
-                    ("service", service.clone()),
-                    ("peer", peer.clone()),
-                ];
-                metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(0.0);
-                self.events
-                    .record("circuit_closed", format!("{peer} for {service}"));
+                self.circuit(&peer, &service, false);
                 tracing::info!(%service, %peer, "circuit closed");
             }
             PlaneEvent::Failover { service, from, to } => {
@@ -138,6 +124,21 @@ impl Observers {
                 self.moved(m::FAILBACKS, "failback", &service, &from, &to)
             }
         }
+    }
+
+    fn circuit(&self, peer: &str, service: &str, open: bool) {
+        let labels = [
+            ("region", self.region.clone()),
+            ("service", service.to_owned()),
+            ("peer", peer.to_owned()),
+        ];
+        metrics::gauge!(m::CIRCUIT_OPEN, &labels).set(if open { 1.0 } else { 0.0 });
+        let kind = if open {
+            "circuit_opened"
+        } else {
+            "circuit_closed"
+        };
+        self.events.record(kind, format!("{peer} for {service}"));
     }
 
     fn moved(&self, metric: &'static str, what: &'static str, service: &str, from: &str, to: &str) {

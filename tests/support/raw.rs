@@ -68,3 +68,18 @@ pub async fn read_message(recv: &mut quinn::RecvStream, buf: &mut BytesMut) -> M
         .await
         .expect("no frame within 10 s")
 }
+
+/// A gateway `gw-a` of eu-west exporting `echo`, and a certificate for
+/// `gw-raw` (us-east) in `d/gw-raw` for [`raw_endpoint`].
+pub fn echo_gateway(
+    d: &std::path::Path,
+) -> (super::mesh::GatewaySpec, super::mesh::GatewayProcess) {
+    use super::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server};
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
+    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    spec.exports.push(("echo".into(), echo_server(), vec![]));
+    let gw = GatewayProcess::start(d, &spec);
+    (spec, gw)
+}
