@@ -11,7 +11,6 @@ use strait_core::frame::{
     Hello, Message, Open, PROTOCOL_VERSION, SUPPORTED_VERSIONS, ServiceAd, StatusCode, Update,
     VersionRange,
 };
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server};
 use support::raw::{encode, encode_with_appended, raw_endpoint, read_message};
 
 /// Fields a newer version appended: a string and a varint.
