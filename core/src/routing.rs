@@ -1,6 +1,7 @@
-//! Route choice, sans-IO: which peer a new stream goes to. A pure function
-//! over a snapshot of candidates; it never performs I/O, and the caller
-//! supplies the randomness, so tests decide every coin flip.
+//! Route choice, sans-IO: which of the eligible candidates a new stream
+//! goes to, the last step of `plane::Plane::plan`. A pure function over a
+//! snapshot of candidates; it never performs I/O, and the caller supplies
+//! the randomness, so tests decide every coin flip.
 //!
 //! Candidates are ordered in tiers: the import's `prefer` list when given,
 //! otherwise the gateway's own region first, then the rest. Health ranks
