@@ -65,12 +65,6 @@ struct Why<'a> {
     decision: strait_core::plane::Decision,
 }
 
-fn coins() -> (u64, u64) {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    (rng.random(), rng.random())
-}
-
 #[derive(Serialize)]
 struct CertificateStatus {
     not_before: String,
@@ -183,7 +177,10 @@ impl AdminState {
             routes: self
                 .import_list()
                 .iter()
-                .map(|i| self.handle.plan(&i.service, &i.prefer, coins()))
+                .map(|i| {
+                    self.handle
+                        .plan(&i.service, &i.prefer, crate::handle::coins())
+                })
                 .collect(),
             exports: self.exports_state.names(),
             events: self.events.snapshot(),
@@ -209,7 +206,9 @@ impl AdminState {
             .import_list()
             .into_iter()
             .find(|i| i.service == service)?;
-        let decision = self.handle.plan(&import.service, &import.prefer, coins());
+        let decision = self
+            .handle
+            .plan(&import.service, &import.prefer, crate::handle::coins());
         serde_json::to_string_pretty(&Why {
             service: &import.service,
             prefer: &import.prefer,

@@ -71,6 +71,13 @@ impl Drop for StreamGuard {
     }
 }
 
+/// The two random numbers the plane's power of two choices takes.
+pub fn coins() -> (u64, u64) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (rng.random(), rng.random())
+}
+
 /// tokio's clock (paused in tests) as the plane's `now`: the one place
 /// where gateway code hands a std `Instant` to the sans-IO core.
 #[allow(clippy::disallowed_types)]

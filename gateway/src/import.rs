@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use strait_core::attempt::{Ambiguity, Attempt, AttemptState};
 use strait_core::frame::{self, Message, Open, StatusCode};
 use strait_core::trace::TraceContext;
@@ -220,10 +220,7 @@ async fn serve_client<C: ClientConn>(
             reasons.push("retry budget exhausted".into());
             break None;
         }
-        let coins = {
-            let mut rng = rand::rng();
-            (rng.random::<u64>(), rng.random::<u64>())
-        };
+        let coins = crate::handle::coins();
         let (_, chosen) = handle.route(&service, &route.prefer, &tried, coins);
         let Some(tunnel) = chosen else {
             if tried.is_empty() {
