@@ -102,6 +102,11 @@ pub struct GatewayReport {
     /// Streams this gateway finished since it started, and how many failed.
     pub streams_total: u64,
     pub streams_failed: u64,
+    /// Which gateway of those sharing `gateway` (one certificate per
+    /// region) this is; empty from a gateway that does not say.
+    pub instance: String,
+    /// Where its peers dial it (`host:port`); empty when it does not know.
+    pub advertise: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +129,12 @@ pub struct Hello {
     pub services: Vec<ServiceAd>,
     /// Optional features the sender offers; those both offer are agreed.
     pub capabilities: Vec<String>,
+    /// Which gateway instance this is, beside its SPIFFE ID: gateways
+    /// sharing one certificate differ here. Empty from older builds.
+    pub instance: String,
+    /// Where peers should dial the sender (`host:port`); empty when it
+    /// does not know (it listens on an unspecified address).
+    pub advertise: String,
 }
 
 impl Hello {
@@ -135,6 +146,8 @@ impl Hello {
             region,
             services,
             capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+            instance: String::new(),
+            advertise: String::new(),
         }
     }
 }
@@ -349,17 +362,22 @@ mod tests {
                 ".{0,30}",
                 ".{0,30}",
                 prop::collection::vec(ad.clone(), 0..8),
-                prop::collection::vec(".{0,12}", 0..4)
+                prop::collection::vec(".{0,12}", 0..4),
+                (".{0,12}", ".{0,21}"),
             )
-                .prop_map(|((min, max), name, region, services, capabilities)| {
-                    Message::Hello(Hello {
-                        versions: VersionRange::new(min, max),
-                        name,
-                        region,
-                        services,
-                        capabilities,
-                    })
-                }),
+                .prop_map(
+                    |((min, max), name, region, services, capabilities, (instance, advertise))| {
+                        Message::Hello(Hello {
+                            versions: VersionRange::new(min, max),
+                            name,
+                            region,
+                            services,
+                            capabilities,
+                            instance,
+                            advertise,
+                        })
+                    }
+                ),
             prop::collection::vec(ad.clone(), 0..8)
                 .prop_map(|services| Message::Update(Update { services })),
             ".{0,50}".prop_map(|reason| Message::GoAway(GoAway { reason })),
@@ -409,10 +427,15 @@ mod tests {
             (".{0,12}", ".{0,12}", any::<u64>(), any::<u64>()),
             prop::collection::vec(tunnel, 0..4),
             prop::collection::vec(ad, 0..4),
-            (any::<u64>(), any::<u64>()),
+            (any::<u64>(), any::<u64>(), ".{0,12}", ".{0,21}"),
         )
             .prop_map(
-                |((gateway, region, boot_id, age_ms), tunnels, services, (total, failed))| {
+                |(
+                    (gateway, region, boot_id, age_ms),
+                    tunnels,
+                    services,
+                    (total, failed, instance, advertise),
+                )| {
                     GatewayReport {
                         gateway,
                         region,
@@ -422,6 +445,8 @@ mod tests {
                         services,
                         streams_total: total,
                         streams_failed: failed,
+                        instance,
+                        advertise,
                     }
                 },
             )

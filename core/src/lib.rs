@@ -5,7 +5,7 @@
 //! choice with every candidate's verdict, circuit breakers, the retry
 //! budget, dedup), the attempt state machine that decides whether a
 //! request may be replayed ([`attempt`]), export policy, target health and
-//! redial backoff: plain structs driven by `(event, now)` that return
+//! redial backoff, and which gateways to dial ([`discovery`]): plain structs driven by `(event, now)` that return
 //! decisions, in the style of quinn-proto.
 //!
 //! It must never depend on tokio or quinn, perform I/O, or read a clock:
@@ -18,6 +18,7 @@ pub mod attempt;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod discovery;
 pub mod enroll;
 pub mod frame;
 pub mod health;

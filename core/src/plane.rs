@@ -41,6 +41,33 @@ pub struct PeerInfo {
     pub id: String,
     pub name: String,
     pub region: String,
+    /// Which gateway of those sharing the SPIFFE ID (one certificate for a
+    /// whole region) this is; empty from builds that do not say.
+    pub instance: String,
+    /// The SPIFFE ID and the instance: what the plane tells peers apart
+    /// by. Two gateways with one certificate are two peers.
+    pub key: String,
+}
+
+impl PeerInfo {
+    pub fn new(id: &str, name: &str, region: &str, instance: &str) -> Self {
+        PeerInfo {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            region: region.to_owned(),
+            instance: instance.to_owned(),
+            key: peer_key(id, instance),
+        }
+    }
+}
+
+/// How the plane names a peer: its SPIFFE ID, and its instance if it said.
+pub fn peer_key(id: &str, instance: &str) -> String {
+    if instance.is_empty() {
+        id.to_owned()
+    } else {
+        format!("{id}#{instance}")
+    }
 }
 
 /// What the probes say about a connection.
@@ -70,7 +97,8 @@ impl Health {
 /// Settings of the plane.
 #[derive(Debug, Clone)]
 pub struct PlaneConfig {
-    /// This gateway's SPIFFE ID: breaks the tie when both sides dial.
+    /// This gateway's peer key (SPIFFE ID and instance, see
+    /// [`peer_key`]): breaks the tie when both sides dial.
     pub me: String,
     pub own_region: String,
     /// How long a connection that came up (or back) is passed over in
@@ -256,9 +284,13 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CandidateRow {
     pub conn: Option<ConnId>,
+    /// The peer's SPIFFE ID.
     pub peer: String,
+    /// Its peer key (SPIFFE ID and instance): what `tried` lists.
+    pub key: String,
     pub name: String,
     pub region: String,
+    pub instance: String,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -392,12 +424,12 @@ impl Plane {
     ) -> ConnId {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        self.lost.remove(&peer.id);
+        self.lost.remove(&peer.key);
         let mut superseded_new = false;
         let others: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.peer.id == peer.id && c.state == ConnState::Active)
+            .filter(|(_, c)| c.peer.key == peer.key && c.state == ConnState::Active)
             .map(|(id, _)| *id)
             .collect();
         for other in others {
@@ -409,7 +441,7 @@ impl Plane {
                 self.close(other, CloseReason::Replaced);
                 continue;
             }
-            let preferred_dialer_is_me = self.config.me < peer.id;
+            let preferred_dialer_is_me = self.config.me < peer.key;
             if dialed == preferred_dialer_is_me {
                 self.supersede(other);
             } else {
@@ -486,7 +518,7 @@ impl Plane {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if !self.conns.values().any(|o| o.peer.id == c.peer.id) {
+        if !self.conns.values().any(|o| o.peer.key == c.peer.key) {
             let reason = match c.state {
                 ConnState::Closing(CloseReason::Dead) => Some(Exclusion::Down),
                 ConnState::Closing(_) | ConnState::Superseded { .. } => None,
@@ -494,7 +526,7 @@ impl Plane {
             };
             if let Some(reason) = reason {
                 self.lost.insert(
-                    c.peer.id.clone(),
+                    c.peer.key.clone(),
                     LostPeer {
                         info: c.peer.clone(),
                         services: c.services.clone(),
@@ -601,7 +633,7 @@ impl Plane {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let (peer, region) = (c.peer.id.clone(), c.peer.region.clone());
+        let (peer, region) = (c.peer.key.clone(), c.peer.region.clone());
         let breaker = self
             .breakers
             .entry((peer.clone(), service.to_owned()))
@@ -665,7 +697,7 @@ impl Plane {
 
     /// Every connection's verdict for a new stream of `service` and the
     /// one it would take. Read-only: `strait why` calls it as often as it
-    /// likes. `tried` are peers (SPIFFE IDs) this client already tried.
+    /// likes. `tried` are peers (peer keys) this client already tried.
     pub fn plan(
         &self,
         service: &str,
@@ -686,18 +718,20 @@ impl Plane {
                 ConnState::Active if ad.is_none() => Some(Exclusion::NotOffered),
                 ConnState::Active if ad.is_some_and(|a| !a.healthy) => Some(Exclusion::TargetDown),
                 ConnState::Active if c.health.state == TunnelHealth::Down => Some(Exclusion::Down),
-                ConnState::Active if tried.contains(&c.peer.id) => Some(Exclusion::Tried),
+                ConnState::Active if tried.contains(&c.peer.key) => Some(Exclusion::Tried),
                 ConnState::Active => self
                     .breakers
-                    .get(&(c.peer.id.clone(), service.to_owned()))
+                    .get(&(c.peer.key.clone(), service.to_owned()))
                     .filter(|b| !b.would_allow(now))
                     .map(|_| Exclusion::CircuitOpen),
             };
             let row = CandidateRow {
                 conn: Some(*id),
                 peer: c.peer.id.clone(),
+                key: c.peer.key.clone(),
                 name: c.peer.name.clone(),
                 region: c.peer.region.clone(),
+                instance: c.peer.instance.clone(),
                 verdict: match exclusion {
                     Some(reason) => Verdict::Excluded { reason },
                     None => {
@@ -706,6 +740,7 @@ impl Plane {
                             health: c.health.state,
                             rtt: c.health.rtt,
                             suspect: c.health.missed > 0,
+                            active: c.active,
                             held: now.saturating_duration_since(c.up_since) < self.config.hold_down,
                         };
                         let class = match (candidate.health, candidate.suspect, candidate.held) {
@@ -732,8 +767,10 @@ impl Plane {
                 rows.push(CandidateRow {
                     conn: None,
                     peer: lost.info.id.clone(),
+                    key: lost.info.key.clone(),
                     name: lost.info.name.clone(),
                     region: lost.info.region.clone(),
+                    instance: lost.info.instance.clone(),
                     verdict: Verdict::Excluded {
                         reason: lost.reason,
                     },
@@ -783,18 +820,19 @@ impl Plane {
         if let Some(row) = decision.chosen_row()
             && let Some(b) = self
                 .breakers
-                .get_mut(&(row.peer.clone(), service.to_owned()))
+                .get_mut(&(row.key.clone(), service.to_owned()))
         {
             b.allow(now);
         }
         decision
     }
 
-    /// Whether `peer` has a connection that takes new streams.
+    /// Whether the peer with key `peer` has a connection that takes new
+    /// streams.
     pub fn has_active(&self, peer: &str) -> bool {
         self.conns
             .values()
-            .any(|c| c.peer.id == peer && c.state == ConnState::Active)
+            .any(|c| c.peer.key == peer && c.state == ConnState::Active)
     }
 
     /// The peer of a connection.

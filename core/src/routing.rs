@@ -8,7 +8,7 @@
 //! above tiers: settled Up candidates first, then Up ones still within
 //! their failback hold-down, then suspect (a missed probe) or Degraded
 //! ones; Down ones are never chosen. Inside a tier, power of two choices on
-//! smoothed RTT.
+//! smoothed RTT weighted by streams in flight.
 
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub struct Candidate<'a> {
     /// established candidate is preferred, so a flapping region does not
     /// pull traffic back and forth.
     pub held: bool,
+    /// Streams in flight on it: of two equally fast candidates the less
+    /// loaded wins.
+    pub active: usize,
 }
 
 impl Candidate<'_> {
@@ -53,6 +56,15 @@ pub fn tier(region: &str, prefer: &[String], own_region: &str) -> usize {
             .position(|p| p == region)
             .unwrap_or(prefer.len())
     }
+}
+
+/// What two choices compare: smoothed RTT weighted by the streams in
+/// flight plus one (linkerd's "peak EWMA times pending" idea), so a gateway
+/// that holds most streams yields new ones to an equally near sibling. An
+/// unknown RTT counts as a second.
+fn cost(c: &Candidate<'_>) -> u128 {
+    let rtt = c.rtt.unwrap_or(Duration::from_secs(1)).as_micros().max(1);
+    rtt * (c.active as u128 + 1)
 }
 
 /// Chooses among `candidates`; `coins` are two random numbers from the
@@ -87,8 +99,11 @@ pub fn choose(
         if a == b {
             b = pool[((coins.1 + 1) % pool.len() as u64) as usize];
         }
-        let rtt = |i: usize| candidates[i].rtt.unwrap_or(Duration::MAX);
-        return Some(if rtt(b) < rtt(a) { b } else { a });
+        return Some(if cost(&candidates[b]) < cost(&candidates[a]) {
+            b
+        } else {
+            a
+        });
     }
     None
 }
@@ -104,6 +119,7 @@ mod tests {
             rtt: Some(Duration::from_millis(rtt_ms)),
             suspect: false,
             held: false,
+            active: 0,
         }
     }
 
@@ -182,5 +198,20 @@ mod tests {
         assert_eq!(choose(&cands, &[], "x", (0, 2)), Some(2));
         // Equal coins still compare two different candidates.
         assert_eq!(choose(&cands, &[], "x", (0, 0)), Some(1));
+    }
+
+    #[test]
+    fn of_two_equally_near_gateways_the_less_loaded_wins() {
+        let mut cands = [c("x", UP, 20), c("x", UP, 20)];
+        cands[0].active = 30;
+        cands[1].active = 2;
+        for coins in [(0, 1), (1, 0)] {
+            assert_eq!(choose(&cands, &[], "x", coins), Some(1));
+        }
+        // Load only weighs against latency: a far idle one still loses to
+        // a near one with a few streams.
+        let mut cands = [c("x", UP, 10), c("x", UP, 200)];
+        cands[0].active = 3;
+        assert_eq!(choose(&cands, &[], "x", (0, 1)), Some(0));
     }
 }

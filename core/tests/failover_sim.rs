@@ -22,11 +22,12 @@ struct Link {
 }
 
 fn peer(region: &str) -> PeerInfo {
-    PeerInfo {
-        id: format!("spiffe://example.org/region/{region}/gateway/gw"),
-        name: "gw".into(),
-        region: region.into(),
-    }
+    PeerInfo::new(
+        &format!("spiffe://example.org/region/{region}/gateway/gw"),
+        "gw",
+        region,
+        "",
+    )
 }
 
 /// Runs the drill; returns, per stream opened after the cut, (opened at,
@@ -121,7 +122,7 @@ fn drill(idempotent: bool, one_way: bool) -> Vec<(Duration, Option<String>, bool
                 if !a.may_replay(idempotent) || !plane.try_retry("svc", now) {
                     break;
                 }
-                tried.push(row.peer.clone());
+                tried.push(row.key.clone());
             }
             if now >= cut_at {
                 let delivered_twice = reached_us_east && outcome.as_deref() == Some("ap-south");

@@ -81,6 +81,8 @@ fn report(gateway: &str, region: &str, age_ms: u64) -> GatewayReport {
         services: vec![ad("echo", true)],
         streams_total: 1000,
         streams_failed: 3,
+        instance: format!("{gateway}-1"),
+        advertise: "10.0.0.5:15443".into(),
     }
 }
 
@@ -89,13 +91,15 @@ fn frames() -> Vec<(&'static str, &'static str, Message)> {
     vec![
         (
             "hello.hex",
-            "HELLO of gw-a in eu-west: versions 1..=1, two services, one capability",
+            "HELLO of gw-a in eu-west: versions 1..=1, two services, one capability, instance and advertise address",
             Message::Hello(Hello {
                 versions: VersionRange::new(1, 1),
                 name: "gw-a".into(),
                 region: "eu-west".into(),
                 services: vec![ad("echo", true), ad("db", false)],
                 capabilities: vec!["x-example".into()],
+                instance: "10.0.0.5:15443".into(),
+                advertise: "10.0.0.5:15443".into(),
             }),
         ),
         (
@@ -218,6 +222,8 @@ fn a_hello_from_a_future_version_decodes_to_what_this_version_knows() {
             region: "us-east".into(),
             services: vec![ad("echo", true)],
             capabilities: vec!["x-future".into()],
+            instance: "i-2".into(),
+            advertise: "gw-b:15443".into(),
         })
     );
     assert!(buf.is_empty());
@@ -238,5 +244,21 @@ fn a_frame_of_a_future_kind_decodes_as_unknown() {
             services: vec![ad("echo", true)],
         }))
     );
+    assert!(buf.is_empty());
+}
+
+/// A HELLO from a build before `instance` and `advertise` were appended:
+/// read with both empty, so that gateway is one peer keyed by its ID.
+#[test]
+fn a_hello_from_before_instance_and_advertise_decodes_with_them_empty() {
+    let mut buf = BytesMut::from(&golden("older_hello.hex")[..]);
+    let Message::Hello(got) = frame::decode(&mut buf).unwrap().unwrap() else {
+        panic!("not a HELLO");
+    };
+    assert_eq!(
+        (got.name.as_str(), got.region.as_str()),
+        ("gw-a", "eu-west")
+    );
+    assert_eq!((got.instance.as_str(), got.advertise.as_str()), ("", ""));
     assert!(buf.is_empty());
 }

@@ -17,6 +17,8 @@ impl Record for Hello {
         w.str(&self.region);
         w.records(&self.services);
         w.strings(&self.capabilities);
+        w.str(&self.instance);
+        w.str(&self.advertise);
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
@@ -26,6 +28,8 @@ impl Record for Hello {
             region: r.string("region")?,
             services: r.records("services", "SERVICE")?,
             capabilities: r.strings("capabilities")?,
+            instance: r.later_string("instance")?,
+            advertise: r.later_string("advertise")?,
         })
     }
 }
@@ -150,6 +154,8 @@ impl Record for GatewayReport {
         w.records(&self.services);
         w.varint(self.streams_total);
         w.varint(self.streams_failed);
+        w.str(&self.instance);
+        w.str(&self.advertise);
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
@@ -162,6 +168,8 @@ impl Record for GatewayReport {
             services: r.records("services", "SERVICE")?,
             streams_total: r.varint("streams_total")?,
             streams_failed: r.varint("streams_failed")?,
+            instance: r.later_string("instance")?,
+            advertise: r.later_string("advertise")?,
         })
     }
 }

@@ -175,6 +175,16 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.malformed(field, "not UTF-8"))
     }
 
+    /// A string field added after version 1: empty when an older sender's
+    /// record ends before it.
+    pub(super) fn later_string(&mut self, field: &str) -> Result<String, FrameError> {
+        if self.remaining() == 0 {
+            Ok(String::new())
+        } else {
+            self.string(field)
+        }
+    }
+
     pub(super) fn opt_string(&mut self, field: &str) -> Result<Option<String>, FrameError> {
         if self.bool(field)? {
             self.string(field).map(Some)

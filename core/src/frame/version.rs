@@ -93,6 +93,8 @@ mod tests {
             region: "r".into(),
             services: vec![],
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            instance: String::new(),
+            advertise: String::new(),
         }
     }
 

@@ -7,11 +7,12 @@ use crate::frame::StatusCode;
 const ME: &str = "spiffe://example.org/region/eu-west/gateway/gw-a";
 
 fn peer(region: &str, name: &str) -> PeerInfo {
-    PeerInfo {
-        id: format!("spiffe://example.org/region/{region}/gateway/{name}"),
-        name: name.into(),
-        region: region.into(),
-    }
+    PeerInfo::new(
+        &format!("spiffe://example.org/region/{region}/gateway/{name}"),
+        name,
+        region,
+        "",
+    )
 }
 
 fn svc(name: &str, healthy: bool) -> ServiceAd {
@@ -294,11 +295,7 @@ fn when_both_dial_both_keep_the_same_connection_and_the_other_drains() {
     let accepted = ours.handle_connection_up(b.clone(), false, vec![], t0);
     let dialed = ours.handle_connection_up(b.clone(), true, vec![], t0);
     let mut theirs = Plane::new(PlaneConfig::new(&b.id, "us-east"));
-    let me = PeerInfo {
-        id: ME.into(),
-        name: "gw-a".into(),
-        region: "eu-west".into(),
-    };
+    let me = PeerInfo::new(ME, "gw-a", "eu-west", "");
     let their_dialed = theirs.handle_connection_up(me.clone(), true, vec![], t0);
     let their_accepted = theirs.handle_connection_up(me, false, vec![], t0);
     let role = |p: &Plane, c: ConnId| p.view().conns.iter().find(|v| v.conn == c).unwrap().role;
@@ -356,4 +353,58 @@ fn ranks_follow_class_tier_and_rtt() {
     assert_eq!(d.chosen, Some(d2));
     let json = serde_json::to_string(&d).unwrap();
     assert!(json.contains("\"verdict\":\"ranked\""), "{json}");
+}
+
+/// Two gateways of us-east that share one certificate (one per region)
+/// are two peers: both stay active, and when one goes Down its new
+/// streams go to its sibling, not to the farther region.
+#[test]
+fn gateways_sharing_a_certificate_are_peers_of_their_own_and_siblings_come_first() {
+    let (mut plane, now, b, c) = mesh();
+    let id = peer("us-east", "gw-b").id;
+    let b2 = plane.handle_connection_up(
+        PeerInfo::new(&id, "gw-b", "us-east", "10.0.0.2:15443"),
+        true,
+        vec![svc("pay", true)],
+        now,
+    );
+    let later = now + Duration::from_secs(10);
+    plane.handle_health(b2, up(80), later);
+    let roles: Vec<&str> = plane.view().conns.iter().map(|c| c.role).collect();
+    assert_eq!(roles, ["active", "active", "active"]);
+    let mut seen = std::collections::BTreeSet::new();
+    for coins in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        seen.insert(plane.plan("pay", &prefer(), &[], later, coins).chosen);
+    }
+    assert_eq!(seen, [Some(b), Some(b2)].into_iter().collect());
+
+    plane.handle_health(b, down(100), later);
+    for coins in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        assert_eq!(
+            plane.plan("pay", &prefer(), &[], later, coins).chosen,
+            Some(b2)
+        );
+    }
+    // With b Down and b2 tried, the next region.
+    let key = plane.peer(b2).unwrap().key.clone();
+    let d = plane.plan("pay", &prefer(), &[key], later, (0, 1));
+    assert_eq!(d.chosen, Some(c));
+}
+
+#[test]
+fn of_two_siblings_the_one_with_fewer_streams_takes_new_ones() {
+    let (mut plane, now, b, _) = mesh();
+    let b2 =
+        plane.handle_connection_up(peer("us-east", "gw-b2"), true, vec![svc("pay", true)], now);
+    let later = now + Duration::from_secs(10);
+    plane.handle_health(b2, up(80), later);
+    for _ in 0..20 {
+        plane.handle_stream_opened(b);
+    }
+    for coins in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        assert_eq!(
+            plane.plan("pay", &prefer(), &[], later, coins).chosen,
+            Some(b2)
+        );
+    }
 }
