@@ -23,6 +23,8 @@ fn newer_hello(versions: VersionRange) -> Message {
         region: "us-east".into(),
         services: vec![],
         capabilities: vec!["x-future".into()],
+        instance: "i-raw".into(),
+        advertise: String::new(),
     })
 }
 

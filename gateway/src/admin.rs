@@ -27,6 +27,12 @@ pub struct AdminState {
     pub id: String,
     pub name: String,
     pub region: String,
+    /// Which gateway of those sharing the certificate this is, and where
+    /// peers dial it (empty: not known).
+    pub instance: String,
+    pub advertise: String,
+    /// Gateways learned from the mesh.
+    pub directory: Arc<crate::dialers::Directory>,
     pub handle: Arc<PlaneHandle>,
     pub events: Arc<EventLog>,
     pub mesh: Arc<MeshView>,
@@ -42,10 +48,16 @@ struct Status<'a> {
     id: &'a str,
     name: &'a str,
     region: &'a str,
+    instance: &'a str,
+    advertise: &'a str,
     ready: bool,
     draining: bool,
     certificate: CertificateStatus,
+    /// One per gateway with a tunnel (several per region).
     peers: Vec<PeerStatus>,
+    /// Every gateway of other regions learned from HELLO and telemetry,
+    /// tunnel or not.
+    gateways: Vec<crate::dialers::KnownGateway>,
     imports: Vec<ImportStatus>,
     /// Where the next stream of each import would go, and why.
     routes: Vec<strait_core::plane::Decision>,
@@ -80,6 +92,10 @@ struct PeerStatus {
     id: String,
     name: String,
     region: String,
+    instance: String,
+    /// Where it says it is dialed.
+    advertise: String,
+    /// The other end of the tunnel as seen from here.
     address: String,
     dialed: bool,
     state: &'static str,
@@ -116,6 +132,11 @@ impl AdminState {
                     id: c.peer.id.clone(),
                     name: c.peer.name.clone(),
                     region: c.peer.region.clone(),
+                    instance: c.peer.instance.clone(),
+                    advertise: tunnel
+                        .as_ref()
+                        .map(|t| t.advertise.clone())
+                        .unwrap_or_default(),
                     address: tunnel
                         .as_ref()
                         .map(|t| t.remote_address().to_string())
@@ -162,10 +183,13 @@ impl AdminState {
             id: &self.id,
             name: &self.name,
             region: &self.region,
+            instance: &self.instance,
+            advertise: &self.advertise,
             ready: self.is_ready(),
             draining: self.draining.load(Ordering::SeqCst),
             certificate,
             peers,
+            gateways: self.directory.known(),
             imports: self
                 .import_list()
                 .iter()

@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     pub name: String,
     pub region: String,
     pub listen: SocketAddr,
+    /// Where peers should dial this gateway (`host:port`), when the file
+    /// says; see [`GatewayConfig::advertise_address`] for the fallbacks.
+    pub advertise: Option<String>,
     pub admin: SocketAddr,
     pub identity: IdentityPaths,
     /// Renew the certificate through a CA service, when set.
@@ -61,8 +64,10 @@ pub struct RenewalConfig {
     pub refresh: Duration,
 }
 
-/// Gateways of another region, dialed at every address.
-#[derive(Debug, Clone)]
+/// Seeds of another region: every address a name resolves to is dialed
+/// (re-resolved every 30 s); the rest of the region's gateways are learned
+/// from them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct PeerConfig {
     /// The region the peer's SPIFFE ID must name (any, when `None`).
     pub region: Option<String>,
@@ -98,6 +103,9 @@ pub struct ImportConfig {
     /// peer may have forwarded it can still be replayed on another peer.
     /// Default false: only proof of non-delivery allows a replay.
     pub idempotent: bool,
+    /// A target in this gateway's own region (`host:port`), used first
+    /// while its health check passes; the remote regions are the failover.
+    pub local: Option<String>,
 }
 
 /// QUIC transport settings, sized for cross-region links.
@@ -122,6 +130,8 @@ pub struct TunnelSettings {
     pub redial_min: Duration,
     pub redial_max: Duration,
     pub congestion: Congestion,
+    /// Distinct gateways of each remote region to keep a tunnel to.
+    pub tunnels_per_region: usize,
 }
 
 /// QUIC congestion controller. BBR is the default: through netsim at 80 ms
@@ -149,6 +159,7 @@ impl Default for TunnelSettings {
             redial_min: Duration::from_millis(200),
             redial_max: Duration::from_secs(10),
             congestion: Congestion::Bbr,
+            tunnels_per_region: 2,
         }
     }
 }
@@ -187,6 +198,7 @@ struct RawGateway {
     region: Spanned<String>,
     drain_grace: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
+    advertise: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
 }
 
@@ -245,6 +257,8 @@ struct RawImport {
     mtls: bool,
     #[serde(default)]
     idempotent: bool,
+    #[serde(default)]
+    local: Option<String>,
     #[serde(flatten)]
     limits: RawLimits,
 }
@@ -262,6 +276,7 @@ struct RawTunnel {
     open_timeout: Option<Spanned<String>>,
     stream_idle_timeout: Option<Spanned<String>>,
     congestion: Option<Congestion>,
+    tunnels_per_region: Option<Spanned<usize>>,
 }
 
 struct Source<'a> {
@@ -444,6 +459,34 @@ impl GatewayConfig {
         }
     }
 
+    /// Where peers should dial this gateway: `[gateway] advertise`, else
+    /// the `STRAIT_ADVERTISE` environment variable (a DaemonSet sets it
+    /// from the node's IP), else the QUIC address it is bound to when that
+    /// is not unspecified (`0.0.0.0`). `None`: peers only learn of it when
+    /// it dials them.
+    pub fn advertise_address(
+        &self,
+        env: Option<String>,
+        bound: SocketAddr,
+    ) -> Result<Option<String>, GatewayError> {
+        if let Some(a) = &self.advertise {
+            return Ok(Some(a.clone()));
+        }
+        if let Some(a) = env.filter(|a| !a.trim().is_empty()) {
+            let a = a.trim().to_owned();
+            let ok = a.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !ok {
+                return Err(GatewayError::Advertise(format!(
+                    "STRAIT_ADVERTISE={a:?} is not host:port (e.g. 10.0.0.7:15443)"
+                )));
+            }
+            return Ok(Some(a));
+        }
+        Ok((!bound.ip().is_unspecified()).then(|| bound.to_string()))
+    }
+
     /// Validates a configuration file without requiring the files it names
     /// to exist here (a config for a container, checked on a laptop).
     pub fn load_without_files(path: &Path) -> Result<GatewayConfig, GatewayError> {
@@ -477,6 +520,10 @@ impl GatewayConfig {
         let admin = match &gw.admin {
             Some(v) => src.addr(v, "gateway.admin")?,
             None => DEFAULT_ADMIN.parse().expect("valid default"),
+        };
+        let advertise = match &gw.advertise {
+            Some(v) => Some(src.host_port(v, "gateway.advertise")?),
+            None => None,
         };
         let id = raw.identity.get_ref();
         let bundle = src.file(&id.bundle, "identity.bundle")?;
@@ -635,6 +682,12 @@ impl GatewayConfig {
                 .map(|r| src.name(r, "import.prefer"))
                 .collect::<Result<_, _>>()?;
             let limits = src.limits(&i.limits, "import", i.service.span())?;
+            let local = match &i.local {
+                Some(l) => {
+                    Some(src.host_port(&Spanned::new(i.service.span(), l.clone()), "import.local")?)
+                }
+                None => None,
+            };
             imports.push(ImportConfig {
                 service,
                 listen,
@@ -642,6 +695,7 @@ impl GatewayConfig {
                 limits,
                 mtls: i.mtls,
                 idempotent: i.idempotent,
+                local,
             });
         }
 
@@ -655,6 +709,16 @@ impl GatewayConfig {
             }
             if let Some(v) = t.max_streams {
                 tunnel.max_streams = v;
+            }
+            if let Some(v) = &t.tunnels_per_region {
+                if *v.get_ref() == 0 {
+                    return Err(src.err(
+                        v.span(),
+                        "tunnel.tunnels_per_region",
+                        "must be at least 1",
+                    ));
+                }
+                tunnel.tunnels_per_region = *v.get_ref();
             }
             if let Some(v) = t.congestion {
                 tunnel.congestion = v;
@@ -717,6 +781,7 @@ impl GatewayConfig {
             name,
             region,
             listen,
+            advertise,
             admin,
             identity,
             renewal,

@@ -1,4 +1,4 @@
-//! Connection drivers: the acceptor and the dialers of configured peers on
+//! Connection drivers: the acceptor and the dialer of one address on
 //! the one QUIC endpoint, the HELLO exchange on each new connection, its
 //! control stream (UPDATE, GOAWAY, TELEMETRY fed to the plane and the mesh
 //! view) and the streams it carries. They only move frames and feed the
@@ -11,11 +11,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use strait_ca::{IdentityKind, SpiffeId};
 use strait_core::backoff::Backoff;
+use strait_core::discovery::GatewayRef;
 use strait_core::frame::{self, Hello, Message, Negotiated, ServiceAd, VersionMismatch};
 use strait_core::plane::PeerInfo;
 use tokio::sync::watch;
 
 use crate::config::TunnelSettings;
+use crate::dialers::Directory;
 use crate::export::Exports;
 use crate::handle::PlaneHandle;
 use crate::note::{Note, NoteSender};
@@ -27,6 +29,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shared by every connection task of a gateway.
 pub struct Drivers {
     pub me: Hello,
+    /// The gateways this one knows of, and the dialing plan.
+    pub directory: Arc<Directory>,
     pub health: strait_core::health::ProbeConfig,
     pub handle: Arc<PlaneHandle>,
     pub exports: Arc<Exports>,
@@ -60,6 +64,10 @@ pub struct Handshaken {
     pub peer: SpiffeId,
     pub name: String,
     pub region: String,
+    /// Which gateway of those sharing the certificate, and where it is
+    /// dialed, as its HELLO said.
+    pub instance: String,
+    pub advertise: String,
     pub services: Vec<ServiceAd>,
     pub agreed: Negotiated,
     pub send: quinn::SendStream,
@@ -121,6 +129,8 @@ pub async fn handshake(
         peer,
         name,
         region,
+        instance: theirs.instance,
+        advertise: theirs.advertise,
         services: theirs.services,
         agreed,
         send,
@@ -135,6 +145,7 @@ pub async fn handshake(
 pub async fn follow_control(
     tunnel: Arc<Tunnel>,
     handle: Arc<PlaneHandle>,
+    directory: Arc<Directory>,
     notes: NoteSender,
     mut recv: quinn::RecvStream,
     mut buf: BytesMut,
@@ -142,6 +153,7 @@ pub async fn follow_control(
     loop {
         match read_frame(&mut recv, &mut buf, Duration::from_secs(24 * 3600)).await {
             Ok(Message::Telemetry(t)) => {
+                directory.heard_in(&t);
                 let _ = notes.send(Note::Telemetry(t));
             }
             Ok(Message::Update(u)) => handle.services(tunnel.id, u.services),
@@ -188,7 +200,8 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
 }
 
 /// Dials `address` and keeps a tunnel to it, redialing with capped,
-/// jittered backoff, until `stop`.
+/// jittered backoff, until `stop`, or until `retire` is set while it holds
+/// no tunnel (a tunnel it holds is never cut for that).
 pub async fn dial_loop(
     endpoint: quinn::Endpoint,
     region: Option<String>,
@@ -196,10 +209,14 @@ pub async fn dial_loop(
     address: String,
     drivers: Arc<Drivers>,
     mut stop: watch::Receiver<bool>,
+    mut retire: watch::Receiver<bool>,
 ) {
     use rand::Rng;
     let mut backoff = Backoff::new(drivers.settings.redial_min, drivers.settings.redial_max);
     loop {
+        if *retire.borrow_and_update() {
+            return;
+        }
         // The identity in force now: it may have been reloaded.
         let dialed = match identity
             .get()
@@ -208,6 +225,7 @@ pub async fn dial_loop(
             Ok(client) => dial_once(&endpoint, &client, &address, &drivers, &mut stop).await,
             Err(e) => Err(e.to_string()),
         };
+        drivers.directory.dialed(&address, dialed.is_ok());
         match dialed {
             Ok(()) => backoff.reset(),
             Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
@@ -216,6 +234,7 @@ pub async fn dial_loop(
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
+            r = retire.changed() => if r.is_err() { return },
         }
     }
 }
@@ -258,7 +277,7 @@ async fn dial_once(
 }
 
 /// Runs one connection as a tunnel until it closes; returns the peer's
-/// SPIFFE ID.
+/// key (SPIFFE ID and instance).
 async fn run_connection(
     conn: quinn::Connection,
     dialed: bool,
@@ -285,24 +304,34 @@ async fn run_connection(
         peer,
         name,
         region,
+        instance,
+        advertise,
         services,
         agreed,
         send,
         recv,
         buf,
     } = shaken;
-    let info = PeerInfo {
-        id: peer.to_string(),
-        name: name.clone(),
-        region: region.clone(),
-    };
+    let info = PeerInfo::new(&peer.to_string(), &name, &region, &instance);
+    let key = info.key.clone();
+    drivers.directory.heard(
+        GatewayRef {
+            region: region.clone(),
+            name: name.clone(),
+            instance: instance.clone(),
+        },
+        &advertise,
+        Duration::ZERO,
+    );
     let tunnel = drivers.handle.register(info, dialed, services, |id| {
         Tunnel::new(id, peer, name, region, conn.clone(), dialed, agreed)
+            .with_instance(instance, advertise)
     });
     tunnel.set_control(send).await;
     let control = tokio::spawn(follow_control(
         tunnel.clone(),
         drivers.handle.clone(),
+        drivers.directory.clone(),
         drivers.notes.clone(),
         recv,
         buf,
@@ -331,5 +360,5 @@ async fn run_connection(
     prober.abort();
     drivers.handle.closed(tunnel.id);
     tracing::debug!(peer = %tunnel.peer, peer_addr = %remote, conn = %tunnel.id, "connection closed: {reason}");
-    Ok(tunnel.peer.to_string())
+    Ok(key)
 }

@@ -39,6 +39,8 @@ pub enum GatewayError {
     },
     #[error("{key} cannot change while running; restart the gateway to change it")]
     NeedsRestart { key: String },
+    #[error("advertise address: {0}")]
+    Advertise(String),
     #[error("QUIC configuration rejected: {0}")]
     Quic(String),
     #[error(transparent)]

@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use crate::GatewayError;
 use crate::admin::{AdminState, serve_admin};
 use crate::config::{GatewayConfig, TunnelSettings};
-use crate::connection::{Drivers, accept_loop, dial_loop};
+use crate::connection::{Drivers, accept_loop};
+use crate::dialers::Directory;
 use crate::events::EventLog;
 use crate::export::Exports;
 use crate::handle::PlaneHandle;
@@ -24,21 +25,17 @@ use crate::import::run_import;
 use crate::tls::TlsIdentity;
 use crate::wire::code;
 
-/// A configured peer address and the region its certificate must name.
-type DialTarget = (Option<String>, String);
-
 /// A running gateway. Dropping it does not stop it; call
 /// [`RunningGateway::shutdown`].
 pub struct RunningGateway {
     endpoint: quinn::Endpoint,
     /// Each import listener's task, with the configuration it runs.
     imports: Vec<(crate::config::ImportConfig, JoinHandle<()>)>,
-    /// Each dialer's task, by (peer region, address).
-    dialers: Vec<(DialTarget, JoinHandle<()>)>,
+    /// The configured seeds, read by the dialers' supervisor.
+    seeds: watch::Sender<Vec<crate::config::PeerConfig>>,
     config: GatewayConfig,
     drivers: Arc<Drivers>,
     identity: Arc<crate::reload::CurrentIdentity>,
-    stop_rx: watch::Receiver<bool>,
     drain_grace: Duration,
     handle: Arc<PlaneHandle>,
     events: Arc<EventLog>,
@@ -112,9 +109,6 @@ impl RunningGateway {
         for (_, import) in &self.imports {
             import.abort();
         }
-        for (_, dialer) in &self.dialers {
-            dialer.abort();
-        }
         self.admin.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         for t in &self.tasks {
@@ -139,7 +133,24 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         addr: config.listen,
         source,
     })?;
-    let mut plane = strait_core::plane::PlaneConfig::new(&tls.id().to_string(), &config.region);
+    let advertise = config.advertise_address(std::env::var("STRAIT_ADVERTISE").ok(), quic_addr)?;
+    // The advertised address tells apart gateways that share a certificate
+    // and stays the same across restarts; without one, a random instance.
+    let instance = advertise
+        .clone()
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let me = strait_core::discovery::GatewayRef {
+        region: config.region.clone(),
+        name: config.name.clone(),
+        instance: instance.clone(),
+    };
+    let mut discovery = strait_core::discovery::DiscoveryConfig::new(me);
+    discovery.tunnels_per_region = config.tunnel.tunnels_per_region;
+    let directory = Arc::new(Directory::new(discovery));
+    let mut plane = strait_core::plane::PlaneConfig::new(
+        &strait_core::plane::peer_key(&tls.id().to_string(), &instance),
+        &config.region,
+    );
     plane.hold_down = config.hold_down;
     plane.dead_after = config.health.interval * config.health.down_after;
     let (handle, plane_events) = PlaneHandle::new(plane);
@@ -148,6 +159,8 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     let mesh = Arc::new(crate::telemetry::MeshView::new(
         &config.name,
         &config.region,
+        &instance,
+        advertise.as_deref().unwrap_or(""),
     ));
     let exports = Arc::new(Exports::new(
         &config.exports,
@@ -165,7 +178,12 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     ];
     metrics::gauge!(crate::metrics::CERT_EXPIRY, &cert_labels).set(expiry.as_secs_f64());
     let drivers = Arc::new(Drivers {
-        me: Hello::new(config.name.clone(), config.region.clone(), exports.ads()),
+        me: Hello {
+            instance: instance.clone(),
+            advertise: advertise.clone().unwrap_or_default(),
+            ..Hello::new(config.name.clone(), config.region.clone(), exports.ads())
+        },
+        directory: directory.clone(),
         handle: handle.clone(),
         exports: exports.clone(),
         settings: settings.clone(),
@@ -206,6 +224,9 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         id: tls.id().to_string(),
         name: config.name.clone(),
         region: config.region.clone(),
+        instance: instance.clone(),
+        advertise: advertise.clone().unwrap_or_default(),
+        directory: directory.clone(),
         handle: handle.clone(),
         events: events.clone(),
         mesh: mesh.clone(),
@@ -220,6 +241,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
                     limits: import.limits.clone(),
                     mtls: import.mtls,
                     idempotent: import.idempotent,
+                    local: import.local.clone(),
                 })
                 .collect(),
         ),
@@ -240,7 +262,6 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         config.target_check,
         settings.connect_timeout.min(config.target_check),
     )));
-    let mut dialers = Vec::new();
     tasks.push(tokio::spawn(crate::reload::watch(
         config.health.interval,
         config.identity.clone(),
@@ -269,32 +290,29 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     for peer in &config.peers {
         // Fail at start, not at the first dial, if the config cannot build.
         tls.client_config(peer.region.as_deref(), &settings)?;
-        for address in &peer.addresses {
-            let task = tokio::spawn(dial_loop(
-                endpoint.clone(),
-                peer.region.clone(),
-                identity.clone(),
-                address.clone(),
-                drivers.clone(),
-                stop_rx.clone(),
-            ));
-            dialers.push(((peer.region.clone(), address.clone()), task));
-        }
     }
+    let (seeds, seeds_rx) = watch::channel(config.peers.clone());
+    tasks.push(tokio::spawn(crate::dialers::run(
+        endpoint.clone(),
+        identity.clone(),
+        drivers.clone(),
+        seeds_rx,
+        stop_rx.clone(),
+    )));
     admin.ready.store(true, Ordering::SeqCst);
     tracing::info!(
         id = %tls.id(), quic = %quic_addr, admin = %admin_addr,
+        instance = %instance, advertise = advertise.as_deref().unwrap_or("-"),
         peers = config.peers.len(), exports = config.exports.len(), imports = config.imports.len(),
         "gateway started"
     );
     Ok(RunningGateway {
         endpoint,
         imports,
-        dialers,
+        seeds,
         config: config.clone(),
         drivers,
         identity,
-        stop_rx,
         drain_grace: config.drain_grace,
         handle,
         events,
@@ -442,36 +460,21 @@ impl RunningGateway {
                 t.send_control(&update).await;
             }
         }
-        let wanted: Vec<DialTarget> = new
-            .peers
-            .iter()
-            .flat_map(|p| {
-                p.addresses
-                    .iter()
-                    .map(move |a| (p.region.clone(), a.clone()))
-            })
-            .collect();
-        self.dialers.retain(|(key, task)| {
-            let keep = wanted.contains(key);
-            if !keep {
-                task.abort();
-                summary.peers_removed += 1;
-            }
-            keep
-        });
-        for key in wanted {
-            if !self.dialers.iter().any(|(k, _)| *k == key) {
-                let task = tokio::spawn(dial_loop(
-                    self.endpoint.clone(),
-                    key.0.clone(),
-                    self.identity.clone(),
-                    key.1.clone(),
-                    self.drivers.clone(),
-                    self.stop_rx.clone(),
-                ));
-                self.dialers.push((key, task));
-                summary.peers_added += 1;
-            }
+        let seeds = |c: &GatewayConfig| -> Vec<(Option<String>, String)> {
+            c.peers
+                .iter()
+                .flat_map(|p| {
+                    p.addresses
+                        .iter()
+                        .map(move |a| (p.region.clone(), a.clone()))
+                })
+                .collect()
+        };
+        let (before, after) = (seeds(old), seeds(&new));
+        summary.peers_removed = before.iter().filter(|s| !after.contains(s)).count();
+        summary.peers_added = after.iter().filter(|s| !before.contains(s)).count();
+        if old.peers != new.peers {
+            self.seeds.send_replace(new.peers.clone());
         }
         *self.admin.imports.lock().unwrap_or_else(|p| p.into_inner()) =
             self.imports.iter().map(|(c, _)| c.clone()).collect();

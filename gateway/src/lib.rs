@@ -14,6 +14,7 @@ pub mod admin;
 pub mod admission;
 pub mod config;
 pub mod connection;
+pub mod dialers;
 mod error;
 pub mod events;
 pub mod export;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use strait_core::health::TunnelHealth;
-use strait_core::plane::{DownReason, PlaneEvent};
+use strait_core::plane::{DownReason, PeerInfo, PlaneEvent};
 use tokio::sync::mpsc;
 
 use crate::events::EventLog;
@@ -37,12 +37,13 @@ impl Observers {
         }
     }
 
-    fn set_state(&self, peer: &str, peer_region: &str, state: TunnelHealth) {
+    fn set_state(&self, peer: &PeerInfo, state: TunnelHealth) {
         for s in [TunnelHealth::Up, TunnelHealth::Degraded, TunnelHealth::Down] {
             let labels = [
                 ("region", self.region.clone()),
-                ("peer", peer.to_owned()),
-                ("peer_region", peer_region.to_owned()),
+                ("peer", peer.id.clone()),
+                ("peer_instance", peer.instance.clone()),
+                ("peer_region", peer.region.clone()),
                 ("state", s.as_str().to_owned()),
             ];
             metrics::gauge!(m::TUNNEL_STATE, &labels).set(if s == state { 1.0 } else { 0.0 });
@@ -52,10 +53,10 @@ impl Observers {
     pub fn plane_event(&self, event: PlaneEvent) {
         match event {
             PlaneEvent::TunnelUp { conn, peer, dialed } => {
-                self.set_state(&peer.id, &peer.region, TunnelHealth::Up);
+                self.set_state(&peer, TunnelHealth::Up);
                 self.events
                     .record("tunnel_up", format!("{} ({})", peer.id, peer.region));
-                tracing::info!(peer = %peer.id, %conn, dialed, "tunnel up");
+                tracing::info!(peer = %peer.id, instance = %peer.instance, %conn, dialed, "tunnel up");
             }
             PlaneEvent::TunnelDown { conn, peer, why } => match why {
                 DownReason::Superseded => {
@@ -80,7 +81,7 @@ impl Observers {
                 to,
                 loss,
             } => {
-                self.set_state(&peer.id, &peer.region, to);
+                self.set_state(&peer, to);
                 self.events.record(
                     "tunnel_health",
                     format!(

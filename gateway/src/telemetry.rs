@@ -46,6 +46,10 @@ impl Held {
 pub struct MeshEntry {
     pub gateway: String,
     pub region: String,
+    /// Which of the gateways sharing the name (one certificate per region).
+    pub instance: String,
+    /// Where it is dialed; empty when it did not say.
+    pub advertise: String,
     pub age_ms: u64,
     pub stale: bool,
     /// Heard from it directly (else relayed by another gateway).
@@ -61,15 +65,19 @@ pub struct MeshEntry {
 pub struct MeshView {
     me: String,
     region: String,
+    instance: String,
+    advertise: String,
     boot_id: u64,
     held: Mutex<HashMap<String, Held>>,
 }
 
 impl MeshView {
-    pub fn new(me: &str, region: &str) -> Self {
+    pub fn new(me: &str, region: &str, instance: &str, advertise: &str) -> Self {
         MeshView {
             me: me.to_owned(),
             region: region.to_owned(),
+            instance: instance.to_owned(),
+            advertise: advertise.to_owned(),
             boot_id: rand::random(),
             held: Mutex::new(HashMap::new()),
         }
@@ -107,6 +115,8 @@ impl MeshView {
             services,
             streams_total: handle.counters.total.load(Ordering::Relaxed),
             streams_failed: handle.counters.failed.load(Ordering::Relaxed),
+            instance: self.instance.clone(),
+            advertise: self.advertise.clone(),
         }
     }
 
@@ -114,11 +124,12 @@ impl MeshView {
     pub fn receive(&self, telemetry: Telemetry, now: Instant) {
         let mut held = self.held();
         let mut take = |report: GatewayReport, direct: bool| {
-            if report.gateway == self.me {
+            if report.gateway == self.me && report.instance == self.instance {
                 return;
             }
+            let key = strait_core::plane::peer_key(&report.gateway, &report.instance);
             let age = Duration::from_millis(report.age_ms);
-            let (base_total, base_failed) = match held.get(&report.gateway) {
+            let (base_total, base_failed) = match held.get(&key) {
                 // Older news than what we hold: keep ours.
                 Some(h) if h.age(now) < age => return,
                 Some(h) if h.report.boot_id != report.boot_id => (
@@ -129,7 +140,7 @@ impl MeshView {
                 None => (0, 0),
             };
             held.insert(
-                report.gateway.clone(),
+                key,
                 Held {
                     report,
                     received: now,
@@ -170,6 +181,8 @@ impl MeshView {
         let mut out = vec![MeshEntry {
             gateway: own.gateway,
             region: own.region,
+            instance: own.instance,
+            advertise: own.advertise,
             age_ms: 0,
             stale: false,
             direct: true,
@@ -185,12 +198,15 @@ impl MeshView {
                 .region
                 .cmp(&b.report.region)
                 .then(a.report.gateway.cmp(&b.report.gateway))
+                .then(a.report.instance.cmp(&b.report.instance))
         });
         for h in others {
             let age = h.age(now);
             out.push(MeshEntry {
                 gateway: h.report.gateway.clone(),
                 region: h.report.region.clone(),
+                instance: h.report.instance.clone(),
+                advertise: h.report.advertise.clone(),
                 age_ms: age.as_millis() as u64,
                 stale: age > STALE_AFTER,
                 direct: h.direct,
@@ -238,13 +254,15 @@ mod tests {
             services: vec![],
             streams_total: total,
             streams_failed: 0,
+            instance: String::new(),
+            advertise: String::new(),
         }
     }
 
     #[test]
     fn fresher_news_wins_and_relayed_news_is_kept() {
         let now = Instant::now();
-        let view = MeshView::new("a", "eu");
+        let view = MeshView::new("a", "eu", "i-a", "");
         view.receive(
             Telemetry {
                 origin: report("b", 1, 0, 10),
@@ -277,7 +295,7 @@ mod tests {
     #[test]
     fn counters_never_go_backwards_when_a_gateway_restarts() {
         let now = Instant::now();
-        let view = MeshView::new("a", "eu");
+        let view = MeshView::new("a", "eu", "i-a", "");
         view.receive(
             Telemetry {
                 origin: report("b", 1, 0, 10),
@@ -299,7 +317,7 @@ mod tests {
     #[test]
     fn ages_grow_and_turn_stale() {
         let now = Instant::now();
-        let view = MeshView::new("a", "eu");
+        let view = MeshView::new("a", "eu", "i-a", "");
         view.receive(
             Telemetry {
                 origin: report("b", 1, 2_900, 1),

@@ -16,6 +16,10 @@ pub struct Tunnel {
     pub peer: SpiffeId,
     pub name: String,
     pub region: String,
+    /// Which gateway of those sharing the certificate (empty: not said).
+    pub instance: String,
+    /// Where the peer says it is dialed (empty: not said).
+    pub advertise: String,
     pub conn: quinn::Connection,
     /// Whether this gateway dialed the connection.
     pub dialed: bool,
@@ -42,12 +46,22 @@ impl Tunnel {
             peer,
             name,
             region,
+            instance: String::new(),
+            advertise: String::new(),
             conn,
             dialed,
             version: agreed.version,
             capabilities: agreed.capabilities,
             control: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Which gateway of those sharing the certificate this is, and where
+    /// it says it is dialed.
+    pub fn with_instance(mut self, instance: String, advertise: String) -> Self {
+        self.instance = instance;
+        self.advertise = advertise;
+        self
     }
 
     /// Sends a frame on the control stream (UPDATE, GOAWAY); a failure

@@ -1,6 +1,9 @@
 //! The UDP relay: a local socket that forwards datagrams to one target
 //! through a link in each direction, with a separate upstream socket per
 //! client address so that QUIC (or anything else) runs through unchanged.
+//! A routed relay picks the links per client address instead (the sender's
+//! region to the target's), so one address can stand for a gateway that
+//! gateways of every region dial, as an advertised address is.
 
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -23,6 +26,26 @@ pub const MAX_FLOWS: usize = 1024;
 const FORWARD_BATCH: usize = 8;
 const REVERSE_BATCH: usize = 4;
 
+/// The links of one client: towards the target and back. `None` drops
+/// the client's datagrams (a sender of no known region).
+pub type Router = Arc<dyn Fn(SocketAddr) -> Option<(SharedLink, SharedLink)> + Send + Sync>;
+
+/// How a relay finds a client's links.
+#[derive(Clone)]
+enum Links {
+    Fixed(SharedLink, SharedLink),
+    Routed(Router),
+}
+
+impl Links {
+    fn for_client(&self, client: SocketAddr) -> Option<(SharedLink, SharedLink)> {
+        match self {
+            Links::Fixed(f, r) => Some((f.clone(), r.clone())),
+            Links::Routed(route) => route(client),
+        }
+    }
+}
+
 /// A running UDP relay; dropping it stops every task it started.
 #[derive(Debug)]
 pub struct UdpRelay {
@@ -40,14 +63,27 @@ impl UdpRelay {
         forward: SharedLink,
         reverse: SharedLink,
     ) -> io::Result<UdpRelay> {
+        Self::start(listen, target, Links::Fixed(forward, reverse))
+    }
+
+    /// Binds `listen` and forwards to `target` through the links `route`
+    /// gives for each client address (looked up once per client).
+    pub async fn bind_routed(
+        listen: SocketAddr,
+        target: SocketAddr,
+        route: Router,
+    ) -> io::Result<UdpRelay> {
+        Self::start(listen, target, Links::Routed(route))
+    }
+
+    fn start(listen: SocketAddr, target: SocketAddr, links: Links) -> io::Result<UdpRelay> {
         let socket = Arc::new(BatchSocket::bind(listen, None)?);
         let local = socket.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
         let forwarder = Forwarder {
             socket,
             target,
-            forward,
-            reverse,
+            links,
             shutdown: rx,
             flows: HashMap::new(),
             queue: DelayQueue::default(),
@@ -164,8 +200,7 @@ enum Wake {
 struct Forwarder {
     socket: Arc<BatchSocket>,
     target: SocketAddr,
-    forward: SharedLink,
-    reverse: SharedLink,
+    links: Links,
     shutdown: watch::Receiver<bool>,
     flows: HashMap<SocketAddr, Flow>,
     queue: DelayQueue<(Arc<BatchSocket>, Arc<[u8]>)>,
@@ -175,6 +210,7 @@ struct Forwarder {
 /// One client address and its upstream socket.
 struct Flow {
     upstream: Arc<BatchSocket>,
+    forward: SharedLink,
     last_seen: Instant,
     reverse_task: tokio::task::AbortHandle,
 }
@@ -228,26 +264,26 @@ impl Forwarder {
 
     async fn handle(&mut self, client: SocketAddr, data: &[u8]) {
         let now = Instant::now();
-        let upstream = match self.flows.get_mut(&client) {
+        let (upstream, forward) = match self.flows.get_mut(&client) {
             Some(flow) => {
                 flow.last_seen = now;
-                flow.upstream.clone()
+                (flow.upstream.clone(), flow.forward.clone())
             }
             None => {
                 let Some(flow) = self.open_flow(client, now) else {
                     return;
                 };
-                let upstream = flow.upstream.clone();
+                let found = (flow.upstream.clone(), flow.forward.clone());
                 self.flows.insert(client, flow);
-                upstream
+                found
             }
         };
-        let fate = lock(&self.forward).admit(data.len(), now);
+        let fate = lock(&forward).admit(data.len(), now);
         let planned = plan(fate, &mut self.queue, now, data.len(), || {
             (upstream.clone(), Arc::from(data))
         });
         let Some(copies) = planned else {
-            lock(&self.forward).overflowed(data.len());
+            lock(&forward).overflowed(data.len());
             return;
         };
         for _ in 0..copies {
@@ -260,6 +296,10 @@ impl Forwarder {
             tracing::warn!(%client, "relay has {MAX_FLOWS} flows already; dropping datagrams from a new client");
             return None;
         }
+        let Some((forward, reverse)) = self.links.for_client(client) else {
+            tracing::debug!(%client, "no route for this client; dropping its datagrams");
+            return None;
+        };
         let bind: SocketAddr = if self.target.is_ipv4() {
             ([127, 0, 0, 1], 0).into()
         } else {
@@ -276,13 +316,14 @@ impl Forwarder {
             upstream: upstream.clone(),
             socket: self.socket.clone(),
             client,
-            reverse: self.reverse.clone(),
+            reverse,
             queue: DelayQueue::default(),
             batch: SendBatch::default(),
         };
         let task = tokio::spawn(flow.run(self.shutdown.clone()));
         Some(Flow {
             upstream,
+            forward,
             last_seen: now,
             reverse_task: task.abort_handle(),
         })

@@ -114,6 +114,8 @@ pub struct GatewaySpec {
     pub identity_lines: Vec<String>,
     /// Leave `name` out of [gateway]: the certificate names the gateway.
     pub name_from_certificate: bool,
+    /// Extra lines for the [gateway] section.
+    pub gateway_lines: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -134,6 +136,7 @@ impl GatewaySpec {
             service_lines: Vec::new(),
             identity_lines: Vec::new(),
             name_from_certificate: false,
+            gateway_lines: Vec::new(),
         }
     }
 
@@ -183,6 +186,9 @@ impl GatewaySpec {
         }
         if self.name_from_certificate {
             s = s.replacen(&format!("name = \"{}\"\n", self.name), "", 1);
+        }
+        for line in &self.gateway_lines {
+            s = s.replacen("[identity]", &format!("{line}\n\n[identity]"), 1);
         }
         if let Some(grace) = &self.drain_grace {
             s = s.replacen(
@@ -304,6 +310,15 @@ impl GatewayProcess {
     pub fn signal_hup(&self) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    }
+
+    /// Sends `signal` (a name `kill` knows: STOP, CONT, ...).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
     }
 
     /// Sends SIGTERM (the gateway starts draining).

@@ -313,6 +313,7 @@ fn gateway_config(
         name: name.to_owned(),
         region: region.to_owned(),
         listen: "127.0.0.1:0".parse().expect("static address"),
+        advertise: None,
         admin: "127.0.0.1:0".parse().expect("static address"),
         identity: IdentityPaths::in_dir(identity),
         renewal: None,
@@ -345,6 +346,7 @@ fn gateway_config(
                 // delivering one twice is harmless, so a failover may
                 // replay the bytes of a stream cut in flight.
                 idempotent: true,
+                local: None,
             })
             .collect(),
         tunnel: TunnelSettings::default(),

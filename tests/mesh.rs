@@ -1,0 +1,300 @@
+//! The mesh as deployed: three regions of three gateways each, real
+//! processes, netsim between the regions. Every gateway is configured with
+//! one seed per remote region and learns the rest; us-east's three
+//! gateways share one certificate (one per region), the others have one
+//! per node. Each gateway advertises the address of a netsim relay that
+//! puts the sender's region-to-region link on whatever dials it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strait_netsim::{LinkConfig, Network, SharedLink, UdpRelay};
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, free_tcp};
+
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+/// A target that answers each connection with `tag`, then echoes.
+fn tagged_target(tag: &'static str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut line = tag.as_bytes().to_vec();
+                line.push(b'\n');
+                if s.write_all(&line).is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Which target served one connection through `import`, or `None`.
+fn served_by(import: SocketAddr, patience: Duration) -> Option<String> {
+    let mut s = TcpStream::connect(import).ok()?;
+    s.set_read_timeout(Some(patience)).ok()?;
+    s.write_all(b"x").ok()?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\nx") {
+        s.read_exact(&mut byte).ok()?;
+        got.push(byte[0]);
+    }
+    let text = String::from_utf8(got).ok()?;
+    Some(text.trim_end_matches("\nx").to_owned())
+}
+
+struct Mesh {
+    _dir: tempfile::TempDir,
+    _net: Arc<Network>,
+    _relays: Vec<UdpRelay>,
+    /// By label: w1..w3, e1..e3, a1..a3.
+    gateways: BTreeMap<String, GatewayProcess>,
+    /// w1's import of `svc` (us-east preferred, ap-south second).
+    import: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// w1..w3 in eu-west, e1..e3 in us-east, a1..a3 in ap-south.
+fn label(region: &str, i: usize) -> String {
+    let letter = match region {
+        "eu-west" => 'w',
+        "us-east" => 'e',
+        _ => 'a',
+    };
+    format!("{letter}{}", i + 1)
+}
+
+fn mesh() -> Mesh {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    let regions = REGIONS.map(String::from);
+    let net = Arc::new(Network::new(&regions, 9, |from, to| {
+        let one_way = match (from, to) {
+            ("eu-west", "us-east") | ("us-east", "eu-west") => 20,
+            _ => 40,
+        };
+        LinkConfig {
+            latency: Duration::from_millis(one_way),
+            ..Default::default()
+        }
+    }));
+    // One certificate for all of us-east, one per gateway elsewhere.
+    ca.gateway("us-east", "gw-e", &d.join("id-e"));
+    let mut specs: Vec<(String, GatewaySpec)> = Vec::new();
+    for region in REGIONS {
+        for i in 0..3 {
+            let l = label(region, i);
+            let spec = if region == "us-east" {
+                let mut s = GatewaySpec::new(&l, region, d.join("id-e"));
+                s.name_from_certificate = true;
+                s
+            } else {
+                ca.gateway(region, &format!("gw-{l}"), &d.join(&l));
+                let mut s = GatewaySpec::new(&l, region, d.join(&l));
+                s.name = format!("gw-{l}");
+                s
+            };
+            specs.push((l, spec));
+        }
+    }
+    // The region of each gateway's QUIC socket, for the routed relays.
+    let region_of: Arc<BTreeMap<SocketAddr, String>> = Arc::new(
+        specs
+            .iter()
+            .map(|(_, s)| (s.quic, s.region.clone()))
+            .collect(),
+    );
+    let mut relays = Vec::new();
+    let mut advertised = BTreeMap::new();
+    for (l, spec) in &specs {
+        let (net, region_of, to) = (net.clone(), region_of.clone(), spec.region.clone());
+        let route = Arc::new(
+            move |client: SocketAddr| -> Option<(SharedLink, SharedLink)> {
+                let from = region_of.get(&client)?;
+                Some((net.link(from, &to).ok()?, net.link(&to, from).ok()?))
+            },
+        );
+        let relay = rt
+            .block_on(UdpRelay::bind_routed(
+                "127.0.0.1:0".parse().unwrap(),
+                spec.quic,
+                route,
+            ))
+            .unwrap();
+        advertised.insert(l.clone(), relay.local_addr());
+        relays.push(relay);
+    }
+    let import = free_tcp();
+    for (l, spec) in &mut specs {
+        spec.gateway_lines
+            .push(format!("advertise = \"{}\"", advertised[l.as_str()]));
+        spec.health = vec![
+            "target_check = \"200ms\"".into(),
+            "hold_down = \"2s\"".into(),
+        ];
+        // One seed per remote region, chosen so that the seeds alone link
+        // the nine gateways into one graph (w1-e1, e1-w2, a1-w3, ...): the
+        // rest is learned from telemetry.
+        let i: usize = l[1..].parse::<usize>().unwrap() - 1;
+        let shift = REGIONS.iter().position(|r| *r == spec.region).unwrap();
+        for region in REGIONS.iter().filter(|r| **r != spec.region) {
+            let seed = label(region, (i + shift) % 3);
+            spec.peers
+                .push((region.to_string(), advertised[seed.as_str()]));
+        }
+        if spec.region != "eu-west" {
+            let tag: &'static str = Box::leak(l.clone().into_boxed_str());
+            spec.exports
+                .push(("svc".into(), tagged_target(tag), vec![]));
+        }
+    }
+    let w1 = &mut specs[0].1;
+    w1.imports.push(("svc".into(), import));
+    w1.prefer = vec!["us-east".into(), "ap-south".into()];
+    w1.service_lines
+        .push(("svc".into(), "idempotent = true".into()));
+    let gateways = specs
+        .iter()
+        .map(|(l, s)| (l.clone(), GatewayProcess::start(d, s)))
+        .collect();
+    Mesh {
+        _dir: dir,
+        _net: net,
+        _relays: relays,
+        gateways,
+        import,
+        _rt: rt,
+    }
+}
+
+/// Distinct gateways (region, name, instance) with an Up tunnel, per
+/// region, from `/status`.
+fn up_gateways(status: &serde_json::Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in status["peers"].as_array().into_iter().flatten() {
+        if p["state"] == "up" {
+            out.entry(p["region"].as_str().unwrap_or("").to_owned())
+                .or_default()
+                .insert(format!("{}#{}", p["name"], p["instance"]));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_gateway_learns_its_peers_and_a_frozen_gateway_yields_to_its_siblings() {
+    let m = mesh();
+    // Every gateway ends up with tunnels to at least two gateways of each
+    // other region, though it was given one seed per region.
+    let started = Instant::now();
+    for (l, gw) in &m.gateways {
+        let own = gw.status().unwrap()["region"].as_str().unwrap().to_owned();
+        let status = gw.wait_for("tunnels to 2 gateways of every other region", |s| {
+            let up = up_gateways(s);
+            REGIONS
+                .iter()
+                .filter(|r| **r != own)
+                .all(|r| up.get(*r).is_some_and(|g| g.len() >= 2))
+        });
+        let counts: Vec<String> = up_gateways(&status)
+            .iter()
+            .map(|(r, g)| format!("{r}: {}", g.len()))
+            .collect();
+        println!("{l}: tunnels to {}", counts.join(", "));
+    }
+    println!(
+        "every gateway held 2+ tunnels per remote region {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+    // us-east's gateways share a certificate, so they differ only by
+    // instance: each is a peer of its own.
+    let w1 = &m.gateways["w1"];
+    let status = w1.status().unwrap();
+    let east: Vec<&serde_json::Value> = status["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["region"] == "us-east")
+        .collect();
+    assert!(east.iter().all(|p| p["name"] == "gw-e"), "{east:?}");
+    let instances: BTreeSet<&str> = east.iter().filter_map(|p| p["instance"].as_str()).collect();
+    assert_eq!(instances.len(), east.len(), "{east:?}");
+
+    // Streams spread over us-east (the preferred region), never ap-south.
+    w1.wait_for("us-east offering svc on 2 tunnels", |s| {
+        s["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .filter(|p| p["region"] == "us-east" && p["services"][0]["name"] == "svc")
+                .count()
+                >= 2
+        })
+    });
+    std::thread::sleep(Duration::from_millis(2500)); // past the hold-down
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut s = TcpStream::connect(m.import).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut tag = [0u8; 3];
+        s.read_exact(&mut tag).unwrap();
+        let tag = String::from_utf8_lossy(&tag[..2]).into_owned();
+        *by.entry(tag).or_default() += 1;
+        held.push(s); // long-lived: counted as active streams
+    }
+    println!("60 held streams from w1: {by:?}");
+    assert!(by.keys().all(|t| t.starts_with('e')), "{by:?}");
+    assert!(by.len() >= 2, "streams not spread over us-east: {by:?}");
+    let busiest = by.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+
+    // Freeze the busiest us-east gateway.
+    m.gateways[&busiest].signal("STOP");
+    let frozen = Instant::now();
+    let mut first_sibling = None;
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    while frozen.elapsed() < Duration::from_secs(4) {
+        match served_by(m.import, Duration::from_secs(5)) {
+            Some(tag) => {
+                if tag != busiest && tag.starts_with('e') && first_sibling.is_none() {
+                    first_sibling = Some(frozen.elapsed());
+                }
+                *served.entry(tag).or_default() += 1;
+            }
+            None => failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.gateways[&busiest].signal("CONT");
+    println!(
+        "froze {busiest}: first answer from a sibling {:?} later; then served {served:?}, {failed} failed",
+        first_sibling
+    );
+    assert_eq!(failed, 0, "requests failed on an idempotent import");
+    assert!(
+        served.keys().all(|t| t.starts_with('e')),
+        "streams left us-east although siblings were healthy: {served:?}"
+    );
+    assert!(first_sibling.is_some());
+    drop(held);
+}
