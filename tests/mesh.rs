@@ -298,3 +298,140 @@ fn every_gateway_learns_its_peers_and_a_frozen_gateway_yields_to_its_siblings() 
     assert!(first_sibling.is_some());
     drop(held);
 }
+
+/// A tagged target on `addr` that can be stopped (connections refused)
+/// and started again on the same address.
+struct LocalTarget {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LocalTarget {
+    fn start(addr: SocketAddr, tag: &'static str) -> LocalTarget {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || {
+                            let _ = s.write_all(format!("{tag}\n").as_bytes());
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        LocalTarget { addr, stop }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Let the accept loop see it and drop the listener.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_local_first_import_fails_over_to_the_remote_region_and_comes_back_after_the_hold_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ca, mut west, mut east) = support::mesh::west_east(d);
+    let local = LocalTarget::start("127.0.0.1:0".parse().unwrap(), "local");
+    east.exports
+        .push(("svc".into(), tagged_target("remote"), vec![]));
+    let import = free_tcp();
+    west.imports.push(("svc".into(), import));
+    west.service_lines.push((
+        "svc".into(),
+        format!("local = \"{}\"\nidempotent = true", local.addr),
+    ));
+    for spec in [&mut west, &mut east] {
+        spec.health = vec![
+            "target_check = \"100ms\"".into(),
+            "hold_down = \"2s\"".into(),
+        ];
+    }
+    let gw_w = GatewayProcess::start(d, &west);
+    let _gw_e = GatewayProcess::start(d, &east);
+    gw_w.wait_for_service("svc");
+    // Past the new tunnel's own hold-down, so only the local target's
+    // decides below.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    for _ in 0..5 {
+        assert_eq!(
+            served_by(import, Duration::from_secs(5)).as_deref(),
+            Some("local")
+        );
+    }
+    // `strait why` shows the local target first.
+    let why = support::strait(d, &format!("why svc --admin http://{}", west.admin)).ok();
+    assert!(
+        why.stdout.contains(&local.addr.to_string()),
+        "{}",
+        why.stdout
+    );
+
+    local.stop();
+    let stopped = Instant::now();
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    while stopped.elapsed() < Duration::from_secs(1) {
+        match served_by(import, Duration::from_secs(5)) {
+            Some(tag) => *served.entry(tag).or_default() += 1,
+            None => failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("local target stopped: served {served:?}, {failed} failed");
+    assert_eq!(failed, 0);
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["remote"]);
+
+    let local = LocalTarget::start(local.addr, "local");
+    let restored = Instant::now();
+    let back = loop {
+        let tag = served_by(import, Duration::from_secs(5));
+        assert!(
+            tag.is_some(),
+            "a request failed after the local target came back"
+        );
+        if tag.as_deref() == Some("local") {
+            break restored.elapsed();
+        }
+        assert!(
+            restored.elapsed() < Duration::from_secs(10),
+            "never back to local"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("back to the local target {back:?} after it was restored (hold-down 2 s)");
+    assert!(
+        back >= Duration::from_secs(2),
+        "back before the hold-down: {back:?}"
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            served_by(import, Duration::from_secs(5)).as_deref(),
+            Some("local")
+        );
+    }
+    let log = gw_w.log_text();
+    assert!(log.contains("local target unreachable"), "{log}");
+    let metrics = gw_w.scrape();
+    let moved = |name: &str| support::mesh::sum(&metrics, name, &["service=\"svc\""]);
+    assert!(moved("strait_failovers_total") >= 1.0, "{metrics:?}");
+    assert!(moved("strait_failbacks_total") >= 1.0, "{metrics:?}");
+    drop(local);
+}

@@ -155,7 +155,14 @@ async fn mesh(via: Option<Box<dyn FnOnce(SocketAddr) -> SocketAddr>>, tunnel: &[
         spec.tunnel = tunnel.iter().map(|l| l.to_string()).collect();
     }
     let target_of_east = match via {
-        Some(relay) => relay(west.quic),
+        Some(relay) => {
+            // Only the relay joins them: neither may dial the other's real
+            // address around it.
+            for spec in [&mut west, &mut east] {
+                spec.tunnel.push("discover = false".into());
+            }
+            relay(west.quic)
+        }
         None => {
             west.peers.push(("us-east".into(), east.quic));
             west.quic

@@ -42,6 +42,9 @@ pub struct DiscoveryConfig {
     pub forget_after: Duration,
     /// A learned gateway whose dial failed is passed over for this long.
     pub retry_after: Duration,
+    /// Dial learned gateways at all (`[tunnel] discover`); when false only
+    /// the seeds are dialed, as in a static topology.
+    pub learn: bool,
 }
 
 impl DiscoveryConfig {
@@ -51,6 +54,7 @@ impl DiscoveryConfig {
             tunnels_per_region: 2,
             forget_after: Duration::from_secs(120),
             retry_after: Duration::from_secs(10),
+            learn: true,
         }
     }
 }
@@ -220,7 +224,11 @@ impl Discovery {
                 }
             }
         }
-        let regions: BTreeSet<&String> = self.known.keys().map(|g| &g.region).collect();
+        let regions: BTreeSet<&String> = if self.config.learn {
+            self.known.keys().map(|g| &g.region).collect()
+        } else {
+            BTreeSet::new()
+        };
         for region in regions {
             let mut have = self
                 .tunnels
@@ -318,6 +326,15 @@ mod tests {
         assert_eq!(t[1].region.as_deref(), Some("us-east"));
         let learned = t[1].address.clone();
         assert_ne!(learned, "e1:15443");
+
+        // Without discovery only the seed is dialed.
+        let mut fixed = Discovery::new(DiscoveryConfig {
+            learn: false,
+            ..DiscoveryConfig::new(gw("eu-west", "w1"))
+        });
+        fixed.handle_seed("e1:15443", Some("us-east"), vec!["e1:15443".into()]);
+        fixed.handle_gateway(gw("us-east", "e2"), "e2:15443", Duration::ZERO, t0);
+        assert_eq!(addrs(&fixed.targets(t0)), ["e1:15443"]);
 
         // Once that tunnel is up the plan is stable.
         let name = learned.trim_end_matches(":15443");

@@ -291,6 +291,8 @@ pub struct CandidateRow {
     pub name: String,
     pub region: String,
     pub instance: String,
+    /// The import's local target (`name` is its address), not a gateway.
+    pub local: bool,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -299,7 +301,10 @@ pub struct CandidateRow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
     pub service: String,
+    /// The connection the stream goes to, unless `local`.
     pub chosen: Option<ConnId>,
+    /// The import's local target takes the stream.
+    pub local: bool,
     pub candidates: Vec<CandidateRow>,
 }
 
@@ -320,6 +325,20 @@ enum ConnState {
     },
     /// The plane asked for it to close; waiting for the driver to report.
     Closing(CloseReason),
+}
+
+/// What failover events and `last_region` call the local target.
+pub const LOCAL: &str = "local";
+
+/// An import's target in this gateway's own region, used before any
+/// remote one while its health check passes.
+#[derive(Debug, Clone)]
+struct LocalTarget {
+    address: String,
+    healthy: bool,
+    /// When it became healthy (or was configured): it waits out the
+    /// hold-down before taking streams back from remote regions.
+    since: Instant,
 }
 
 /// A peer whose last connection is gone.
@@ -384,8 +403,11 @@ pub struct Plane {
     next_conn: u64,
     breakers: HashMap<(String, String), CircuitBreaker>,
     budgets: HashMap<String, RetryBudget>,
-    /// Region that served each service's last accepted stream.
+    /// Region that served each service's last accepted stream
+    /// ([`LOCAL`] for the local target).
     last_region: HashMap<String, String>,
+    /// Local targets of imports (`[[import]] local`), by service.
+    locals: BTreeMap<String, LocalTarget>,
     events: VecDeque<PlaneEvent>,
     actions: VecDeque<Action>,
 }
@@ -400,6 +422,7 @@ impl Plane {
             breakers: HashMap::new(),
             budgets: HashMap::new(),
             last_region: HashMap::new(),
+            locals: BTreeMap::new(),
             events: VecDeque::new(),
             actions: VecDeque::new(),
         }
@@ -655,28 +678,70 @@ impl Plane {
             BreakerTransition::None => {}
         }
         if outcome == AttemptState::Accepted {
-            let own = &self.config.own_region;
-            let last = self.last_region.insert(service.to_owned(), region.clone());
-            if let Some(from) = last
-                && from != region
-            {
-                let tier = |r: &str| routing::tier(r, prefer, own);
-                let event = if tier(&region) > tier(&from) {
-                    PlaneEvent::Failover {
-                        service: service.to_owned(),
-                        from,
-                        to: region,
-                    }
-                } else {
-                    PlaneEvent::Failback {
-                        service: service.to_owned(),
-                        from,
-                        to: region,
-                    }
-                };
-                self.events.push_back(event);
-            }
+            self.served_by(service, prefer, region);
         }
+    }
+
+    /// A stream of `service` was accepted in `region` ([`LOCAL`] for the
+    /// local target): a failover or failback when that changed.
+    fn served_by(&mut self, service: &str, prefer: &[String], region: String) {
+        let own = &self.config.own_region;
+        let last = self.last_region.insert(service.to_owned(), region.clone());
+        if let Some(from) = last
+            && from != region
+        {
+            let tier = |r: &str| {
+                if r == LOCAL {
+                    0
+                } else {
+                    routing::tier(r, prefer, own) + 1
+                }
+            };
+            let event = if tier(&region) > tier(&from) {
+                PlaneEvent::Failover {
+                    service: service.to_owned(),
+                    from,
+                    to: region,
+                }
+            } else {
+                PlaneEvent::Failback {
+                    service: service.to_owned(),
+                    from,
+                    to: region,
+                }
+            };
+            self.events.push_back(event);
+        }
+    }
+
+    /// Declares (or updates) the local target of `service` and whether its
+    /// health check passes. A target declared healthy is used at once; one
+    /// that comes back waits out the hold-down.
+    pub fn handle_local(&mut self, service: &str, address: &str, healthy: bool, now: Instant) {
+        let settled = now.checked_sub(self.config.hold_down).unwrap_or(now);
+        let entry = self
+            .locals
+            .entry(service.to_owned())
+            .or_insert_with(|| LocalTarget {
+                address: address.to_owned(),
+                healthy,
+                since: settled,
+            });
+        if healthy && !entry.healthy {
+            entry.since = now;
+        }
+        entry.healthy = healthy;
+        entry.address = address.to_owned();
+    }
+
+    /// The import of `service` no longer has a local target.
+    pub fn forget_local(&mut self, service: &str) {
+        self.locals.remove(service);
+    }
+
+    /// A stream of `service` went to its local target.
+    pub fn handle_local_served(&mut self, service: &str, prefer: &[String]) {
+        self.served_by(service, prefer, LOCAL.to_owned());
     }
 
     /// A client connection of `service` arrived (a first attempt).
@@ -707,6 +772,9 @@ impl Plane {
         coins: (u64, u64),
     ) -> Decision {
         let own = &self.config.own_region;
+        let local = self.locals.get(service);
+        // With a local target, it is tier 0 and the remote tiers follow.
+        let base_tier = usize::from(local.is_some());
         let mut rows = Vec::new();
         let mut eligible: Vec<(usize, Candidate<'_>)> = Vec::new();
         for (id, c) in &self.conns {
@@ -732,6 +800,7 @@ impl Plane {
                 name: c.peer.name.clone(),
                 region: c.peer.region.clone(),
                 instance: c.peer.instance.clone(),
+                local: false,
                 verdict: match exclusion {
                     Some(reason) => Verdict::Excluded { reason },
                     None => {
@@ -751,7 +820,7 @@ impl Plane {
                         eligible.push((rows.len(), candidate));
                         Verdict::Ranked {
                             rank: 0,
-                            tier: routing::tier(&c.peer.region, prefer, own),
+                            tier: routing::tier(&c.peer.region, prefer, own) + base_tier,
                             class,
                             rtt_us: c.health.rtt.map(|r| r.as_micros() as u64),
                         }
@@ -771,6 +840,7 @@ impl Plane {
                     name: lost.info.name.clone(),
                     region: lost.info.region.clone(),
                     instance: lost.info.instance.clone(),
+                    local: false,
                     verdict: Verdict::Excluded {
                         reason: lost.reason,
                     },
@@ -778,7 +848,57 @@ impl Plane {
             }
         }
         let candidates: Vec<Candidate<'_>> = eligible.iter().map(|(_, c)| c.clone()).collect();
-        let chosen = routing::choose(&candidates, prefer, own, coins).map(|i| eligible[i].0);
+        let mut chosen = routing::choose(&candidates, prefer, own, coins).map(|i| eligible[i].0);
+        let mut use_local = false;
+        if let Some(l) = local {
+            let verdict = if tried.iter().any(|t| t == LOCAL) {
+                Verdict::Excluded {
+                    reason: Exclusion::Tried,
+                }
+            } else if !l.healthy {
+                Verdict::Excluded {
+                    reason: Exclusion::TargetDown,
+                }
+            } else {
+                let held = now.saturating_duration_since(l.since) < self.config.hold_down;
+                Verdict::Ranked {
+                    rank: 0,
+                    tier: 0,
+                    class: if held {
+                        Class::HeldDown
+                    } else {
+                        Class::Settled
+                    },
+                    rtt_us: Some(0),
+                }
+            };
+            // Local first, unless it is still in its hold-down and a remote
+            // candidate is settled: then failback waits, as for a region.
+            if let Verdict::Ranked { class, .. } = verdict {
+                let remote_class = chosen.and_then(|i| match rows[i].verdict {
+                    Verdict::Ranked { class, .. } => Some(class),
+                    Verdict::Excluded { .. } => None,
+                });
+                if remote_class.is_none_or(|r| class <= r) {
+                    use_local = true;
+                    chosen = None;
+                }
+            }
+            rows.insert(
+                0,
+                CandidateRow {
+                    conn: None,
+                    peer: LOCAL.to_owned(),
+                    key: LOCAL.to_owned(),
+                    name: l.address.clone(),
+                    region: own.clone(),
+                    instance: String::new(),
+                    local: true,
+                    verdict,
+                },
+            );
+            chosen = chosen.map(|i| i + 1);
+        }
         // Ranks: by class, tier, then RTT (unknown last); equal keys share.
         let key = |v: &Verdict| match v {
             Verdict::Ranked {
@@ -802,6 +922,7 @@ impl Plane {
         Decision {
             service: service.to_owned(),
             chosen: chosen.and_then(|i| rows[i].conn),
+            local: use_local,
             candidates: rows,
         }
     }

@@ -132,6 +132,10 @@ pub struct TunnelSettings {
     pub congestion: Congestion,
     /// Distinct gateways of each remote region to keep a tunnel to.
     pub tunnels_per_region: usize,
+    /// Learn gateways from the mesh and dial them; false dials only the
+    /// `[[peer]]` seeds (a static topology, or advertised addresses that
+    /// other regions cannot reach).
+    pub discover: bool,
 }
 
 /// QUIC congestion controller. BBR is the default: through netsim at 80 ms
@@ -160,6 +164,7 @@ impl Default for TunnelSettings {
             redial_max: Duration::from_secs(10),
             congestion: Congestion::Bbr,
             tunnels_per_region: 2,
+            discover: true,
         }
     }
 }
@@ -277,6 +282,7 @@ struct RawTunnel {
     stream_idle_timeout: Option<Spanned<String>>,
     congestion: Option<Congestion>,
     tunnels_per_region: Option<Spanned<usize>>,
+    discover: Option<bool>,
 }
 
 struct Source<'a> {
@@ -719,6 +725,9 @@ impl GatewayConfig {
                     ));
                 }
                 tunnel.tunnels_per_region = *v.get_ref();
+            }
+            if let Some(v) = t.discover {
+                tunnel.discover = v;
             }
             if let Some(v) = t.congestion {
                 tunnel.congestion = v;

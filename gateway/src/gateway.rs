@@ -146,6 +146,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     };
     let mut discovery = strait_core::discovery::DiscoveryConfig::new(me);
     discovery.tunnels_per_region = config.tunnel.tunnels_per_region;
+    discovery.learn = config.tunnel.discover;
     let directory = Arc::new(Directory::new(discovery));
     let mut plane = strait_core::plane::PlaneConfig::new(
         &strait_core::plane::peer_key(&tls.id().to_string(), &instance),
@@ -207,7 +208,9 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         let listener = bind_import(import).await?;
         let addr = listener.local_addr().unwrap_or(import.listen);
         import_addrs.push((import.service.clone(), addr));
-        let task = spawn_import(listener, import, &config, &handle, &settings, &identity)?;
+        let task = spawn_import(
+            listener, import, &config, &handle, &settings, &identity, &notes,
+        )?;
         imports.push((import.clone(), task));
     }
     let admin_listener =
@@ -342,6 +345,7 @@ fn spawn_import(
     handle: &Arc<PlaneHandle>,
     settings: &Arc<TunnelSettings>,
     identity: &crate::reload::CurrentIdentity,
+    notes: &crate::note::NoteSender,
 ) -> Result<JoinHandle<()>, GatewayError> {
     let mtls = if import.mtls {
         // Workloads of our trust domain, verified by strait-ca; the
@@ -362,6 +366,8 @@ fn spawn_import(
         own_region: config.region.clone(),
         idempotent: import.idempotent,
         limits: import.limits.clone(),
+        local: import.local.clone(),
+        check_every: config.target_check,
     };
     Ok(tokio::spawn(run_import(
         listener,
@@ -369,6 +375,7 @@ fn spawn_import(
         handle.clone(),
         settings.clone(),
         mtls,
+        notes.clone(),
     )))
 }
 
@@ -446,6 +453,7 @@ impl RunningGateway {
                 &self.handle,
                 &self.drivers.settings,
                 &self.identity,
+                &self.drivers.notes,
             )?;
             self.imports.push((import.clone(), task));
             summary.imports_added += 1;

@@ -223,6 +223,22 @@ impl PlaneHandle {
         self.with(|plane| plane.handle_attempt(conn, service, prefer, outcome, now));
     }
 
+    /// The local target of `service` at `address` passed or failed its
+    /// health check.
+    pub fn local(&self, service: &str, address: &str, healthy: bool) {
+        let now = now();
+        self.with(|plane| plane.handle_local(service, address, healthy, now));
+    }
+
+    pub fn forget_local(&self, service: &str) {
+        self.with(|plane| plane.forget_local(service));
+    }
+
+    /// A stream of `service` went to its local target.
+    pub fn local_served(&self, service: &str, prefer: &[String]) {
+        self.with(|plane| plane.handle_local_served(service, prefer));
+    }
+
     pub fn record_open(&self, service: &str) {
         let now = now();
         self.with(|plane| plane.record_open(service, now));

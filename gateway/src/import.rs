@@ -20,14 +20,17 @@ use bytes::BytesMut;
 use rand::RngCore;
 use strait_core::attempt::{Ambiguity, Attempt, AttemptState};
 use strait_core::frame::{self, Message, Open, StatusCode};
+use strait_core::plane::LOCAL;
+use strait_core::target::TargetHealth;
 use strait_core::trace::TraceContext;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::config::TunnelSettings;
 use crate::handle::PlaneHandle;
 use crate::metrics as m;
+use crate::note::{Note, NoteSender};
 use crate::splice::ClientConn;
 use crate::tunnel::Tunnel;
 use crate::wire::{WireError, code, read_frame};
@@ -45,6 +48,10 @@ pub struct Route {
     /// Replaying a request that may have reached a target is harmless.
     pub idempotent: bool,
     pub limits: crate::admission::Limits,
+    /// A target in our own region, used first while healthy.
+    pub local: Option<String>,
+    /// How often the local target is checked (TCP connect).
+    pub check_every: Duration,
 }
 
 /// Per-import state shared by its client connections.
@@ -52,6 +59,8 @@ pub struct Route {
 pub struct RouteState {
     pub route: Route,
     admission: crate::admission::Admission,
+    /// Hysteresis over the local target's checks (and failed connects).
+    local_health: std::sync::Mutex<TargetHealth>,
 }
 
 impl RouteState {
@@ -59,7 +68,51 @@ impl RouteState {
         RouteState {
             admission: crate::admission::Admission::new(&route.limits),
             route,
+            local_health: std::sync::Mutex::new(TargetHealth::default()),
         }
+    }
+
+    /// Feeds one connect to the local target into its health; tells the
+    /// plane (and the observers) when the verdict changes.
+    fn local_checked(&self, ok: bool, handle: &PlaneHandle, notes: &NoteSender) {
+        let Some(address) = &self.route.local else {
+            return;
+        };
+        let changed = self
+            .local_health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_check(ok);
+        if let Some(healthy) = changed {
+            handle.local(&self.route.service, address, healthy);
+            let _ = notes.send(Note::LocalTargetHealth {
+                service: self.route.service.clone(),
+                target: address.clone(),
+                healthy,
+            });
+        }
+    }
+}
+
+/// Checks the local target of an import every `check_every` for as long as
+/// the import runs.
+async fn check_local(
+    state: Arc<RouteState>,
+    handle: Arc<PlaneHandle>,
+    notes: NoteSender,
+    timeout: Duration,
+) {
+    let Some(address) = state.route.local.clone() else {
+        return;
+    };
+    handle.local(&state.route.service, &address, true);
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(timeout, TcpStream::connect(&address)).await,
+            Ok(Ok(_))
+        );
+        state.local_checked(ok, &handle, &notes);
+        tokio::time::sleep(state.route.check_every).await;
     }
 }
 
@@ -70,8 +123,22 @@ pub async fn run_import(
     handle: Arc<PlaneHandle>,
     settings: Arc<TunnelSettings>,
     mtls: Option<tokio_rustls::TlsAcceptor>,
+    notes: NoteSender,
 ) {
     let state = Arc::new(RouteState::new(route));
+    // Dropped with this task (the import removed by a reload): so is the
+    // local target's check, and the plane forgets the target.
+    let _checker = AbortOnDrop(tokio::spawn(check_local(
+        state.clone(),
+        handle.clone(),
+        notes.clone(),
+        settings.connect_timeout.min(state.route.check_every),
+    )));
+    let _forget = ForgetLocal(
+        handle.clone(),
+        state.route.service.clone(),
+        state.route.local.is_some(),
+    );
     loop {
         let (client, from) = match listener.accept().await {
             Ok(c) => c,
@@ -83,9 +150,12 @@ pub async fn run_import(
         };
         let _ = client.set_nodelay(true);
         let (state, handle, settings) = (state.clone(), handle.clone(), settings.clone());
+        let notes = notes.clone();
         match &mtls {
             None => {
-                tokio::spawn(serve_client(client, None, from, state, handle, settings));
+                tokio::spawn(serve_client(
+                    client, None, from, state, handle, settings, notes,
+                ));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -115,9 +185,29 @@ pub async fn run_import(
                         .and_then(|c| c.first())
                         .and_then(|leaf| strait_ca::SpiffeId::from_certificate(leaf).ok())
                         .map(|id| id.to_string());
-                    serve_client(tls, origin, from, state, handle, settings).await;
+                    serve_client(tls, origin, from, state, handle, settings, notes).await;
                 });
             }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes the import's local target from the plane when dropped.
+struct ForgetLocal(Arc<PlaneHandle>, String, bool);
+
+impl Drop for ForgetLocal {
+    fn drop(&mut self) {
+        if self.2 {
+            self.0.forget_local(&self.1);
         }
     }
 }
@@ -181,6 +271,7 @@ async fn serve_client<C: ClientConn>(
     state: Arc<RouteState>,
     handle: Arc<PlaneHandle>,
     settings: Arc<TunnelSettings>,
+    notes: NoteSender,
 ) {
     let started = Instant::now();
     let trace = new_trace();
@@ -221,7 +312,46 @@ async fn serve_client<C: ClientConn>(
             break None;
         }
         let coins = crate::handle::coins();
-        let (_, chosen) = handle.route(&service, &route.prefer, &tried, coins);
+        let (decision, chosen) = handle.route(&service, &route.prefer, &tried, coins);
+        if decision.local
+            && let Some(address) = &route.local
+        {
+            tried.push(LOCAL.to_owned());
+            match tokio::time::timeout(settings.connect_timeout, TcpStream::connect(address)).await
+            {
+                Ok(Ok(target)) => {
+                    state.local_checked(true, &handle, &notes);
+                    handle.local_served(&service, &route.prefer);
+                    let local = Local {
+                        address,
+                        service: &service,
+                        region: &route.own_region,
+                        started,
+                    };
+                    if serve_locally(
+                        target, &mut cr, &mut cw, &early, &trace, local, &handle, &settings,
+                    )
+                    .await
+                    {
+                        C::reset(cr, cw);
+                    }
+                    return;
+                }
+                Ok(Err(e)) => {
+                    state.local_checked(false, &handle, &notes);
+                    reasons.push(format!("local target {address}: {e}"));
+                }
+                Err(_) => {
+                    state.local_checked(false, &handle, &notes);
+                    reasons.push(format!("local target {address}: connect timed out"));
+                }
+            }
+            // Nothing reached the local target: the next candidate may
+            // take the stream whatever the import's idempotence.
+            failure = NoStream::Refused;
+            tracing::warn!(%trace, %service, target = %address, "local target refused the stream; trying remote regions");
+            continue;
+        }
         let Some(tunnel) = chosen else {
             if tried.is_empty() {
                 reasons.push("no tunnel offers the service".into());
@@ -351,6 +481,76 @@ async fn serve_client<C: ClientConn>(
         outcome,
         "stream closed (import)"
     );
+}
+
+/// A stream served by the import's local target, for its log and metrics.
+struct Local<'a> {
+    address: &'a str,
+    service: &'a str,
+    region: &'a str,
+    started: Instant,
+}
+
+/// Splices a client to the import's local target: no tunnel involved.
+/// Returns whether the client must be reset.
+#[allow(clippy::too_many_arguments)]
+async fn serve_locally<R, W>(
+    target: TcpStream,
+    cr: &mut R,
+    cw: &mut W,
+    early: &Early,
+    trace: &TraceContext,
+    local: Local<'_>,
+    handle: &PlaneHandle,
+    settings: &TunnelSettings,
+) -> bool
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let Local {
+        address,
+        service,
+        region,
+        started,
+    } = local;
+    let _ = target.set_nodelay(true);
+    tracing::info!(%trace, %service, target = %address, "stream open (import, local target)");
+    let moved = crate::splice::tcp_to_tcp(
+        cr,
+        cw,
+        target,
+        &early.bytes,
+        early.eof,
+        settings.stream_idle_timeout,
+    )
+    .await;
+    let up = moved.tcp_to_quic + early.bytes.len() as u64;
+    handle.counters.finished(!moved.reset);
+    let outcome = match (moved.idle, moved.reset) {
+        (true, _) => "idle",
+        (false, true) => "reset",
+        (false, false) => "ok",
+    };
+    m::FinishedStream {
+        region,
+        side: "import",
+        service,
+        peer: LOCAL,
+        outcome,
+        bytes_in: moved.quic_to_tcp,
+        bytes_out: up,
+        duration: started.elapsed(),
+    }
+    .record();
+    tracing::info!(
+        %trace, %service, peer = LOCAL, target = %address,
+        bytes_out = up, bytes_in = moved.quic_to_tcp,
+        duration_ms = started.elapsed().as_millis() as u64,
+        outcome,
+        "stream closed (import)"
+    );
+    moved.reset
 }
 
 /// Feeds a failed stream read into the attempt.

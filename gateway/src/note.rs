@@ -1,6 +1,6 @@
 //! What the drivers report that the routing plane does not hold: peers
-//! refused at the handshake, telemetry heard from peers, exported targets
-//! lost and found. Sent on a channel to the observers, so no driver
+//! refused at the handshake, telemetry heard from peers, exported and
+//! local targets lost and found. Sent on a channel to the observers, so no driver
 //! records metrics of these or writes the event log itself.
 
 use std::net::SocketAddr;
@@ -15,6 +15,13 @@ pub enum Note {
     },
     Telemetry(strait_core::frame::Telemetry),
     TargetHealth {
+        service: String,
+        target: String,
+        healthy: bool,
+    },
+    /// The local target of an import (`[[import]] local`) failed or passed
+    /// its health check.
+    LocalTargetHealth {
         service: String,
         target: String,
         healthy: bool,

@@ -187,6 +187,21 @@ impl Observers {
                     tracing::warn!(%service, %target, "target unreachable; telling peers");
                 }
             }
+            Note::LocalTargetHealth {
+                service,
+                target,
+                healthy,
+            } => {
+                if healthy {
+                    self.events
+                        .record("local_target_up", format!("{service} at {target}"));
+                    tracing::info!(%service, %target, "local target healthy again; used after the hold-down");
+                } else {
+                    self.events
+                        .record("local_target_down", format!("{service} at {target}"));
+                    tracing::warn!(%service, %target, "local target unreachable; new streams go to remote regions");
+                }
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Moving bytes between a TCP connection and a QUIC stream, both ways, with
+//! Moving bytes between a TCP connection and a QUIC stream (or, for a
+//! local target, another TCP connection), both ways, with
 //! half-close carried across (a client that shuts its write side still gets
 //! the whole response) and resets carried across. Memory is bounded by one
 //! buffer per direction: a slow side slows the other through flow control.
@@ -220,6 +221,95 @@ pub async fn splice(
         reset_tcp(tr, tw);
     }
     moved
+}
+
+/// One TCP direction to another until EOF (then shut down the writer) or
+/// an error.
+async fn tcp_one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    from: &mut R,
+    to: &mut W,
+    activity: &Activity,
+) -> (End, u64) {
+    let mut moved = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return (End::Finished, moved);
+            }
+            Ok(n) => {
+                activity.touch();
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return (End::Reset, moved);
+                }
+                moved += n as u64;
+            }
+            Err(_) => return (End::Reset, moved),
+        }
+    }
+}
+
+/// A client spliced to a target in our own region (an import's local
+/// target), with the same half-close, reset and idle rules as a tunnel
+/// stream: `tcp_to_quic` counts client-to-target bytes (after `first`,
+/// the client bytes read before), `quic_to_tcp` the answer. The target is
+/// reset here; the caller resets the client when `reset` is set.
+pub async fn tcp_to_tcp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    cr: &mut R,
+    cw: &mut W,
+    target: tokio::net::TcpStream,
+    first: &[u8],
+    client_finished: bool,
+    idle_timeout: Duration,
+) -> Moved {
+    let (mut tr, mut tw) = target.into_split();
+    let activity = Activity::default();
+    activity.touch();
+    let (stop_up, stop_down) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+    let up = async {
+        if tw.write_all(first).await.is_err() {
+            stop_down.notify_one();
+            return (End::Reset, 0);
+        }
+        if client_finished {
+            let _ = tw.shutdown().await;
+            return (End::Finished, 0);
+        }
+        let r = tokio::select! {
+            r = tcp_one_way(cr, &mut tw, &activity) => r,
+            _ = stop_up.notified() => (End::Reset, 0),
+        };
+        if r.0 == End::Reset {
+            stop_down.notify_one();
+        }
+        r
+    };
+    let down = async {
+        let r = tokio::select! {
+            r = tcp_one_way(&mut tr, cw, &activity) => r,
+            _ = stop_down.notified() => (End::Reset, 0),
+        };
+        if r.0 == End::Reset {
+            stop_up.notify_one();
+        }
+        r
+    };
+    let both = async { tokio::join!(up, down) };
+    let ((up_end, up_bytes), (down_end, down_bytes), idle) = tokio::select! {
+        (u, d) = both => (u, d, false),
+        _ = activity.idle_for(idle_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
+    };
+    let reset = idle || up_end == End::Reset || down_end == End::Reset;
+    if reset {
+        reset_tcp(tr, tw);
+    }
+    Moved {
+        tcp_to_quic: up_bytes,
+        quic_to_tcp: down_bytes,
+        reset,
+        idle,
+    }
 }
 
 /// Closes a TCP connection with RST instead of FIN.

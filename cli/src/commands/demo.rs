@@ -349,7 +349,13 @@ fn gateway_config(
                 local: None,
             })
             .collect(),
-        tunnel: TunnelSettings::default(),
+        // The demo's regions are joined only through its netsim relays; a
+        // gateway that learned the others' real addresses would go around
+        // the partitions it shows.
+        tunnel: TunnelSettings {
+            discover: false,
+            ..TunnelSettings::default()
+        },
         health: Default::default(),
         target_check: Duration::from_secs(1),
         hold_down: Duration::from_secs(5),

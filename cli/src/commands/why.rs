@@ -37,6 +37,7 @@ fn render(d: &Value) -> String {
         }
     );
     let chosen = d["chosen"].as_u64();
+    let local_chosen = d["local"].as_bool() == Some(true);
     let rows: Vec<[String; 6]> = d["candidates"]
         .as_array()
         .map(|c| c.as_slice())
@@ -56,19 +57,30 @@ fn render(d: &Value) -> String {
                 .as_u64()
                 .map(|us| format!("{:.1} ms", us as f64 / 1e3))
                 .unwrap_or_else(|| "-".into());
-            let mark = if chosen.is_some() && c["conn"].as_u64() == chosen {
+            let is_local = c["local"].as_bool() == Some(true);
+            let mark = if (chosen.is_some() && c["conn"].as_u64() == chosen)
+                || (is_local && local_chosen)
+            {
                 "->"
             } else {
                 ""
             };
+            // Gateways sharing a certificate share a name: the instance
+            // tells them apart.
+            let gateway = match (is_local, text(&c["instance"])) {
+                (true, _) => format!("local target {}", text(&c["name"])),
+                (false, i) if i.is_empty() || i == "-" => text(&c["name"]),
+                (false, i) => format!("{} ({i})", text(&c["name"])),
+            };
             [
                 mark.to_owned(),
                 text(&c["region"]),
-                text(&c["name"]),
-                c["conn"]
-                    .as_u64()
-                    .map(|n| format!("c{n}"))
-                    .unwrap_or_else(|| "none".into()),
+                gateway,
+                match (is_local, c["conn"].as_u64()) {
+                    (true, _) => "-".into(),
+                    (false, Some(n)) => format!("c{n}"),
+                    (false, None) => "none".into(),
+                },
                 rtt,
                 verdict,
             ]
@@ -95,7 +107,7 @@ fn render(d: &Value) -> String {
     }
     out += &match d["candidates"].as_array().map(Vec::len) {
         Some(0) | None => "\nno tunnel knows this service: the next client is reset\n".to_owned(),
-        _ if chosen.is_none() => {
+        _ if chosen.is_none() && !local_chosen => {
             "\nno candidate is eligible: the next client is reset\n".to_owned()
         }
         _ => {

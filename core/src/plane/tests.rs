@@ -408,3 +408,71 @@ fn of_two_siblings_the_one_with_fewer_streams_takes_new_ones() {
         );
     }
 }
+
+/// An import with a local target: local first while it is healthy, the
+/// remote regions (by `prefer`) when it fails, and back to local only
+/// after the hold-down; each move is a failover or failback.
+#[test]
+fn a_local_target_comes_first_fails_over_and_fails_back_after_the_hold_down() {
+    let (mut plane, now, b, _) = mesh();
+    plane.handle_local("pay", "127.0.0.1:8080", true, now);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 1));
+    assert!(d.local && d.chosen.is_none(), "{d:?}");
+    assert!(d.candidates[0].local);
+    assert!(matches!(
+        d.candidates[0].verdict,
+        Verdict::Ranked {
+            rank: 1,
+            tier: 0,
+            ..
+        }
+    ));
+    assert!(matches!(verdict(&d, b), Verdict::Ranked { tier: 1, .. }));
+    plane.handle_local_served("pay", &prefer());
+
+    // Its connect failed for this client: the next candidate, at once.
+    let d = plane.plan("pay", &prefer(), &[LOCAL.to_owned()], now, (0, 1));
+    assert_eq!((d.local, d.chosen), (false, Some(b)));
+
+    // The health check fails: remote, and a failover is recorded.
+    plane.handle_local("pay", "127.0.0.1:8080", false, now);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 1));
+    assert_eq!((d.local, d.chosen), (false, Some(b)));
+    assert!(matches!(
+        d.candidates[0].verdict,
+        Verdict::Excluded {
+            reason: Exclusion::TargetDown
+        }
+    ));
+    plane.handle_attempt(b, "pay", &prefer(), AttemptState::Accepted, now);
+    let events: Vec<PlaneEvent> = std::iter::from_fn(|| plane.poll_event()).collect();
+    assert!(events.contains(&PlaneEvent::Failover {
+        service: "pay".into(),
+        from: LOCAL.into(),
+        to: "us-east".into()
+    }));
+
+    // Back, but held down while us-east is settled.
+    let back = now + Duration::from_secs(1);
+    plane.handle_local("pay", "127.0.0.1:8080", true, back);
+    let d = plane.plan("pay", &prefer(), &[], back + Duration::from_secs(4), (0, 1));
+    assert_eq!((d.local, d.chosen), (false, Some(b)));
+    let settled = back + Duration::from_secs(5);
+    let d = plane.plan("pay", &prefer(), &[], settled, (0, 1));
+    assert!(d.local);
+    plane.handle_local_served("pay", &prefer());
+    let events: Vec<PlaneEvent> = std::iter::from_fn(|| plane.poll_event()).collect();
+    assert!(events.contains(&PlaneEvent::Failback {
+        service: "pay".into(),
+        from: "us-east".into(),
+        to: LOCAL.into()
+    }));
+    // Held down or not, it is used when no remote candidate is left.
+    plane.handle_local("pay", "127.0.0.1:8080", false, settled);
+    plane.handle_local("pay", "127.0.0.1:8080", true, settled);
+    plane.handle_health(b, down(0), settled);
+    let key = |c: ConnId| plane.peer(c).unwrap().key.clone();
+    let others: Vec<String> = plane.open_conns().into_iter().map(key).collect();
+    let d = plane.plan("pay", &prefer(), &others, settled, (0, 1));
+    assert!(d.local, "{d:?}");
+}
