@@ -58,14 +58,65 @@ fn served_by(import: SocketAddr, patience: Duration) -> Option<String> {
     Some(text.trim_end_matches("\nx").to_owned())
 }
 
+/// What a recording target received: the first line of each connection.
+type Received = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A target that reads one line (a request id), records it, then answers
+/// with `tag` and echoes.
+fn recording_target(tag: &'static str, received: Received) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let received = received.clone();
+            std::thread::spawn(move || {
+                let mut line = Vec::new();
+                let mut byte = [0u8; 1];
+                while !line.ends_with(b"\n") {
+                    if s.read_exact(&mut byte).is_err() {
+                        return;
+                    }
+                    line.push(byte[0]);
+                }
+                received
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&line).trim().to_owned());
+                let _ = s.write_all(format!("{tag}\n").as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// Sends request `id` through `import`; the tag of the target that
+/// answered, or `None`.
+fn request(import: SocketAddr, id: &str, patience: Duration) -> Option<String> {
+    let mut s = TcpStream::connect(import).ok()?;
+    s.set_read_timeout(Some(patience)).ok()?;
+    s.write_all(format!("{id}\n").as_bytes()).ok()?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        s.read_exact(&mut byte).ok()?;
+        got.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&got).trim().to_owned())
+}
+
 struct Mesh {
     _dir: tempfile::TempDir,
-    _net: Arc<Network>,
+    net: Arc<Network>,
     _relays: Vec<UdpRelay>,
     /// By label: w1..w3, e1..e3, a1..a3.
     gateways: BTreeMap<String, GatewayProcess>,
     /// w1's import of `svc` (us-east preferred, ap-south second).
     import: SocketAddr,
+    /// w1's import of `only-e`, which only us-east exports; not idempotent.
+    only_e: SocketAddr,
+    /// The ids us-east's `only-e` targets received.
+    only_e_received: Received,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -145,7 +196,8 @@ fn mesh() -> Mesh {
         advertised.insert(l.clone(), relay.local_addr());
         relays.push(relay);
     }
-    let import = free_tcp();
+    let (import, only_e) = (free_tcp(), free_tcp());
+    let only_e_received = Received::default();
     for (l, spec) in &mut specs {
         spec.gateway_lines
             .push(format!("advertise = \"{}\"", advertised[l.as_str()]));
@@ -167,10 +219,15 @@ fn mesh() -> Mesh {
             let tag: &'static str = Box::leak(l.clone().into_boxed_str());
             spec.exports
                 .push(("svc".into(), tagged_target(tag), vec![]));
+            if spec.region == "us-east" {
+                let target = recording_target(tag, only_e_received.clone());
+                spec.exports.push(("only-e".into(), target, vec![]));
+            }
         }
     }
     let w1 = &mut specs[0].1;
     w1.imports.push(("svc".into(), import));
+    w1.imports.push(("only-e".into(), only_e));
     w1.prefer = vec!["us-east".into(), "ap-south".into()];
     w1.service_lines
         .push(("svc".into(), "idempotent = true".into()));
@@ -180,10 +237,12 @@ fn mesh() -> Mesh {
         .collect();
     Mesh {
         _dir: dir,
-        _net: net,
+        net,
         _relays: relays,
         gateways,
         import,
+        only_e,
+        only_e_received,
         _rt: rt,
     }
 }
@@ -297,6 +356,120 @@ fn every_gateway_learns_its_peers_and_a_frozen_gateway_yields_to_its_siblings() 
     );
     assert!(first_sibling.is_some());
     drop(held);
+}
+
+/// The median of `samples` milliseconds.
+fn median_ms(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1e3
+}
+
+/// What w1's `/why` says for `only-e`: (relayed, chosen at all).
+fn only_e_route(w1: &GatewayProcess) -> (bool, bool) {
+    let body = support::mesh::http_get(w1.spec_admin, "/why?service=only-e").unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    (!v["relay_to"].is_null(), !v["chosen"].is_null())
+}
+
+#[test]
+fn a_cut_between_two_regions_is_routed_through_the_third_and_nothing_is_delivered_twice() {
+    let m = mesh();
+    let w1 = &m.gateways["w1"];
+    w1.wait_for("only-e offered by us-east", |s| {
+        s["peers"].as_array().is_some_and(|p| {
+            p.iter().any(|p| {
+                p["region"] == "us-east"
+                    && p["services"]
+                        .as_array()
+                        .is_some_and(|v| v.iter().any(|v| v["name"] == "only-e"))
+            })
+        })
+    });
+    std::thread::sleep(Duration::from_millis(2500)); // past the hold-down
+    let mut n = 0;
+    let mut next_id = || {
+        n += 1;
+        format!("r{n}")
+    };
+    let mut direct = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert!(request(m.only_e, &next_id(), Duration::from_secs(5)).is_some());
+        direct.push(t.elapsed());
+    }
+    assert_eq!(only_e_route(w1), (false, true));
+
+    m.net.partition("eu-west", "us-east", false).unwrap();
+    let cut = Instant::now();
+    let mut first_relayed = None;
+    let mut relayed = Vec::new();
+    let mut failed_during_cut = 0;
+    while cut.elapsed() < Duration::from_secs(8) && relayed.len() < 20 {
+        let t = Instant::now();
+        match request(m.only_e, &next_id(), Duration::from_secs(5)) {
+            Some(_) => {
+                if only_e_route(w1).0 {
+                    first_relayed.get_or_insert(cut.elapsed());
+                    relayed.push(t.elapsed());
+                }
+            }
+            None => failed_during_cut += 1,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        relayed.len() >= 10,
+        "only-e was not carried through ap-south: {} relayed, {failed_during_cut} failed\n{}",
+        relayed.len(),
+        w1.log_text()
+    );
+    let relay_count: f64 = m
+        .gateways
+        .iter()
+        .filter(|(l, _)| l.starts_with('a'))
+        .map(|(_, g)| {
+            support::mesh::sum(
+                &g.scrape(),
+                "strait_relayed_streams_total",
+                &["outcome=\"ok\""],
+            )
+        })
+        .sum();
+    assert!(
+        relay_count >= 10.0,
+        "ap-south counted {relay_count} relayed streams"
+    );
+
+    m.net.heal(None).unwrap();
+    let healed = Instant::now();
+    while only_e_route(w1) != (false, true) {
+        assert!(
+            healed.elapsed() < Duration::from_secs(30),
+            "never direct again after healing"
+        );
+        assert!(
+            request(m.only_e, &next_id(), Duration::from_secs(5)).is_some(),
+            "a request failed after healing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back = healed.elapsed();
+    for _ in 0..5 {
+        assert!(request(m.only_e, &next_id(), Duration::from_secs(5)).is_some());
+    }
+    println!(
+        "eu-west -> us-east cut: first stream relayed through ap-south {:?} after the cut; {failed_during_cut} failed while the cut was detected (not idempotent: not replayed); \
+         median request {:.0} ms direct, {:.0} ms relayed ({} relayed, {relay_count} counted by ap-south); direct again {back:?} after healing",
+        first_relayed,
+        median_ms(&mut direct),
+        median_ms(&mut relayed),
+        relayed.len(),
+    );
+    // Never twice: every id the targets saw, they saw once.
+    let received = m.only_e_received.lock().unwrap().clone();
+    let mut seen = BTreeSet::new();
+    let twice: Vec<&String> = received.iter().filter(|id| !seen.insert(*id)).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
 }
 
 /// A tagged target on `addr` that can be stopped (connections refused)

@@ -195,6 +195,7 @@ async fn malformed_streams_are_reset_and_the_tunnel_keeps_serving() {
         trace_id: [1; 16],
         span_id: [2; 8],
         origin: None,
+        ..Default::default()
     });
     let mut request = encode(&open);
     request.extend_from_slice(b"still serving");

@@ -66,6 +66,7 @@ async fn a_newer_gateway_is_understood_and_the_tunnel_stays_up() {
         trace_id: [3; 16],
         span_id: [4; 8],
         origin: None,
+        ..Default::default()
     });
     let mut request = encode_with_appended(&open, APPENDED);
     request.extend_from_slice(b"bytes from a newer gateway");

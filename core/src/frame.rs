@@ -107,6 +107,16 @@ pub struct GatewayReport {
     pub instance: String,
     /// Where its peers dial it (`host:port`); empty when it does not know.
     pub advertise: String,
+    /// Services it can carry on to another region for its peers: those its
+    /// working tunnels offer. Empty when it does not relay.
+    pub relayable: Vec<RelayRoute>,
+}
+
+/// A service a gateway reaches in `region` and would relay to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRoute {
+    pub service: String,
+    pub region: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +179,7 @@ pub struct GoAway {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Open {
     pub service: String,
     /// W3C trace context of the stream.
@@ -177,6 +187,16 @@ pub struct Open {
     pub span_id: [u8; 8],
     /// SPIFFE ID of the client workload, when it presented one.
     pub origin: Option<String>,
+    /// Asks the receiver to carry the stream on to a gateway of this
+    /// region that offers the service (a route through a third region);
+    /// empty: serve it here.
+    pub relay_to: String,
+    /// On the second leg of a relayed stream: the SPIFFE ID of the gateway
+    /// that relays it; empty when not relayed.
+    pub relayed_by: String,
+    /// On the second leg: the SPIFFE ID of the gateway the stream entered
+    /// the mesh at, which export policy judges instead of the relay.
+    pub origin_gateway: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +327,7 @@ mod tests {
             trace_id: [7; 16],
             span_id: [9; 8],
             origin: Some("spiffe://example.org/ns/shop/sa/web".into()),
+            ..Default::default()
         })
     }
 
@@ -385,14 +406,26 @@ mod tests {
                 ".{0,40}",
                 any::<[u8; 16]>(),
                 any::<[u8; 8]>(),
-                proptest::option::of(".{0,60}")
+                proptest::option::of(".{0,60}"),
+                (".{0,10}", ".{0,60}", ".{0,60}"),
             )
-                .prop_map(|(service, trace_id, span_id, origin)| Message::Open(Open {
-                    service,
-                    trace_id,
-                    span_id,
-                    origin
-                })),
+                .prop_map(
+                    |(
+                        service,
+                        trace_id,
+                        span_id,
+                        origin,
+                        (relay_to, relayed_by, origin_gateway),
+                    )| Message::Open(Open {
+                        service,
+                        trace_id,
+                        span_id,
+                        origin,
+                        relay_to,
+                        relayed_by,
+                        origin_gateway,
+                    })
+                ),
             (0u8..6, ".{0,50}").prop_map(|(c, message)| Message::Status(Status {
                 code: [
                     StatusCode::Ok,
@@ -428,6 +461,10 @@ mod tests {
             prop::collection::vec(tunnel, 0..4),
             prop::collection::vec(ad, 0..4),
             (any::<u64>(), any::<u64>(), ".{0,12}", ".{0,21}"),
+            prop::collection::vec(
+                (".{0,8}", ".{0,8}").prop_map(|(service, region)| RelayRoute { service, region }),
+                0..3,
+            ),
         )
             .prop_map(
                 |(
@@ -435,6 +472,7 @@ mod tests {
                     tunnels,
                     services,
                     (total, failed, instance, advertise),
+                    relayable,
                 )| {
                     GatewayReport {
                         gateway,
@@ -447,6 +485,7 @@ mod tests {
                         streams_failed: failed,
                         instance,
                         advertise,
+                        relayable,
                     }
                 },
             )
@@ -486,7 +525,8 @@ mod tests {
     fn a_record_shorter_than_this_versions_fields_is_malformed() {
         let mut buf = BytesMut::new();
         encode(&open(), &mut buf).unwrap();
-        let cut = buf.len() - 3;
+        // The three (empty) relay fields, then into the origin.
+        let cut = buf.len() - 3 - 3;
         let mut short = BytesMut::new();
         short.put_u32((cut - 4) as u32);
         short.put_slice(&buf[4..cut]);

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::attempt::AttemptState;
 use crate::breaker::{BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker};
 use crate::budget::RetryBudget;
-use crate::frame::ServiceAd;
+use crate::frame::{RelayRoute, ServiceAd};
 use crate::health::TunnelHealth;
 use crate::routing::{self, Candidate};
 
@@ -293,6 +293,8 @@ pub struct CandidateRow {
     pub instance: String,
     /// The import's local target (`name` is its address), not a gateway.
     pub local: bool,
+    /// A route through this gateway to a gateway of that region.
+    pub relay_to: Option<String>,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -305,13 +307,18 @@ pub struct Decision {
     pub chosen: Option<ConnId>,
     /// The import's local target takes the stream.
     pub local: bool,
+    /// The chosen gateway is asked to relay the stream to this region (no
+    /// direct route works).
+    pub relay_to: Option<String>,
     pub candidates: Vec<CandidateRow>,
 }
 
 impl Decision {
     pub fn chosen_row(&self) -> Option<&CandidateRow> {
         let chosen = self.chosen?;
-        self.candidates.iter().find(|c| c.conn == Some(chosen))
+        self.candidates
+            .iter()
+            .find(|c| c.conn == Some(chosen) && c.relay_to == self.relay_to)
     }
 }
 
@@ -358,6 +365,8 @@ struct Conn {
     health: Health,
     up_since: Instant,
     services: Vec<ServiceAd>,
+    /// What the peer would carry on to another region for us.
+    relayable: Vec<RelayRoute>,
     draining: bool,
     active: usize,
 }
@@ -486,6 +495,7 @@ impl Plane {
                 health: Health::fresh(),
                 up_since: now,
                 services,
+                relayable: Vec::new(),
                 draining: false,
                 active: 0,
             },
@@ -578,6 +588,14 @@ impl Plane {
                 services: c.services.len(),
             };
             self.events.push_back(event);
+        }
+    }
+
+    /// The peer's telemetry said which services it can relay, and to
+    /// which region.
+    pub fn handle_relayable(&mut self, conn: ConnId, routes: Vec<RelayRoute>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.relayable = routes;
         }
     }
 
@@ -801,6 +819,7 @@ impl Plane {
                 region: c.peer.region.clone(),
                 instance: c.peer.instance.clone(),
                 local: false,
+                relay_to: None,
                 verdict: match exclusion {
                     Some(reason) => Verdict::Excluded { reason },
                     None => {
@@ -841,6 +860,7 @@ impl Plane {
                     region: lost.info.region.clone(),
                     instance: lost.info.instance.clone(),
                     local: false,
+                    relay_to: None,
                     verdict: Verdict::Excluded {
                         reason: lost.reason,
                     },
@@ -849,6 +869,83 @@ impl Plane {
         }
         let candidates: Vec<Candidate<'_>> = eligible.iter().map(|(_, c)| c.clone()).collect();
         let mut chosen = routing::choose(&candidates, prefer, own, coins).map(|i| eligible[i].0);
+        let class_of = |rows: &[CandidateRow], i: usize| match rows[i].verdict {
+            Verdict::Ranked { class, .. } => Some(class),
+            Verdict::Excluded { .. } => None,
+        };
+        // Routes through a third region, used only when no direct one is
+        // as good: none at all, or only worse classes (the direct path Down,
+        // suspect, or back but still in its hold-down).
+        let mut relay_eligible: Vec<(usize, Candidate<'_>)> = Vec::new();
+        for (id, c) in &self.conns {
+            for r in c.relayable.iter().filter(|r| r.service == service) {
+                if r.region == c.peer.region || &r.region == own {
+                    continue;
+                }
+                let exclusion = match c.state {
+                    ConnState::Closing(_) => Some(Exclusion::Closed),
+                    ConnState::Superseded { .. } => Some(Exclusion::Superseded),
+                    ConnState::Active if c.draining => Some(Exclusion::Draining),
+                    ConnState::Active if c.health.state == TunnelHealth::Down => {
+                        Some(Exclusion::Down)
+                    }
+                    ConnState::Active if tried.contains(&c.peer.key) => Some(Exclusion::Tried),
+                    ConnState::Active => self
+                        .breakers
+                        .get(&(c.peer.key.clone(), service.to_owned()))
+                        .filter(|b| !b.would_allow(now))
+                        .map(|_| Exclusion::CircuitOpen),
+                };
+                let verdict = match exclusion {
+                    Some(reason) => Verdict::Excluded { reason },
+                    None => {
+                        let candidate = Candidate {
+                            region: &r.region,
+                            health: c.health.state,
+                            rtt: c.health.rtt,
+                            suspect: c.health.missed > 0,
+                            held: now.saturating_duration_since(c.up_since) < self.config.hold_down,
+                            active: c.active,
+                        };
+                        let class = match (candidate.health, candidate.suspect, candidate.held) {
+                            (TunnelHealth::Up, false, false) => Class::Settled,
+                            (TunnelHealth::Up, false, true) => Class::HeldDown,
+                            _ => Class::Suspect,
+                        };
+                        relay_eligible.push((rows.len(), candidate));
+                        Verdict::Ranked {
+                            rank: 0,
+                            tier: routing::tier(&r.region, prefer, own) + base_tier,
+                            class,
+                            rtt_us: c.health.rtt.map(|r| r.as_micros() as u64),
+                        }
+                    }
+                };
+                rows.push(CandidateRow {
+                    conn: Some(*id),
+                    peer: c.peer.id.clone(),
+                    key: c.peer.key.clone(),
+                    name: c.peer.name.clone(),
+                    region: c.peer.region.clone(),
+                    instance: c.peer.instance.clone(),
+                    local: false,
+                    relay_to: Some(r.region.clone()),
+                    verdict,
+                });
+            }
+        }
+        let relay_candidates: Vec<Candidate<'_>> =
+            relay_eligible.iter().map(|(_, c)| c.clone()).collect();
+        let relay_choice =
+            routing::choose(&relay_candidates, prefer, own, coins).map(|i| relay_eligible[i].0);
+        let mut relay_to = None;
+        if let Some(r) = relay_choice {
+            let direct = chosen.and_then(|i| class_of(&rows, i));
+            if direct.is_none_or(|d| class_of(&rows, r).is_some_and(|rc| rc < d)) {
+                chosen = Some(r);
+                relay_to = rows[r].relay_to.clone();
+            }
+        }
         let mut use_local = false;
         if let Some(l) = local {
             let verdict = if tried.iter().any(|t| t == LOCAL) {
@@ -875,13 +972,11 @@ impl Plane {
             // Local first, unless it is still in its hold-down and a remote
             // candidate is settled: then failback waits, as for a region.
             if let Verdict::Ranked { class, .. } = verdict {
-                let remote_class = chosen.and_then(|i| match rows[i].verdict {
-                    Verdict::Ranked { class, .. } => Some(class),
-                    Verdict::Excluded { .. } => None,
-                });
+                let remote_class = chosen.and_then(|i| class_of(&rows, i));
                 if remote_class.is_none_or(|r| class <= r) {
                     use_local = true;
                     chosen = None;
+                    relay_to = None;
                 }
             }
             rows.insert(
@@ -894,6 +989,7 @@ impl Plane {
                     region: own.clone(),
                     instance: String::new(),
                     local: true,
+                    relay_to: None,
                     verdict,
                 },
             );
@@ -923,6 +1019,7 @@ impl Plane {
             service: service.to_owned(),
             chosen: chosen.and_then(|i| rows[i].conn),
             local: use_local,
+            relay_to,
             candidates: rows,
         }
     }

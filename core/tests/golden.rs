@@ -83,6 +83,10 @@ fn report(gateway: &str, region: &str, age_ms: u64) -> GatewayReport {
         streams_failed: 3,
         instance: format!("{gateway}-1"),
         advertise: "10.0.0.5:15443".into(),
+        relayable: vec![strait_core::frame::RelayRoute {
+            service: "db".into(),
+            region: "us-east".into(),
+        }],
     }
 }
 
@@ -124,6 +128,20 @@ fn frames() -> Vec<(&'static str, &'static str, Message)> {
                 trace_id: std::array::from_fn(|i| i as u8),
                 span_id: std::array::from_fn(|i| 0xa0 + i as u8),
                 origin: Some("spiffe://example.org/ns/shop/sa/web".into()),
+                ..Default::default()
+            }),
+        ),
+        (
+            "open_relayed.hex",
+            "OPEN of payments, second leg of a stream relayed by gw-c for gw-a",
+            Message::Open(Open {
+                service: "payments".into(),
+                trace_id: std::array::from_fn(|i| i as u8),
+                span_id: std::array::from_fn(|i| 0xa0 + i as u8),
+                origin: None,
+                relay_to: String::new(),
+                relayed_by: "spiffe://example.org/region/ap-south/gateway/gw-c".into(),
+                origin_gateway: "spiffe://example.org/region/eu-west/gateway/gw-a".into(),
             }),
         ),
         (

@@ -209,7 +209,7 @@ impl AdminState {
             exports: self.exports_state.names(),
             events: self.events.snapshot(),
             mesh: self.mesh.snapshot(
-                self.mesh.own_report(&self.handle, self.exports_state.ads()),
+                self.mesh.own_report(&self.handle, &self.exports_state),
                 tokio::time::Instant::now(),
             ),
         };

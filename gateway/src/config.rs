@@ -34,6 +34,9 @@ pub struct GatewayConfig {
     /// says; see [`GatewayConfig::advertise_address`] for the fallbacks.
     pub advertise: Option<String>,
     pub admin: SocketAddr,
+    /// Carry streams on for gateways of other regions whose direct path is
+    /// cut (`[gateway] relay`, default true).
+    pub relay: bool,
     pub identity: IdentityPaths,
     /// Renew the certificate through a CA service, when set.
     pub renewal: Option<RenewalConfig>,
@@ -87,6 +90,10 @@ pub struct ExportConfig {
     /// or none. When set, a stream without a matching origin is FORBIDDEN.
     pub allow_workloads: Vec<String>,
     pub limits: Limits,
+    /// Accept streams relayed by a gateway of a third region (the direct
+    /// path from the origin is cut). Default true; `allow` then judges
+    /// the gateway the stream entered the mesh at.
+    pub accept_relayed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +212,7 @@ struct RawGateway {
     listen: Option<Spanned<String>>,
     advertise: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    relay: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +241,8 @@ struct RawExport {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     allow_workloads: Vec<String>,
+    #[serde(default)]
+    accept_relayed: Option<bool>,
     #[serde(flatten)]
     limits: RawLimits,
 }
@@ -640,6 +650,7 @@ impl GatewayConfig {
                 allow,
                 allow_workloads: e.allow_workloads.clone(),
                 limits,
+                accept_relayed: e.accept_relayed.unwrap_or(true),
             });
         }
 
@@ -792,6 +803,7 @@ impl GatewayConfig {
             listen,
             advertise,
             admin,
+            relay: gw.relay.unwrap_or(true),
             identity,
             renewal,
             peers,

@@ -154,6 +154,7 @@ pub async fn follow_control(
         match read_frame(&mut recv, &mut buf, Duration::from_secs(24 * 3600)).await {
             Ok(Message::Telemetry(t)) => {
                 directory.heard_in(&t);
+                handle.relayable(tunnel.id, t.origin.relayable.clone());
                 let _ = notes.send(Note::Telemetry(t));
             }
             Ok(Message::Update(u)) => handle.services(tunnel.id, u.services),

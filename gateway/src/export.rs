@@ -35,6 +35,10 @@ pub struct Exports {
     region: String,
     /// Set when the gateway drains: new streams are refused with DRAINING.
     draining: AtomicBool,
+    /// Whether this gateway relays streams for peers (`[gateway] relay`).
+    relay: AtomicBool,
+    /// This gateway's SPIFFE ID, named in the OPEN of streams it relays.
+    id: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug)]
@@ -81,7 +85,35 @@ impl Exports {
             trust_domain: trust_domain.to_owned(),
             region: region.to_owned(),
             draining: AtomicBool::new(false),
+            relay: AtomicBool::new(true),
+            id: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets this gateway's SPIFFE ID (once, at start).
+    pub fn set_id(&self, id: &str) {
+        let _ = self.id.set(id.to_owned());
+    }
+
+    pub fn id(&self) -> &str {
+        self.id.get().map(String::as_str).unwrap_or("")
+    }
+
+    pub fn set_relay(&self, relay: bool) {
+        self.relay.store(relay, Ordering::SeqCst);
+    }
+
+    /// Whether streams of other gateways are relayed (and offered as such).
+    pub fn relays(&self) -> bool {
+        self.relay.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
     }
 
     fn current(&self) -> Arc<Vec<Arc<Export>>> {
@@ -191,8 +223,15 @@ impl Exports {
         }
     }
 
-    /// The export for `service` if `who` may open it.
-    fn decide(&self, service: &str, who: Requester<'_>) -> Result<ExportConfig, StatusCode> {
+    /// The export for `service` if `who` may open it; `relayed`: the
+    /// stream comes through a gateway of a third region, and `who` is the
+    /// gateway it entered the mesh at.
+    fn decide(
+        &self,
+        service: &str,
+        who: Requester<'_>,
+        relayed: bool,
+    ) -> Result<ExportConfig, StatusCode> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(StatusCode::Draining);
         }
@@ -201,6 +240,9 @@ impl Exports {
             .iter()
             .find(|e| e.config.service == service)
             .ok_or(StatusCode::NoSuchService)?;
+        if relayed && !export.config.accept_relayed {
+            return Err(StatusCode::Forbidden);
+        }
         export.policy.decide(who)?;
         Ok(export.config.clone())
     }
@@ -249,22 +291,60 @@ pub async fn serve_stream(
             return;
         }
     };
+    if !open.relay_to.is_empty() {
+        crate::relay::serve(
+            tunnel.clone(),
+            handle,
+            exports,
+            settings,
+            send,
+            recv,
+            buf,
+            open,
+        )
+        .await;
+        return;
+    }
     let Open {
         service,
         trace_id,
         span_id,
         origin,
+        relayed_by,
+        origin_gateway,
+        ..
     } = open;
     let trace = TraceContext { trace_id, span_id };
-    let peer = tunnel.peer.to_string();
-    let _active_service = m::ActiveStream::new(&region, "export", &service);
-    let who = Requester {
-        id: &peer,
-        trust_domain: tunnel.peer.trust_domain().as_str(),
-        is_gateway: matches!(tunnel.peer.kind(), IdentityKind::Gateway { .. }),
-        origin: origin.as_deref(),
+    let peer = if relayed_by.is_empty() {
+        tunnel.peer.to_string()
+    } else {
+        format!("{origin_gateway} via {}", tunnel.peer)
     };
-    let export = match exports.decide(&service, who) {
+    let _active_service = m::ActiveStream::new(&region, "export", &service);
+    // A relayed stream is judged as coming from the gateway it entered the
+    // mesh at (the relay is a gateway of our trust domain, trusted to say
+    // so); one that names no such gateway of our trust domain is refused.
+    let entered = if relayed_by.is_empty() {
+        Some(tunnel.peer.clone())
+    } else {
+        strait_ca::SpiffeId::parse(&origin_gateway)
+            .ok()
+            .filter(|id| id.trust_domain() == tunnel.peer.trust_domain())
+    };
+    let decided = match &entered {
+        Some(id) => {
+            let text = id.to_string();
+            let who = Requester {
+                id: &text,
+                trust_domain: id.trust_domain().as_str(),
+                is_gateway: matches!(id.kind(), IdentityKind::Gateway { .. }),
+                origin: origin.as_deref(),
+            };
+            exports.decide(&service, who, !relayed_by.is_empty())
+        }
+        None => Err(StatusCode::Forbidden),
+    };
+    let export = match decided {
         Ok(e) => e.clone(),
         Err(code_) => {
             finished(&service, &code_.as_str().to_ascii_lowercase(), 0, 0);
@@ -364,7 +444,8 @@ pub async fn serve_stream(
     );
 }
 
-async fn refuse(
+/// Answers a stream with a refusal: proof that nothing was forwarded.
+pub(crate) async fn refuse(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     code_: StatusCode,
@@ -395,6 +476,7 @@ mod tests {
                     allow: vec![],
                     allow_workloads: vec![],
                     limits: Default::default(),
+                    accept_relayed: true,
                 },
                 ExportConfig {
                     service: "east-only".into(),
@@ -402,6 +484,7 @@ mod tests {
                     allow: vec!["spiffe://example.org/region/us-east/gateway/*".into()],
                     allow_workloads: vec![],
                     limits: Default::default(),
+                    accept_relayed: true,
                 },
             ],
             "example.org",
@@ -425,7 +508,7 @@ mod tests {
             is_gateway: matches!(id.kind(), IdentityKind::Gateway { .. }),
             origin: None,
         };
-        e.decide(service, who)
+        e.decide(service, who, false)
     }
 
     #[test]

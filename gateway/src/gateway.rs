@@ -168,6 +168,8 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         tls.trust_domain().as_str(),
         &config.region,
     ));
+    exports.set_relay(config.relay);
+    exports.set_id(&tls.id().to_string());
     let expiry = tls
         .identity
         .not_after
@@ -405,6 +407,7 @@ impl RunningGateway {
             ("gateway.name", old.name != new.name),
             ("gateway.region", old.region != new.region),
             ("gateway.listen", old.listen != new.listen),
+            ("gateway.advertise", old.advertise != new.advertise),
             ("gateway.admin", old.admin != new.admin),
             (
                 "identity",
@@ -458,6 +461,7 @@ impl RunningGateway {
             self.imports.push((import.clone(), task));
             summary.imports_added += 1;
         }
+        self.drivers.exports.set_relay(new.relay);
         if old.exports != new.exports {
             self.drivers.exports.replace(&new.exports);
             summary.exports_changed = true;

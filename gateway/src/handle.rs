@@ -187,6 +187,11 @@ impl PlaneHandle {
         self.with(|plane| plane.handle_services(conn, services));
     }
 
+    /// What the peer on `conn` says it would relay.
+    pub fn relayable(&self, conn: ConnId, routes: Vec<strait_core::frame::RelayRoute>) {
+        self.with(|plane| plane.handle_relayable(conn, routes));
+    }
+
     pub fn goaway(&self, conn: ConnId) {
         self.with(|plane| plane.handle_goaway(conn));
     }

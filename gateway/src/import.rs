@@ -358,17 +358,22 @@ async fn serve_client<C: ClientConn>(
             }
             break None;
         };
-        tried.push(tunnel.peer.to_string());
+        tried.push(tunnel.key());
         let guard = handle.track_stream(tunnel.id);
+        let open = Open {
+            service: service.clone(),
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            origin: origin.clone(),
+            relay_to: decision.relay_to.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        if let Some(region) = &decision.relay_to {
+            tracing::info!(%trace, %service, relay = %tunnel.peer, to = %region,
+                "no direct route works; asking a gateway of a third region to relay");
+        }
         let outcome = attempt(
-            &tunnel,
-            &handle,
-            &trace,
-            &service,
-            &mut cr,
-            origin.as_deref(),
-            &mut early,
-            &settings,
+            &tunnel, &handle, &trace, &open, &mut cr, &mut early, &settings,
         )
         .await;
         match outcome {
@@ -583,12 +588,12 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
     tunnel: &Arc<Tunnel>,
     handle: &PlaneHandle,
     trace: &TraceContext,
-    service: &str,
+    open: &Open,
     cr: &mut R,
-    origin: Option<&str>,
     early: &mut Early,
     settings: &TunnelSettings,
 ) -> Tried {
+    let service = open.service.as_str();
     let mut a = Attempt::new();
     let (mut send, mut recv) = match tunnel.conn.open_bi().await {
         Ok(s) => s,
@@ -597,13 +602,7 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
         }
     };
     let mut head = BytesMut::new();
-    let open = Message::Open(Open {
-        service: service.to_owned(),
-        trace_id: trace.trace_id,
-        span_id: trace.span_id,
-        origin: origin.map(str::to_owned),
-    });
-    if let Err(e) = frame::encode(&open, &mut head) {
+    if let Err(e) = frame::encode(&Message::Open(open.clone()), &mut head) {
         return Tried::Failed(a.handle_open_failed(), e.to_string());
     }
     head.extend_from_slice(&early.bytes);

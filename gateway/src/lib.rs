@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod note;
 pub mod obs;
 pub mod probe;
+pub mod relay;
 pub mod reload;
 pub mod renew;
 pub mod splice;

@@ -34,6 +34,7 @@ pub const CONFIG_RELOADS_FAILED: &str = "strait_config_reloads_failed_total";
 pub const CERT_REMAINING: &str = "strait_certificate_remaining_seconds";
 pub const RENEWALS: &str = "strait_certificate_renewals_total";
 pub const PEERS_REVOKED: &str = "strait_peers_revoked_total";
+pub const RELAYED: &str = "strait_relayed_streams_total";
 
 /// (name, kind, help) of every metric.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -93,6 +94,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         FAILBACKS,
         "counter",
         "A service's traffic moved back to a more preferred region (from, to).",
+    ),
+    (
+        RELAYED,
+        "counter",
+        "Streams this gateway relayed for a gateway whose direct path was cut (from_region, to_region, outcome).",
     ),
     (
         CIRCUIT_OPEN,

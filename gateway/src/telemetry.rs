@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::Serialize;
-use strait_core::frame::{GatewayReport, Message, Telemetry, TunnelReport};
+use strait_core::frame::{GatewayReport, Message, RelayRoute, Telemetry, TunnelReport};
 use tokio::time::Instant;
 
 use crate::handle::PlaneHandle;
@@ -78,6 +78,7 @@ impl MeshView {
             region: region.to_owned(),
             instance: instance.to_owned(),
             advertise: advertise.to_owned(),
+
             boot_id: rand::random(),
             held: Mutex::new(HashMap::new()),
         }
@@ -88,19 +89,38 @@ impl MeshView {
     }
 
     /// This gateway's own report, fresh: its active tunnels as the plane
-    /// sees them.
+    /// sees them, and, when it relays, what its working tunnels offer.
     pub fn own_report(
         &self,
         handle: &PlaneHandle,
-        services: Vec<strait_core::frame::ServiceAd>,
+        exports: &crate::export::Exports,
     ) -> GatewayReport {
+        let services = exports.ads();
+        let view = handle.view();
+        let mut relayable: Vec<RelayRoute> = Vec::new();
+        if exports.relays() {
+            for c in view
+                .conns
+                .iter()
+                .filter(|c| c.role == "active" && c.state != "down" && !c.draining)
+            {
+                for s in c.services.iter().filter(|s| s.healthy) {
+                    let route = RelayRoute {
+                        service: s.name.clone(),
+                        region: c.peer.region.clone(),
+                    };
+                    if !relayable.contains(&route) {
+                        relayable.push(route);
+                    }
+                }
+            }
+        }
         GatewayReport {
             gateway: self.me.clone(),
             region: self.region.clone(),
             boot_id: self.boot_id,
             age_ms: 0,
-            tunnels: handle
-                .view()
+            tunnels: view
                 .conns
                 .iter()
                 .filter(|c| c.role == "active")
@@ -117,6 +137,7 @@ impl MeshView {
             streams_failed: handle.counters.failed.load(Ordering::Relaxed),
             instance: self.instance.clone(),
             advertise: self.advertise.clone(),
+            relayable,
         }
     }
 
@@ -228,7 +249,7 @@ pub async fn share(
 ) {
     loop {
         tokio::time::sleep(SHARE_EVERY).await;
-        let own = mesh.own_report(&handle, exports.ads());
+        let own = mesh.own_report(&handle, &exports);
         let msg = Message::Telemetry(mesh.outgoing(own, Instant::now()));
         // Not on a tunnel that is Down: the control stream is reliable, so
         // reports would queue behind the outage and arrive late looking new.
@@ -256,6 +277,7 @@ mod tests {
             streams_failed: 0,
             instance: String::new(),
             advertise: String::new(),
+            relayable: Vec::new(),
         }
     }
 

@@ -64,6 +64,12 @@ impl Tunnel {
         self
     }
 
+    /// The plane's name for the peer (SPIFFE ID and instance): what a
+    /// client's `tried` list holds.
+    pub fn key(&self) -> String {
+        strait_core::plane::peer_key(&self.peer.to_string(), &self.instance)
+    }
+
     /// Sends a frame on the control stream (UPDATE, GOAWAY); a failure
     /// means the tunnel is going away and is only logged.
     pub async fn send_control(&self, msg: &Message) {

@@ -314,6 +314,7 @@ fn gateway_config(
         region: region.to_owned(),
         listen: "127.0.0.1:0".parse().expect("static address"),
         advertise: None,
+        relay: true,
         admin: "127.0.0.1:0".parse().expect("static address"),
         identity: IdentityPaths::in_dir(identity),
         renewal: None,
@@ -332,6 +333,7 @@ fn gateway_config(
                 allow: Vec::new(),
                 allow_workloads: Vec::new(),
                 limits: Default::default(),
+                accept_relayed: true,
             })
             .collect(),
         imports: imports

@@ -165,6 +165,7 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         region,
         listen: "0.0.0.0:0".parse().expect("static address"),
         advertise: None,
+        relay: true,
         admin: "127.0.0.1:0".parse().expect("static address"),
         identity,
         renewal: None,

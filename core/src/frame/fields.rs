@@ -5,8 +5,8 @@
 
 use super::record::{Reader, Record, Writer};
 use super::{
-    FrameError, GatewayReport, GoAway, Hello, Open, ServiceAd, Status, StatusCode, Telemetry,
-    TunnelReport, Update, VersionRange,
+    FrameError, GatewayReport, GoAway, Hello, Open, RelayRoute, ServiceAd, Status, StatusCode,
+    Telemetry, TunnelReport, Update, VersionRange,
 };
 
 impl Record for Hello {
@@ -78,6 +78,9 @@ impl Record for Open {
         w.array(&self.trace_id);
         w.array(&self.span_id);
         w.opt_str(self.origin.as_deref());
+        w.str(&self.relay_to);
+        w.str(&self.relayed_by);
+        w.str(&self.origin_gateway);
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
@@ -86,6 +89,9 @@ impl Record for Open {
             trace_id: r.array("trace_id")?,
             span_id: r.array("span_id")?,
             origin: r.opt_string("origin")?,
+            relay_to: r.later_string("relay_to")?,
+            relayed_by: r.later_string("relayed_by")?,
+            origin_gateway: r.later_string("origin_gateway")?,
         })
     }
 }
@@ -156,6 +162,7 @@ impl Record for GatewayReport {
         w.varint(self.streams_failed);
         w.str(&self.instance);
         w.str(&self.advertise);
+        w.records(&self.relayable);
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
@@ -170,6 +177,25 @@ impl Record for GatewayReport {
             streams_failed: r.varint("streams_failed")?,
             instance: r.later_string("instance")?,
             advertise: r.later_string("advertise")?,
+            relayable: if r.remaining() == 0 {
+                Vec::new()
+            } else {
+                r.records("relayable", "RELAY")?
+            },
+        })
+    }
+}
+
+impl Record for RelayRoute {
+    fn put(&self, w: &mut Writer) {
+        w.str(&self.service);
+        w.str(&self.region);
+    }
+
+    fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
+        Ok(RelayRoute {
+            service: r.string("service")?,
+            region: r.string("region")?,
         })
     }
 }

@@ -476,3 +476,48 @@ fn a_local_target_comes_first_fails_over_and_fails_back_after_the_hold_down() {
     let d = plane.plan("pay", &prefer(), &others, settled, (0, 1));
     assert!(d.local, "{d:?}");
 }
+
+/// A service only us-east offers: while every direct tunnel to us-east is
+/// Down, ap-south (which reaches it) relays; back to direct once us-east
+/// is up and past its hold-down.
+#[test]
+fn a_route_through_a_third_region_only_while_no_direct_one_works() {
+    let (mut plane, now, b, c) = mesh();
+    plane.handle_services(b, vec![svc("pay", true), svc("only-b", true)]);
+    let relay = crate::frame::RelayRoute {
+        service: "only-b".into(),
+        region: "us-east".into(),
+    };
+    plane.handle_relayable(c, vec![relay]);
+    let d = plane.plan("only-b", &[], &[], now, (0, 1));
+    assert_eq!((d.chosen, d.relay_to.as_deref()), (Some(b), None));
+    let relay_row = d
+        .candidates
+        .iter()
+        .find(|r| r.relay_to.is_some())
+        .expect("the relay is a candidate");
+    assert_eq!(relay_row.conn, Some(c));
+
+    plane.handle_health(b, down(0), now);
+    let d = plane.plan("only-b", &[], &[], now, (0, 1));
+    assert_eq!(
+        (d.chosen, d.relay_to.as_deref()),
+        (Some(c), Some("us-east"))
+    );
+    assert_eq!(d.chosen_row().unwrap().relay_to.as_deref(), Some("us-east"));
+    // Not for a service ap-south offers itself: that is a direct route.
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 1));
+    assert_eq!((d.chosen, d.relay_to.as_deref()), (Some(c), None));
+    // A relay that was tried is not tried again.
+    let key = plane.peer(c).unwrap().key.clone();
+    let d = plane.plan("only-b", &[], &[key], now, (0, 1));
+    assert_eq!(d.chosen, None);
+
+    // us-east is back: still relayed during its hold-down, then direct.
+    let back = now + Duration::from_secs(1);
+    plane.handle_health(b, up(80), back);
+    let d = plane.plan("only-b", &[], &[], back, (0, 1));
+    assert_eq!(d.relay_to.as_deref(), Some("us-east"));
+    let d = plane.plan("only-b", &[], &[], back + Duration::from_secs(6), (0, 1));
+    assert_eq!((d.chosen, d.relay_to.as_deref()), (Some(b), None));
+}
