@@ -112,6 +112,24 @@ fn manifests_hold_what_a_gateway_needs() {
     assert_eq!(int_of(&quic["containerPort"]), 15443);
     assert_eq!(int_of(&quic["hostPort"]), 15443);
     assert_eq!(quic["protocol"], "UDP");
+    // Peers dial the node's IP at the host port: STRAIT_ADVERTISE names
+    // both, the IP from the downward API.
+    let env = |name: &str| {
+        seq(&gateway["env"])
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("gateway env {name}"))
+            .clone()
+    };
+    assert_eq!(
+        env("STRAIT_HOST_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    let advertise = env("STRAIT_ADVERTISE");
+    assert_eq!(
+        str_of(&advertise["value"]),
+        format!("$(STRAIT_HOST_IP):{}", int_of(&quic["hostPort"]))
+    );
     let admin = ports
         .iter()
         .find(|p| p["name"] == "admin")

@@ -32,7 +32,7 @@ pub struct AdminState {
     pub instance: String,
     pub advertise: String,
     /// Gateways learned from the mesh.
-    pub directory: Arc<crate::dialers::Directory>,
+    pub directory: Arc<crate::directory::Directory>,
     pub handle: Arc<PlaneHandle>,
     pub events: Arc<EventLog>,
     pub mesh: Arc<MeshView>,
@@ -57,7 +57,7 @@ struct Status<'a> {
     peers: Vec<PeerStatus>,
     /// Every gateway of other regions learned from HELLO and telemetry,
     /// tunnel or not.
-    gateways: Vec<crate::dialers::KnownGateway>,
+    gateways: Vec<crate::directory::KnownGateway>,
     imports: Vec<ImportStatus>,
     /// Where the next stream of each import would go, and why.
     routes: Vec<strait_core::plane::Decision>,

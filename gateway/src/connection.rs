@@ -17,7 +17,7 @@ use strait_core::plane::PeerInfo;
 use tokio::sync::watch;
 
 use crate::config::TunnelSettings;
-use crate::dialers::Directory;
+use crate::directory::Directory;
 use crate::export::Exports;
 use crate::handle::PlaneHandle;
 use crate::note::{Note, NoteSender};

@@ -23,7 +23,7 @@ use crate::handle::PlaneHandle;
 use crate::metrics as m;
 use crate::note::{Note, NoteSender};
 use crate::tunnel::Tunnel;
-use crate::wire::{code, read_frame, write_frame};
+use crate::wire::{code, read_frame, refuse, write_frame};
 
 /// The exports of this gateway, with compiled allow patterns. The set can
 /// be replaced at run time (configuration reload); each stream works on the
@@ -292,17 +292,12 @@ pub async fn serve_stream(
         }
     };
     if !open.relay_to.is_empty() {
-        crate::relay::serve(
-            tunnel.clone(),
-            handle,
-            exports,
-            settings,
-            send,
-            recv,
-            buf,
-            open,
-        )
-        .await;
+        let me = crate::relay::Relay {
+            enabled: exports.relays(),
+            id: exports.id().to_owned(),
+            region: exports.region().to_owned(),
+        };
+        crate::relay::serve(me, tunnel.clone(), handle, settings, send, recv, buf, open).await;
         return;
     }
     let Open {
@@ -442,25 +437,6 @@ pub async fn serve_stream(
         outcome,
         "stream closed (export)"
     );
-}
-
-/// Answers a stream with a refusal: proof that nothing was forwarded.
-pub(crate) async fn refuse(
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
-    code_: StatusCode,
-    message: String,
-) {
-    let _ = write_frame(
-        send,
-        &Message::Status(Status {
-            code: code_,
-            message,
-        }),
-    )
-    .await;
-    let _ = send.finish();
-    let _ = recv.stop(code::REFUSED);
 }
 
 #[cfg(test)]

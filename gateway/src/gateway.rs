@@ -17,7 +17,7 @@ use crate::GatewayError;
 use crate::admin::{AdminState, serve_admin};
 use crate::config::{GatewayConfig, TunnelSettings};
 use crate::connection::{Drivers, accept_loop};
-use crate::dialers::Directory;
+use crate::directory::Directory;
 use crate::events::EventLog;
 use crate::export::Exports;
 use crate::handle::PlaneHandle;

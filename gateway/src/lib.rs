@@ -15,6 +15,7 @@ pub mod admission;
 pub mod config;
 pub mod connection;
 pub mod dialers;
+pub mod directory;
 mod error;
 pub mod events;
 pub mod export;

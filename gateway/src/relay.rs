@@ -22,11 +22,10 @@ use strait_core::trace::TraceContext;
 use tokio::time::Instant;
 
 use crate::config::TunnelSettings;
-use crate::export::{Exports, refuse};
 use crate::handle::PlaneHandle;
 use crate::metrics as m;
 use crate::tunnel::Tunnel;
-use crate::wire::{WireError, code, read_frame, write_frame};
+use crate::wire::{WireError, code, read_frame, refuse, write_frame};
 
 /// How a relayed stream ended, for its log line and metric.
 fn outcome_of(moved: &crate::splice::Moved) -> &'static str {
@@ -37,13 +36,23 @@ fn outcome_of(moved: &crate::splice::Moved) -> &'static str {
     }
 }
 
+/// This gateway as a relay.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// `[gateway] relay`, and not draining.
+    pub enabled: bool,
+    /// Its SPIFFE ID, named in the second leg's OPEN.
+    pub id: String,
+    pub region: String,
+}
+
 /// Serves an OPEN that asks this gateway to relay. `early` holds the
 /// origin's bytes read after the OPEN.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
+    me: Relay,
     first: Arc<Tunnel>,
     handle: Arc<PlaneHandle>,
-    exports: Arc<Exports>,
     settings: Arc<TunnelSettings>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -57,7 +66,7 @@ pub async fn serve(
     };
     let service = open.service.clone();
     let to_region = open.relay_to.clone();
-    let region = exports.region().to_owned();
+    let region = me.region.clone();
     let from = first.peer.to_string();
     let finished = |outcome: &str, via: &str, up: u64, down: u64| {
         let labels = [
@@ -80,7 +89,7 @@ pub async fn serve(
         }
         .record();
     };
-    let refusal = if !exports.relays() {
+    let refusal = if !me.enabled {
         Some((
             StatusCode::Forbidden,
             "this gateway does not relay".to_owned(),
@@ -131,7 +140,7 @@ pub async fn serve(
     };
     let onward = Message::Open(Open {
         relay_to: String::new(),
-        relayed_by: exports.id().to_owned(),
+        relayed_by: me.id.clone(),
         origin_gateway: from.clone(),
         ..open
     });

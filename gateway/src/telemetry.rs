@@ -284,7 +284,7 @@ mod tests {
     #[test]
     fn fresher_news_wins_and_relayed_news_is_kept() {
         let now = Instant::now();
-        let view = MeshView::new("a", "eu", "i-a", "");
+        let view = MeshView::new("a", "eu", "", "");
         view.receive(
             Telemetry {
                 origin: report("b", 1, 0, 10),
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn counters_never_go_backwards_when_a_gateway_restarts() {
         let now = Instant::now();
-        let view = MeshView::new("a", "eu", "i-a", "");
+        let view = MeshView::new("a", "eu", "", "");
         view.receive(
             Telemetry {
                 origin: report("b", 1, 0, 10),
@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn ages_grow_and_turn_stale() {
         let now = Instant::now();
-        let view = MeshView::new("a", "eu", "i-a", "");
+        let view = MeshView::new("a", "eu", "", "");
         view.receive(
             Telemetry {
                 origin: report("b", 1, 2_900, 1),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use strait_core::frame::{self, FrameError, Message};
+use strait_core::frame::{self, FrameError, Message, Status, StatusCode};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -86,4 +86,23 @@ pub mod code {
     pub fn proves_not_forwarded(code: VarInt) -> bool {
         code == NOT_FORWARDED || code == REFUSED
     }
+}
+
+/// Answers a stream with a refusal: proof that nothing was forwarded.
+pub async fn refuse(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    code_: StatusCode,
+    message: String,
+) {
+    let _ = write_frame(
+        send,
+        &Message::Status(Status {
+            code: code_,
+            message,
+        }),
+    )
+    .await;
+    let _ = send.finish();
+    let _ = recv.stop(code::REFUSED);
 }

@@ -95,40 +95,66 @@ fn render(s: &Value) -> String {
             s["certificate"]["deny_list_entries"].as_u64().unwrap_or(0)
         );
     }
-    out += &format!(
-        "{:<12} {:<12} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
-        "PEER", "REGION", "STATE", "RTT", "LOSS", "STREAMS", "SERVICES", "LAST-SEEN"
-    );
-    let mut served_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Peers grouped by region: a region is many gateways.
+    let mut by_region: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for p in s["peers"].as_array().into_iter().flatten() {
-        let services: Vec<String> = p["services"]
+        by_region.entry(str_of(&p["region"])).or_default().push(p);
+    }
+    let known = |region: &str| {
+        s["gateways"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|v| {
-                let name = str_of(&v["name"]);
-                if v["healthy"].as_bool() == Some(true) {
-                    served_by
-                        .entry(name.clone())
-                        .or_default()
-                        .push(str_of(&p["region"]));
-                    name
-                } else {
-                    format!("{name}(down)")
-                }
-            })
-            .collect();
+            .filter(|g| g["region"] == region)
+            .count()
+    };
+    let mut served_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (region, peers) in &mut by_region {
+        peers.sort_by_key(|p| (str_of(&p["name"]), str_of(&p["instance"])));
+        let up = peers.iter().filter(|p| p["state"] == "up").count();
         out += &format!(
-            "{:<12} {:<12} {:<9} {:>7.1}ms {:>5.0}% {:>8}  {:<24} {:>8.1}s ago\n",
-            str_of(&p["name"]),
-            str_of(&p["region"]),
-            str_of(&p["state"]),
-            p["rtt_ms"].as_f64().unwrap_or(0.0),
-            p["probe_loss"].as_f64().unwrap_or(0.0) * 100.0,
-            p["active_streams"].as_u64().unwrap_or(0),
-            services.join(","),
-            p["last_seen_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            "{region}: {} gateway(s) with a tunnel, {up} up, {} known\n",
+            peers.len(),
+            known(region).max(peers.len())
         );
+        out += &format!(
+            "  {:<12} {:<22} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
+            "GATEWAY", "INSTANCE", "STATE", "RTT", "LOSS", "STREAMS", "SERVICES", "LAST-SEEN"
+        );
+        for p in peers.iter() {
+            let services: Vec<String> = p["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let name = str_of(&v["name"]);
+                    if v["healthy"].as_bool() == Some(true) {
+                        let regions = served_by.entry(name.clone()).or_default();
+                        if !regions.contains(region) {
+                            regions.push(region.clone());
+                        }
+                        name
+                    } else {
+                        format!("{name}(down)")
+                    }
+                })
+                .collect();
+            out += &format!(
+                "  {:<12} {:<22} {:<9} {:>7.1}ms {:>5.0}% {:>8}  {:<24} {:>8.1}s ago\n",
+                str_of(&p["name"]),
+                str_of(&p["instance"]),
+                str_of(&p["state"]),
+                p["rtt_ms"].as_f64().unwrap_or(0.0),
+                p["probe_loss"].as_f64().unwrap_or(0.0) * 100.0,
+                p["active_streams"].as_u64().unwrap_or(0),
+                services.join(","),
+                p["last_seen_ms"].as_f64().unwrap_or(0.0) / 1e3,
+            );
+        }
+        out += "\n";
+    }
+    if by_region.is_empty() {
+        out += "no tunnels\n";
     }
     out += "\nSERVICE          SERVED BY (healthy, from here)\n";
     for (service, regions) in &served_by {
@@ -136,8 +162,8 @@ fn render(s: &Value) -> String {
     }
     out += "\nMESH (as this gateway last heard)\n";
     out += &format!(
-        "{:<12} {:<12} {:>9} {:>7} {:>9} {:>7}\n",
-        "GATEWAY", "REGION", "AGE", "", "STREAMS", "FAILED"
+        "{:<12} {:<12} {:<22} {:>9} {:>7} {:>9} {:>7}\n",
+        "GATEWAY", "REGION", "INSTANCE", "AGE", "", "STREAMS", "FAILED"
     );
     for g in s["mesh"].as_array().into_iter().flatten() {
         let age = g["age_ms"].as_f64().unwrap_or(0.0) / 1e3;
@@ -149,9 +175,10 @@ fn render(s: &Value) -> String {
             ""
         };
         out += &format!(
-            "{:<12} {:<12} {:>8.1}s {:>7} {:>9} {:>7}\n",
+            "{:<12} {:<12} {:<22} {:>8.1}s {:>7} {:>9} {:>7}\n",
             str_of(&g["gateway"]),
             str_of(&g["region"]),
+            str_of(&g["instance"]),
             age,
             flag,
             g["streams_total"].as_u64().unwrap_or(0),
@@ -184,7 +211,7 @@ mod tests {
         let status = serde_json::json!({
             "id": "spiffe://example.org/region/eu-west/gateway/gw-1", "name": "gw-1", "region": "eu-west",
             "ready": true, "draining": false,
-            "peers": [{"name": "gw-2", "region": "us-east", "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
+            "peers": [{"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
                        "active_streams": 3, "last_seen_ms": 120,
                        "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]}],
             "events": [{"time": "2026-11-23T12:00:00Z", "kind": "failover", "detail": "payments: us-east -> ap-south"}],
@@ -192,7 +219,14 @@ mod tests {
                       "streams_total": 12, "streams_failed": 1}]
         });
         let text = render(&status);
-        assert!(text.contains("gw-2         us-east      up"), "{text}");
+        assert!(
+            text.contains("us-east: 1 gateway(s) with a tunnel, 1 up, 1 known"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  gw-2         10.0.0.2:15443         up"),
+            "{text}"
+        );
         assert!(text.contains("80.4ms"), "{text}");
         assert!(text.contains("payments,orders(down)"), "{text}");
         assert!(text.contains("payments         us-east"), "{text}");
