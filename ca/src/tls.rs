@@ -79,7 +79,9 @@ impl SvidVerifier {
         let root_subjects = bundle
             .anchors()
             .iter()
-            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            // A trust anchor's subject is the Name's content without its
+            // SEQUENCE header; CertificateRequest wants the whole Name.
+            .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
         SvidVerifier {
             bundle,
