@@ -258,6 +258,30 @@ impl Load {
     }
 }
 
+/// A join that could not write its identity must not spend a use: the
+/// output directory is checked before the CA is asked.
+#[test]
+fn a_join_that_cannot_write_spends_no_token_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    strait(d, "ca init --trust-domain example.org --dir ca").ok();
+    let _ca = CaProcess::start(d, "ca", "1h");
+    let two = token(d, "--region eu-west --uses 2");
+    std::fs::write(d.join("a-file"), "").unwrap();
+    for out in ["/proc/nope", "a-file/west"] {
+        let err = join(d, &two, &["--out", out, "--name", "gw-w"]).failed();
+        assert!(
+            err.contains(&format!("cannot write the identity into {out}")),
+            "{err}"
+        );
+    }
+    let list = strait(d, "token list --ca ca").ok().stdout;
+    assert!(list.contains("2 of 2"), "{list}");
+    join(d, &two, &["--out", "west/identity", "--name", "gw-w"]).ok();
+    let list = strait(d, "token list --ca ca").ok().stdout;
+    assert!(list.contains("1 of 2"), "{list}");
+}
+
 #[test]
 fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_expiry() {
     let rt = tokio::runtime::Builder::new_multi_thread()

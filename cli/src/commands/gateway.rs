@@ -121,6 +121,10 @@ pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // The CA spends a token use when it issues: make sure the identity
+    // can be written before asking.
+    strait_ca::files::check_writable_dir(&args.out)
+        .with_context(|| format!("cannot write the identity into {}", args.out.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
