@@ -252,9 +252,9 @@ struct RawImport {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTunnel {
-    stream_window: Option<u64>,
-    connection_window: Option<u64>,
-    max_streams: Option<u32>,
+    stream_window: Option<Spanned<u64>>,
+    connection_window: Option<Spanned<u64>>,
+    max_streams: Option<Spanned<u32>>,
     keep_alive: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     udp_buffer: Option<usize>,
@@ -339,6 +339,29 @@ impl Source<'_> {
                 ),
             )
         })
+    }
+
+    /// A duration that must not be zero (a timeout or interval of zero
+    /// makes every tunnel or stream fail, or spins).
+    fn nonzero_duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, GatewayError> {
+        match self.duration(v, key)? {
+            d if d.is_zero() => Err(self.err(v.span(), key, "must be greater than zero")),
+            d => Ok(d),
+        }
+    }
+
+    /// A window or stream limit: zero lets no stream carry a byte, so no
+    /// tunnel could come up.
+    fn nonzero<T: Copy + Default + PartialEq>(
+        &self,
+        v: &Spanned<T>,
+        key: &str,
+    ) -> Result<T, GatewayError> {
+        if *v.get_ref() == T::default() {
+            let reason = "must be at least 1: with 0 no tunnel can carry its control stream";
+            return Err(self.err(v.span(), key, reason));
+        }
+        Ok(*v.get_ref())
     }
 
     /// `at` is the span of the section's `service` key.
@@ -494,16 +517,7 @@ impl GatewayConfig {
             Some(addr) => Some(RenewalConfig {
                 ca_service: src.host_port(addr, "identity.ca_service")?,
                 refresh: match &id.refresh {
-                    Some(v) => match src.duration(v, "identity.refresh")? {
-                        d if d.is_zero() => {
-                            return Err(src.err(
-                                v.span(),
-                                "identity.refresh",
-                                "must be greater than zero",
-                            ));
-                        }
-                        d => d,
-                    },
+                    Some(v) => src.nonzero_duration(v, "identity.refresh")?,
                     None => DEFAULT_REFRESH,
                 },
             }),
@@ -647,14 +661,14 @@ impl GatewayConfig {
 
         let mut tunnel = TunnelSettings::default();
         if let Some(t) = &raw.tunnel {
-            if let Some(v) = t.stream_window {
-                tunnel.stream_window = v;
+            if let Some(v) = &t.stream_window {
+                tunnel.stream_window = src.nonzero(v, "tunnel.stream_window")?;
             }
-            if let Some(v) = t.connection_window {
-                tunnel.connection_window = v;
+            if let Some(v) = &t.connection_window {
+                tunnel.connection_window = src.nonzero(v, "tunnel.connection_window")?;
             }
-            if let Some(v) = t.max_streams {
-                tunnel.max_streams = v;
+            if let Some(v) = &t.max_streams {
+                tunnel.max_streams = src.nonzero(v, "tunnel.max_streams")?;
             }
             if let Some(v) = t.congestion {
                 tunnel.congestion = v;
@@ -663,19 +677,20 @@ impl GatewayConfig {
                 tunnel.udp_buffer = v;
             }
             if let Some(v) = &t.keep_alive {
-                tunnel.keep_alive = src.duration(v, "tunnel.keep_alive")?;
+                tunnel.keep_alive = src.nonzero_duration(v, "tunnel.keep_alive")?;
             }
             if let Some(v) = &t.idle_timeout {
-                tunnel.idle_timeout = src.duration(v, "tunnel.idle_timeout")?;
+                tunnel.idle_timeout = src.nonzero_duration(v, "tunnel.idle_timeout")?;
             }
             if let Some(v) = &t.connect_timeout {
-                tunnel.connect_timeout = src.duration(v, "tunnel.connect_timeout")?;
+                tunnel.connect_timeout = src.nonzero_duration(v, "tunnel.connect_timeout")?;
             }
             if let Some(v) = &t.stream_idle_timeout {
-                tunnel.stream_idle_timeout = src.duration(v, "tunnel.stream_idle_timeout")?;
+                tunnel.stream_idle_timeout =
+                    src.nonzero_duration(v, "tunnel.stream_idle_timeout")?;
             }
             if let Some(v) = &t.open_timeout {
-                tunnel.open_timeout = src.duration(v, "tunnel.open_timeout")?;
+                tunnel.open_timeout = src.nonzero_duration(v, "tunnel.open_timeout")?;
             }
         }
 
@@ -687,7 +702,7 @@ impl GatewayConfig {
                 hold_down = src.duration(v, "health.hold_down")?;
             }
             if let Some(v) = &h.target_check {
-                target_check = src.duration(v, "health.target_check")?;
+                target_check = src.nonzero_duration(v, "health.target_check")?;
             }
             if let Some(v) = &h.interval {
                 health.interval = src.duration(v, "health.interval")?;
@@ -837,6 +852,31 @@ listen = "127.0.0.1:19080"
             "[tunnel]\nidle_timeout = \"soon\"\n\n[[import]]",
         ));
         assert!(e.contains("tunnel.idle_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn zero_windows_stream_limits_and_timeouts_are_refused() {
+        for (line, key) in [
+            ("stream_window = 0", "tunnel.stream_window"),
+            ("connection_window = 0", "tunnel.connection_window"),
+            ("max_streams = 0", "tunnel.max_streams"),
+            ("keep_alive = \"0s\"", "tunnel.keep_alive"),
+            ("idle_timeout = \"0s\"", "tunnel.idle_timeout"),
+            ("connect_timeout = \"0ms\"", "tunnel.connect_timeout"),
+            ("open_timeout = \"0s\"", "tunnel.open_timeout"),
+            ("stream_idle_timeout = \"0s\"", "tunnel.stream_idle_timeout"),
+        ] {
+            let e = error(&format!("{GOOD}\n[tunnel]\n{line}\n"));
+            assert!(
+                e.starts_with(&format!("DIR/gw.toml:26: {key}: must be")),
+                "{e}"
+            );
+        }
+        let e = error(&format!("{GOOD}\n[health]\ntarget_check = \"0s\"\n"));
+        assert!(
+            e.starts_with("DIR/gw.toml:26: health.target_check: must be greater than zero"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -80,8 +80,14 @@ pub async fn handshake(
         _ => return Err(HandshakeError::NotAGateway(peer)),
     };
     let control = |e: &dyn std::fmt::Display| HandshakeError::Control(e.to_string());
+    // Bounded on the dialing side too: a peer that grants no stream, or no
+    // window to write HELLO into, is refused with that reason, not waited on.
+    let stalled = |what: &str| HandshakeError::Control(format!("{what} within 10 s"));
     let (mut send, mut recv) = if dialed {
-        conn.open_bi().await.map_err(|e| control(&e))?
+        tokio::time::timeout(HELLO_TIMEOUT, conn.open_bi())
+            .await
+            .map_err(|_| stalled("the peer allowed no control stream"))?
+            .map_err(|e| control(&e))?
     } else {
         tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
             .await
@@ -90,9 +96,13 @@ pub async fn handshake(
     };
     let mut buf = BytesMut::new();
     if dialed {
-        write_frame(&mut send, &Message::Hello(hello.clone()))
-            .await
-            .map_err(|e| control(&e))?;
+        tokio::time::timeout(
+            HELLO_TIMEOUT,
+            write_frame(&mut send, &Message::Hello(hello.clone())),
+        )
+        .await
+        .map_err(|_| stalled("HELLO could not be sent (no flow-control window)"))?
+        .map_err(|e| control(&e))?;
     }
     let theirs = match read_frame(&mut recv, &mut buf, HELLO_TIMEOUT).await {
         Ok(Message::Hello(h)) => h,
@@ -113,9 +123,13 @@ pub async fn handshake(
     }
     tracing::debug!(%peer, version = agreed.version, capabilities = ?agreed.capabilities, "protocol agreed in HELLO");
     if !dialed {
-        write_frame(&mut send, &Message::Hello(hello))
-            .await
-            .map_err(|e| control(&e))?;
+        tokio::time::timeout(
+            HELLO_TIMEOUT,
+            write_frame(&mut send, &Message::Hello(hello)),
+        )
+        .await
+        .map_err(|_| stalled("HELLO could not be sent (no flow-control window)"))?
+        .map_err(|e| control(&e))?;
     }
     Ok(Handshaken {
         peer,
@@ -160,7 +174,16 @@ pub async fn follow_control(
                 return;
             }
             Err(crate::wire::WireError::Timeout(_)) => continue,
-            Err(_) => return,
+            Err(e) => {
+                // A closed connection ends its control stream too; only a
+                // control stream that failed on a live tunnel is news.
+                if tunnel.conn.close_reason().is_none() {
+                    tracing::warn!(peer = %tunnel.peer, "control stream failed; no more UPDATEs from this peer: {e}");
+                } else {
+                    tracing::debug!(peer = %tunnel.peer, "control stream ended: {e}");
+                }
+                return;
+            }
         }
     }
 }
