@@ -240,3 +240,52 @@ fn readyz_turns_not_ready_while_draining() {
     drop(open);
     assert!(west.wait_exit().success());
 }
+
+/// Bytes by direction on both sides of one asymmetric exchange: the
+/// request goes out into the tunnel on the import side and in towards the
+/// target on the export side; the answer the other way round.
+#[test]
+fn stream_bytes_count_by_direction_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, mut west, mut east) = west_east(dir.path());
+    west.exports.push((
+        "web".into(),
+        support::mesh::http_server("a body far longer than the request it answers"),
+        vec![],
+    ));
+    let import = free_tcp();
+    east.imports.push(("web".into(), import));
+    let w = GatewayProcess::start(dir.path(), &west);
+    let e = GatewayProcess::start(dir.path(), &east);
+    e.wait_for_service("web");
+    let request = b"GET / HTTP/1.0\r\n\r\n";
+    let answer = echo(import, request);
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    w.wait_for_log("stream closed (export)");
+    e.wait_for_log("stream closed (import)");
+    let (req, resp) = (request.len() as f64, answer.len() as f64);
+    let bytes = |m: &std::collections::HashMap<String, f64>, side: &str, direction: &str| {
+        sum(
+            m,
+            "strait_stream_bytes_total",
+            &[
+                &format!("side=\"{side}\""),
+                &format!("direction=\"{direction}\""),
+            ],
+        )
+    };
+    let (em, wm) = (e.scrape(), w.scrape());
+    assert_eq!(bytes(&em, "import", "out"), req);
+    assert_eq!(bytes(&em, "import", "in"), resp);
+    assert_eq!(bytes(&wm, "export", "in"), req);
+    assert_eq!(bytes(&wm, "export", "out"), resp);
+    let log = w.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stream closed (export)"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("bytes_in={req} bytes_out={resp}")),
+        "{line}"
+    );
+}

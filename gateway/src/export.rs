@@ -354,7 +354,8 @@ pub async fn serve_stream(
         (false, true) => "reset",
         (false, false) => "ok",
     };
-    finished(&service, outcome, moved.tcp_to_quic, moved.quic_to_tcp);
+    // In: towards this gateway's target (out of the tunnel); out: into it.
+    finished(&service, outcome, moved.quic_to_tcp, moved.tcp_to_quic);
     tracing::info!(
         %trace, %service, %peer,
         bytes_in = moved.quic_to_tcp, bytes_out = moved.tcp_to_quic,
