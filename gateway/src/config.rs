@@ -211,7 +211,9 @@ struct RawPeer {
 #[derive(Debug, Deserialize)]
 struct RawExport {
     service: Spanned<String>,
-    target: Spanned<String>,
+    /// Optional to serde only: a misspelt key must be reported as unknown
+    /// (see [`RawLimits`]) before the missing target is.
+    target: Option<Spanned<String>>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
     #[serde(default)]
@@ -364,6 +366,19 @@ impl Source<'_> {
         Ok(*v.get_ref())
     }
 
+    /// Refuses keys of an import or export section that nothing reads.
+    fn known_keys(
+        &self,
+        raw: &RawLimits,
+        section: &str,
+        at: std::ops::Range<usize>,
+    ) -> Result<(), GatewayError> {
+        match raw.unknown.keys().next() {
+            Some(key) => Err(self.err(at, &format!("{section}.{key}"), "unknown key")),
+            None => Ok(()),
+        }
+    }
+
     /// `at` is the span of the section's `service` key.
     fn limits(
         &self,
@@ -373,9 +388,7 @@ impl Source<'_> {
     ) -> Result<Limits, GatewayError> {
         let err =
             |key: &str, message: &str| self.err(at.clone(), &format!("{section}.{key}"), message);
-        if let Some(key) = raw.unknown.keys().next() {
-            return Err(err(key, "unknown key"));
-        }
+        self.known_keys(raw, section, at.clone())?;
         let mut limits = Limits::default();
         if let Some(v) = raw.max_concurrent {
             if v == 0 {
@@ -407,8 +420,20 @@ impl Source<'_> {
 
     fn file(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, GatewayError> {
         let path = self.path(v);
-        if self.files_must_exist && !path.is_file() {
-            return Err(self.err(v.span(), key, format!("no such file: {}", path.display())));
+        if self.files_must_exist {
+            let shown = path.display();
+            let problem = match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some(format!("no such file: {shown}"))
+                }
+                Err(e) => Some(format!("cannot read {shown}: {e}")),
+                Ok(m) if m.is_dir() => Some(format!("{shown} is a directory, not a file")),
+                Ok(m) if !m.is_file() => Some(format!("{shown} is not a regular file")),
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(self.err(v.span(), key, problem));
+            }
         }
         Ok(path)
     }
@@ -424,15 +449,33 @@ impl Source<'_> {
 }
 
 fn read(path: &Path) -> Result<String, GatewayError> {
-    std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
+    let bytes = std::fs::read(path).map_err(|source| GatewayError::Io {
         path: path.to_owned(),
         source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        GatewayError::Toml {
+            path: path.to_owned(),
+            message: format!("line {line}: not UTF-8 text"),
+        }
     })
 }
+
+/// Longest name (gateway, region, service) accepted: a DNS name's limit,
+/// and what keeps a HELLO listing many services within one frame.
+pub const MAX_NAME_LEN: usize = 253;
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("may not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "is {} characters long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        ));
     }
     match name
         .chars()
@@ -570,7 +613,14 @@ impl GatewayConfig {
                     format!("{service:?} is already exported on line {first}"),
                 ));
             }
-            let target = src.host_port(&e.target, "export.target")?;
+            src.known_keys(&e.limits, "export", e.service.span())?;
+            let target = match &e.target {
+                Some(t) => src.host_port(t, "export.target")?,
+                None => {
+                    let reason = "missing: the host:port this service is forwarded to";
+                    return Err(src.err(e.service.span(), "export.target", reason));
+                }
+            };
             let mut allow = Vec::new();
             for a in &e.allow {
                 if !a.get_ref().starts_with("spiffe://") {
@@ -611,12 +661,24 @@ impl GatewayConfig {
             if addr.port() == 0 {
                 return Ok(());
             }
-            if let Some((first_line, first_key)) = used.get(&addr) {
+            // 0.0.0.0:P takes P on every address, so 127.0.0.1:P clashes.
+            let overlaps = |other: &SocketAddr| {
+                other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            };
+            if let Some((other, (first_line, first_key))) = used.iter().find(|(a, _)| overlaps(a)) {
                 return Err(GatewayError::Config {
                     path: path.to_owned(),
                     line,
                     key: key.to_owned(),
-                    message: format!("{addr} is already used by {first_key} on line {first_line}"),
+                    message: if *other == addr {
+                        format!("{addr} is already used by {first_key} on line {first_line}")
+                    } else {
+                        format!("{addr} overlaps {other}, used by {first_key} on line {first_line}")
+                    },
                 });
             }
             used.insert(addr, (line, key.to_owned()));
@@ -821,6 +883,15 @@ listen = "127.0.0.1:19080"
         assert!(e.starts_with("DIR/gw.toml:23: import.listen:"), "{e}");
         let e = error(&GOOD.replace("\"127.0.0.1:19080\"", "\"127.0.0.1:15000\""));
         assert!(e.starts_with("DIR/gw.toml:23: import.listen: 127.0.0.1:15000 is already used by gateway.admin on line 5"), "{e}");
+        let two = format!("{GOOD}\n[[import]]\nservice = \"stock\"\nlisten = \"0.0.0.0:19080\"\n");
+        let e = error(&two);
+        assert!(e.starts_with("DIR/gw.toml:27: import.listen: 0.0.0.0:19080 overlaps 127.0.0.1:19080, used by import.listen on line 23"), "{e}");
+        let long = "s".repeat(MAX_NAME_LEN + 1);
+        let e = error(&GOOD.replace("service = \"orders\"", &format!("service = \"{long}\"")));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.service: is 254 characters long"),
+            "{e}"
+        );
         let e = error(&GOOD.replace("key = \"key.pem\"", "key = \"missing.pem\""));
         assert!(
             e.starts_with("DIR/gw.toml:9: identity.key: no such file"),
@@ -852,6 +923,41 @@ listen = "127.0.0.1:19080"
             "[tunnel]\nidle_timeout = \"soon\"\n\n[[import]]",
         ));
         assert!(e.contains("tunnel.idle_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong_with_the_input() {
+        let e = error(&GOOD.replace("target = ", "targt = "));
+        assert!(
+            e.starts_with("DIR/gw.toml:17: export.targt: unknown key"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("target = \"payments.default.svc.cluster.local:8080\"\n", ""));
+        assert!(
+            e.starts_with("DIR/gw.toml:17: export.target: missing"),
+            "{e}"
+        );
+        let f = files();
+        std::fs::create_dir(f.0.path().join("certs")).unwrap();
+        let e = parse(&f, &GOOD.replace("\"cert.pem\"", "\"certs\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("certs is a directory, not a file"),
+            "{e}"
+        );
+        let e = parse(&f, &GOOD.replace("\"cert.pem\"", "\"/dev/null\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("/dev/null is not a regular file"),
+            "{e}"
+        );
+        let file = f.0.path().join("gw.toml");
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes.splice(
+            GOOD.find("eu-west").unwrap()..GOOD.find("eu-west").unwrap(),
+            [0xff],
+        );
+        std::fs::write(&file, bytes).unwrap();
+        let e = GatewayConfig::load(&file).unwrap_err().to_string();
+        assert!(e.ends_with("gw.toml: line 3: not UTF-8 text"), "{e}");
     }
 
     #[test]
