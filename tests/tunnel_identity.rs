@@ -314,6 +314,21 @@ async fn changed_identity_files_are_reloaded_and_broken_ones_refused() {
     );
 }
 
+/// A gateway whose own address is among its peers refuses the tunnel to
+/// itself, with that reason, instead of tunnelling to itself.
+#[test]
+fn a_gateway_refuses_a_tunnel_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    spec.peers.push(("eu-west".into(), spec.quic));
+    let gw = GatewayProcess::start(d, &spec);
+    gw.wait_for_log("is this gateway itself: is its own address listed as a peer?");
+    assert_eq!(gw.peer_count(), 0);
+}
+
 /// A peer that completes TLS but grants no stream: the dialing gateway
 /// gives up on the control stream and logs why, instead of waiting
 /// silently for ever.

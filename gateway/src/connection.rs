@@ -53,6 +53,8 @@ pub enum HandshakeError {
     Version(VersionMismatch),
     #[error("control stream: {0}")]
     Control(String),
+    #[error("{0} is this gateway itself: is its own address listed as a peer?")]
+    Ourselves(SpiffeId),
 }
 
 /// A connection that passed the HELLO exchange, not yet registered.
@@ -79,6 +81,9 @@ pub async fn handshake(
         IdentityKind::Gateway { region, name } => (name.to_owned(), region.to_owned()),
         _ => return Err(HandshakeError::NotAGateway(peer)),
     };
+    if name == hello.name && region == hello.region {
+        return Err(HandshakeError::Ourselves(peer));
+    }
     let control = |e: &dyn std::fmt::Display| HandshakeError::Control(e.to_string());
     // Bounded on the dialing side too: a peer that grants no stream, or no
     // window to write HELLO into, is refused with that reason, not waited on.
