@@ -289,3 +289,31 @@ fn stream_bytes_count_by_direction_on_both_sides() {
         "{line}"
     );
 }
+
+/// A gateway whose certificate ran out cannot open new tunnels, so it is
+/// not ready; `/status` answers whatever query string it is given.
+#[test]
+fn readyz_turns_not_ready_once_the_certificate_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = support::mesh::TestCa::new(d, "example.org");
+    support::strait(
+        d,
+        &format!(
+            "cert issue --ca {} --gateway --region eu-west --name gw-w --out west --ttl 3s",
+            ca.dir.display()
+        ),
+    )
+    .ok();
+    let west = GatewayProcess::start(d, &GatewaySpec::new("gw-w", "eu-west", d.join("west")));
+    assert!(http_get(west.spec_admin, "/status?x=1").is_some());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(west.spec_admin, "/readyz").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready with an expired certificate"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(west.spec_admin, "/healthz").is_some());
+}
