@@ -308,3 +308,59 @@ fn help_explains_each_command() {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
 }
+
+#[test]
+fn revoking_an_id_of_another_trust_domain_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    strait(dir, "ca init --trust-domain example.org --dir ca").ok();
+    let err = strait(
+        dir,
+        "ca revoke --ca ca --id spiffe://exmaple.org/region/eu-west/gateway/gw-1",
+    )
+    .failed();
+    assert!(
+        err.contains("is not of this CA's trust domain example.org"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("ca/deny.txt").exists() || {
+            let deny = std::fs::read_to_string(dir.join("ca/deny.txt")).unwrap();
+            !deny.contains("exmaple.org")
+        }
+    );
+    strait(
+        dir,
+        "ca revoke --ca ca --id spiffe://example.org/region/eu-west/gateway/gw-1",
+    )
+    .ok();
+}
+
+#[test]
+fn gateway_check_warns_about_a_readable_key_and_foreign_allow_patterns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ca_and_gateway(dir, false, "eu-west", "gw-1");
+    fs::write(
+        dir.join("gw.toml"),
+        "[gateway]\nname = \"gw-1\"\nregion = \"eu-west\"\n\n\
+         [identity]\ncert = \"gw-1/cert.pem\"\nkey = \"gw-1/key.pem\"\nbundle = \"gw-1/bundle.pem\"\n\n\
+         [[export]]\nservice = \"web\"\ntarget = \"127.0.0.1:8080\"\n\
+         allow = [\"spiffe://exmaple.org/region/*\"]\n",
+    )
+    .unwrap();
+    let quiet = strait(dir, "gateway check --config gw.toml").ok().stdout;
+    assert!(!quiet.contains("mode 0"), "{quiet}");
+    fs::set_permissions(dir.join("gw-1/key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = strait(dir, "gateway check --config gw.toml").ok().stdout;
+    assert!(
+        out.contains("gw-1/key.pem has mode 0644; others can read the private key"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "export web: spiffe://exmaple.org/region/* is not of trust domain example.org"
+        ),
+        "{out}"
+    );
+}

@@ -49,6 +49,25 @@ struct Export {
 
 /// Builds a set of exports, reusing the live state of those whose
 /// configuration is unchanged in `previous`.
+/// The allow patterns of `config` that name another trust domain than
+/// `trust_domain`: no peer or workload this gateway accepts carries one, so
+/// they never match (a typo, or a pattern copied from another mesh).
+pub fn foreign_patterns<'a>(config: &'a ExportConfig, trust_domain: &str) -> Vec<&'a str> {
+    config
+        .allow
+        .iter()
+        .chain(&config.allow_workloads)
+        .map(String::as_str)
+        .filter(|p| {
+            let domain = p
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default();
+            !domain.contains('*') && domain != trust_domain
+        })
+        .collect()
+}
+
 fn build(
     configs: &[ExportConfig],
     previous: &[Arc<Export>],
@@ -62,6 +81,10 @@ fn build(
                 .find(|e| &e.config == c)
                 .cloned()
                 .unwrap_or_else(|| {
+                    for pattern in foreign_patterns(c, trust_domain) {
+                        tracing::warn!(service = %c.service, %pattern,
+                            "allow pattern of another trust domain than {trust_domain}; it never matches");
+                    }
                     Arc::new(Export {
                         config: c.clone(),
                         policy: ExportPolicy::new(trust_domain, &c.allow, &c.allow_workloads),
@@ -408,6 +431,28 @@ mod tests {
             "example.org",
             "eu-west",
         )
+    }
+
+    #[test]
+    fn patterns_of_other_trust_domains_are_found() {
+        let config = ExportConfig {
+            service: "s".into(),
+            target: "127.0.0.1:1".into(),
+            allow: vec![
+                "spiffe://example.org/region/*".into(),
+                "spiffe://exmaple.org/region/*".into(),
+                "spiffe://*/region/*".into(),
+            ],
+            allow_workloads: vec!["spiffe://other.org/ns/a/sa/*".into()],
+            limits: Default::default(),
+        };
+        assert_eq!(
+            foreign_patterns(&config, "example.org"),
+            [
+                "spiffe://exmaple.org/region/*",
+                "spiffe://other.org/ns/a/sa/*"
+            ]
+        );
     }
 
     fn gateway(id: &str) -> strait_ca::SpiffeId {

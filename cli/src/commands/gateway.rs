@@ -50,6 +50,21 @@ pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
         crate::commands::time_left(left.as_secs() as i64)
     );
     print_config(&config);
+    if let Some(mode) = TlsIdentity::loose_key_mode(&config.identity) {
+        println!(
+            "  warning  {} has mode {mode:04o}; others can read the private key (chmod 600 it)",
+            config.identity.key.display()
+        );
+    }
+    for e in &config.exports {
+        for pattern in strait_gateway::export::foreign_patterns(e, tls.trust_domain().as_str()) {
+            println!(
+                "  warning  export {}: {pattern} is not of trust domain {}; it never matches",
+                e.service,
+                tls.trust_domain()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -199,6 +214,10 @@ fn serve(
     path: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     init_logging(rt.log_format);
+    if let Some(mode) = TlsIdentity::loose_key_mode(&config.identity) {
+        tracing::warn!(key = %config.identity.key.display(),
+            "the private key has mode {mode:04o}; others can read it (chmod 600 it)");
+    }
     if strait_gateway::metrics::install().is_none() {
         tracing::warn!("metrics recorder could not be installed; /metrics is off");
     }
