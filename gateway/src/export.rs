@@ -290,8 +290,10 @@ pub async fn serve_stream(
     let export = match exports.decide(&service, who) {
         Ok(e) => e.clone(),
         Err(code_) => {
-            finished(&service, &code_.as_str().to_ascii_lowercase(), 0, 0);
-            tracing::warn!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), outcome = %code_, "stream refused");
+            // Logs name outcomes as the metrics label them.
+            let outcome = code_.as_str().to_ascii_lowercase();
+            finished(&service, &outcome, 0, 0);
+            tracing::warn!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), outcome, "stream refused");
             refuse(
                 &mut send,
                 &mut recv,
@@ -306,7 +308,7 @@ pub async fn serve_stream(
         Ok(permit) => permit,
         Err(refusal) => {
             finished(&service, "overloaded", 0, 0);
-            tracing::warn!(%trace, %service, %peer, outcome = "OVERLOADED", reason = refusal.as_str(), "stream refused by the export's limits");
+            tracing::warn!(%trace, %service, %peer, outcome = "overloaded", reason = refusal.as_str(), "stream refused by the export's limits");
             refuse(
                 &mut send,
                 &mut recv,
@@ -326,7 +328,7 @@ pub async fn serve_stream(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             finished(&service, "target_unreachable", 0, 0);
-            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "cannot reach target: {e}");
+            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "target_unreachable", "cannot reach target: {e}");
             refuse(
                 &mut send,
                 &mut recv,
@@ -338,7 +340,7 @@ pub async fn serve_stream(
         }
         Err(_) => {
             finished(&service, "target_unreachable", 0, 0);
-            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "target connect timed out");
+            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "target_unreachable", "target connect timed out");
             refuse(
                 &mut send,
                 &mut recv,
