@@ -287,8 +287,9 @@ async fn reload(
             tracing::info!("configuration reloaded ({detail})");
         }
         Err(e) => {
+            let e = e.with_causes();
             metrics::counter!(strait_gateway::metrics::CONFIG_RELOADS_FAILED).increment(1);
-            events.record("config_reload_failed", e.to_string());
+            events.record("config_reload_failed", e.clone());
             tracing::error!("configuration not reloaded ({reason}); the running one stays: {e}");
         }
     }
