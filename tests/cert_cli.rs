@@ -307,6 +307,14 @@ fn help_explains_each_command() {
     for needle in ["--gateway", "--spiffe-id", "--ttl", "--dns", "0600"] {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
+    let tunnel = strait(tmp.path(), "tunnel open --help").ok().stdout;
+    for needle in ["certificate chain", "private key of --cert", "trust bundle"] {
+        assert!(tunnel.contains(needle), "{needle} missing from:\n{tunnel}");
+    }
+    let run = strait(tmp.path(), "gateway run --help").ok().stdout;
+    for needle in ["SIGHUP", "relative to this file", "RUST_LOG"] {
+        assert!(run.contains(needle), "{needle} missing from:\n{run}");
+    }
 }
 
 #[test]
@@ -362,5 +370,38 @@ fn gateway_check_warns_about_a_readable_key_and_foreign_allow_patterns() {
             "export web: spiffe://exmaple.org/region/* is not of trust domain example.org"
         ),
         "{out}"
+    );
+}
+
+/// One serial format everywhere: `cert inspect` prints what the deny list
+/// (and so `/status` and `ca revoke`) write.
+#[test]
+fn cert_inspect_prints_the_serial_as_the_deny_list_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ca_and_gateway(dir, false, "eu-west", "gw-1");
+    let json = strait(dir, "cert inspect gw-1/cert.pem --json").ok().stdout;
+    let info: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let serial = info[0]["serial"]
+        .as_str()
+        .or_else(|| info["serial"].as_str())
+        .unwrap_or_else(|| panic!("no serial in {json}"))
+        .to_owned();
+    let revoked = strait(dir, "ca revoke --ca ca --cert gw-1/cert.pem")
+        .ok()
+        .stdout;
+    assert!(
+        revoked.contains(&format!("revoked: serial {serial}\n")),
+        "{serial} vs {revoked}"
+    );
+}
+
+#[test]
+fn status_names_the_scheme_it_cannot_speak() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = strait(tmp.path(), "status --admin https://127.0.0.1:15000").failed();
+    assert!(
+        err.contains("the admin endpoint speaks plain HTTP") && err.contains("not https://"),
+        "{err}"
     );
 }
