@@ -126,6 +126,8 @@ async fn certificates_that_are_not_ours_are_refused() {
         log.contains("peer refused") && log.contains("peer_addr=127.0.0.1:"),
         "{log}"
     );
+    // Reasons as a person reads them, not rustls' Debug wrapper.
+    assert!(!log.contains("OtherError"), "{log}");
     // Still serving: a proper gateway of our CA gets a tunnel.
     ours.gateway("us-east", "gw-b", &d.join("gw-b"));
     let mut b = GatewaySpec::new("gw-b", "us-east", d.join("gw-b"));

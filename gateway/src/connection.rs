@@ -238,7 +238,10 @@ pub async fn dial_loop(
         };
         match dialed {
             Ok(()) => backoff.reset(),
-            Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
+            Err(e) => {
+                let e = strait_ca::tls::tidy_handshake_text(&e);
+                tracing::warn!(peer_addr = %address, "cannot reach peer: {e}");
+            }
         }
         let delay = backoff.next_delay(rand::rng().random::<f64>());
         tokio::select! {
