@@ -307,4 +307,101 @@ fn help_explains_each_command() {
     for needle in ["--gateway", "--spiffe-id", "--ttl", "--dns", "0600"] {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
+    let tunnel = strait(tmp.path(), "tunnel open --help").ok().stdout;
+    for needle in ["certificate chain", "private key of --cert", "trust bundle"] {
+        assert!(tunnel.contains(needle), "{needle} missing from:\n{tunnel}");
+    }
+    let run = strait(tmp.path(), "gateway run --help").ok().stdout;
+    for needle in ["SIGHUP", "relative to this file", "RUST_LOG"] {
+        assert!(run.contains(needle), "{needle} missing from:\n{run}");
+    }
+}
+
+#[test]
+fn revoking_an_id_of_another_trust_domain_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    strait(dir, "ca init --trust-domain example.org --dir ca").ok();
+    let err = strait(
+        dir,
+        "ca revoke --ca ca --id spiffe://exmaple.org/region/eu-west/gateway/gw-1",
+    )
+    .failed();
+    assert!(
+        err.contains("is not of this CA's trust domain example.org"),
+        "{err}"
+    );
+    assert!(
+        !dir.join("ca/deny.txt").exists() || {
+            let deny = std::fs::read_to_string(dir.join("ca/deny.txt")).unwrap();
+            !deny.contains("exmaple.org")
+        }
+    );
+    strait(
+        dir,
+        "ca revoke --ca ca --id spiffe://example.org/region/eu-west/gateway/gw-1",
+    )
+    .ok();
+}
+
+#[test]
+fn gateway_check_warns_about_a_readable_key_and_foreign_allow_patterns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ca_and_gateway(dir, false, "eu-west", "gw-1");
+    fs::write(
+        dir.join("gw.toml"),
+        "[gateway]\nname = \"gw-1\"\nregion = \"eu-west\"\n\n\
+         [identity]\ncert = \"gw-1/cert.pem\"\nkey = \"gw-1/key.pem\"\nbundle = \"gw-1/bundle.pem\"\n\n\
+         [[export]]\nservice = \"web\"\ntarget = \"127.0.0.1:8080\"\n\
+         allow = [\"spiffe://exmaple.org/region/*\"]\n",
+    )
+    .unwrap();
+    let quiet = strait(dir, "gateway check --config gw.toml").ok().stdout;
+    assert!(!quiet.contains("mode 0"), "{quiet}");
+    fs::set_permissions(dir.join("gw-1/key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+    let out = strait(dir, "gateway check --config gw.toml").ok().stdout;
+    assert!(
+        out.contains("gw-1/key.pem has mode 0644; others can read the private key"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "export web: spiffe://exmaple.org/region/* is not of trust domain example.org"
+        ),
+        "{out}"
+    );
+}
+
+/// One serial format everywhere: `cert inspect` prints what the deny list
+/// (and so `/status` and `ca revoke`) write.
+#[test]
+fn cert_inspect_prints_the_serial_as_the_deny_list_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ca_and_gateway(dir, false, "eu-west", "gw-1");
+    let json = strait(dir, "cert inspect gw-1/cert.pem --json").ok().stdout;
+    let info: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let serial = info[0]["serial"]
+        .as_str()
+        .or_else(|| info["serial"].as_str())
+        .unwrap_or_else(|| panic!("no serial in {json}"))
+        .to_owned();
+    let revoked = strait(dir, "ca revoke --ca ca --cert gw-1/cert.pem")
+        .ok()
+        .stdout;
+    assert!(
+        revoked.contains(&format!("revoked: serial {serial}\n")),
+        "{serial} vs {revoked}"
+    );
+}
+
+#[test]
+fn status_names_the_scheme_it_cannot_speak() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = strait(tmp.path(), "status --admin https://127.0.0.1:15000").failed();
+    assert!(
+        err.contains("the admin endpoint speaks plain HTTP") && err.contains("not https://"),
+        "{err}"
+    );
 }

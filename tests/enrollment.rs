@@ -258,6 +258,63 @@ impl Load {
     }
 }
 
+/// A join that could not write its identity must not spend a use: the
+/// output directory is checked before the CA is asked.
+#[test]
+fn a_join_that_cannot_write_spends_no_token_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    strait(d, "ca init --trust-domain example.org --dir ca").ok();
+    let _ca = CaProcess::start(d, "ca", "1h");
+    let two = token(d, "--region eu-west --uses 2");
+    std::fs::write(d.join("a-file"), "").unwrap();
+    for out in ["/proc/nope", "a-file/west"] {
+        let err = join(d, &two, &["--out", out, "--name", "gw-w"]).failed();
+        assert!(
+            err.contains(&format!("cannot write the identity into {out}")),
+            "{err}"
+        );
+    }
+    let list = strait(d, "token list --ca ca").ok().stdout;
+    assert!(list.contains("2 of 2"), "{list}");
+    join(d, &two, &["--out", "west/identity", "--name", "gw-w"]).ok();
+    let list = strait(d, "token list --ca ca").ok().stdout;
+    assert!(list.contains("1 of 2"), "{list}");
+}
+
+/// A CA service nobody answers (a mistyped address) is reported: WARN,
+/// a counter by result and an event, not only a debug line.
+#[test]
+fn failed_bundle_refreshes_are_logged_counted_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = support::mesh::TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-w", &d.join("west"));
+    let nobody = support::mesh::free_udp();
+    let mut west = GatewaySpec::new("gw-w", "eu-west", d.join("west"));
+    west.identity_lines = vec![
+        format!("ca_service = \"{nobody}\""),
+        "refresh = \"1s\"".into(),
+    ];
+    let w = GatewayProcess::start(d, &west);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events(&w, "bundle_refresh_failed").is_empty() {
+        assert!(Instant::now() < deadline, "{}", w.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = w.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("bundle and deny list refresh failed")),
+        "{log}"
+    );
+    let m = w.scrape();
+    assert!(
+        sum(&m, "strait_bundle_refreshes_total", &["result=\"error\""]) >= 1.0,
+        "{m:?}"
+    );
+}
+
 #[test]
 fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_expiry() {
     let rt = tokio::runtime::Builder::new_multi_thread()

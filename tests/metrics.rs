@@ -240,3 +240,80 @@ fn readyz_turns_not_ready_while_draining() {
     drop(open);
     assert!(west.wait_exit().success());
 }
+
+/// Bytes by direction on both sides of one asymmetric exchange: the
+/// request goes out into the tunnel on the import side and in towards the
+/// target on the export side; the answer the other way round.
+#[test]
+fn stream_bytes_count_by_direction_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, mut west, mut east) = west_east(dir.path());
+    west.exports.push((
+        "web".into(),
+        support::mesh::http_server("a body far longer than the request it answers"),
+        vec![],
+    ));
+    let import = free_tcp();
+    east.imports.push(("web".into(), import));
+    let w = GatewayProcess::start(dir.path(), &west);
+    let e = GatewayProcess::start(dir.path(), &east);
+    e.wait_for_service("web");
+    let request = b"GET / HTTP/1.0\r\n\r\n";
+    let answer = echo(import, request);
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    w.wait_for_log("stream closed (export)");
+    e.wait_for_log("stream closed (import)");
+    let (req, resp) = (request.len() as f64, answer.len() as f64);
+    let bytes = |m: &std::collections::HashMap<String, f64>, side: &str, direction: &str| {
+        sum(
+            m,
+            "strait_stream_bytes_total",
+            &[
+                &format!("side=\"{side}\""),
+                &format!("direction=\"{direction}\""),
+            ],
+        )
+    };
+    let (em, wm) = (e.scrape(), w.scrape());
+    assert_eq!(bytes(&em, "import", "out"), req);
+    assert_eq!(bytes(&em, "import", "in"), resp);
+    assert_eq!(bytes(&wm, "export", "in"), req);
+    assert_eq!(bytes(&wm, "export", "out"), resp);
+    let log = w.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("stream closed (export)"))
+        .unwrap();
+    assert!(
+        line.contains(&format!("bytes_in={req} bytes_out={resp}")),
+        "{line}"
+    );
+}
+
+/// A gateway whose certificate ran out cannot open new tunnels, so it is
+/// not ready; `/status` answers whatever query string it is given.
+#[test]
+fn readyz_turns_not_ready_once_the_certificate_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = support::mesh::TestCa::new(d, "example.org");
+    support::strait(
+        d,
+        &format!(
+            "cert issue --ca {} --gateway --region eu-west --name gw-w --out west --ttl 3s",
+            ca.dir.display()
+        ),
+    )
+    .ok();
+    let west = GatewayProcess::start(d, &GatewaySpec::new("gw-w", "eu-west", d.join("west")));
+    assert!(http_get(west.spec_admin, "/status?x=1").is_some());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(west.spec_admin, "/readyz").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed ready with an expired certificate"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(west.spec_admin, "/healthz").is_some());
+}

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp};
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, echo_server, free_tcp, sum};
 
 /// Sends `data`, half-closes, and returns everything read back.
 fn exchange(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -145,7 +145,7 @@ fn forbidden_peer_is_refused_and_the_tunnel_survives() {
     assert_refused(p.east_import);
     let log = p.west.log_text();
     assert!(
-        log.contains("stream refused") && log.contains("FORBIDDEN"),
+        log.contains("stream refused") && log.contains("outcome=\"forbidden\""),
         "{log}"
     );
     // The tunnel still carries the other direction.
@@ -162,10 +162,18 @@ fn unreachable_target_is_refused() {
     let east = GatewayProcess::start(dir.path(), &east);
     east.wait_for_service("echo");
     assert_refused(east_import);
+    // The log names the outcome as the metric labels it.
     assert!(
-        west.log_text().contains("TARGET_UNREACHABLE"),
+        west.log_text().contains("outcome=\"target_unreachable\""),
         "{}",
         west.log_text()
+    );
+    assert!(
+        sum(
+            &west.scrape(),
+            "strait_streams_total",
+            &["side=\"export\"", "outcome=\"target_unreachable\""]
+        ) >= 1.0
     );
 }
 

@@ -126,6 +126,8 @@ async fn certificates_that_are_not_ours_are_refused() {
         log.contains("peer refused") && log.contains("peer_addr=127.0.0.1:"),
         "{log}"
     );
+    // Reasons as a person reads them, not rustls' Debug wrapper.
+    assert!(!log.contains("OtherError"), "{log}");
     // Still serving: a proper gateway of our CA gets a tunnel.
     ours.gateway("us-east", "gw-b", &d.join("gw-b"));
     let mut b = GatewaySpec::new("gw-b", "us-east", d.join("gw-b"));
@@ -226,9 +228,7 @@ async fn a_hello_that_contradicts_the_certificate_is_refused() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new(d, "example.org");
-    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
-    ca.gateway("us-east", "gw-raw", &d.join("gw-raw"));
+    support::raw::certificates(d);
     let spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
     let gw = GatewayProcess::start(d, &spec);
     let endpoint = raw_endpoint(d);
@@ -315,4 +315,59 @@ async fn changed_identity_files_are_reloaded_and_broken_ones_refused() {
         kinds.contains(&"certificate_reloaded") && kinds.contains(&"certificate_reload_failed"),
         "{kinds:?}"
     );
+}
+
+/// A gateway whose own address is among its peers refuses the tunnel to
+/// itself, with that reason, instead of tunnelling to itself.
+#[test]
+fn a_gateway_refuses_a_tunnel_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "example.org");
+    ca.gateway("eu-west", "gw-a", &d.join("gw-a"));
+    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    spec.peers.push(("eu-west".into(), spec.quic));
+    let gw = GatewayProcess::start(d, &spec);
+    gw.wait_for_log("is this gateway itself: is its own address listed as a peer?");
+    assert_eq!(gw.peer_count(), 0);
+}
+
+/// A peer that completes TLS but grants no stream: the dialing gateway
+/// gives up on the control stream and logs why, instead of waiting
+/// silently for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_allows_no_control_stream_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    support::raw::certificates(d);
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(0u32.into());
+    let endpoint = support::raw::raw_server(d, transport);
+    let addr = endpoint.local_addr().unwrap();
+    // Hold every connection open, answering nothing.
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Some(incoming) = endpoint.accept().await {
+            if let Ok(conn) = incoming.await {
+                conns.push(conn);
+            }
+        }
+    });
+    let mut spec = GatewaySpec::new("gw-a", "eu-west", d.join("gw-a"));
+    spec.peers.push(("us-east".into(), addr));
+    let d2 = d.to_owned();
+    let gw = tokio::task::spawn_blocking(move || GatewayProcess::start(&d2, &spec))
+        .await
+        .unwrap();
+    let needle = "the peer allowed no control stream within 10 s";
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while !gw.log_text().contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} never logged:\n{}",
+            gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    held.abort();
 }

@@ -140,3 +140,73 @@ async fn origins_travel_in_open_and_exports_decide_on_them() {
         e.log_text()
     );
 }
+
+/// OpenSSL-based clients (curl, `openssl s_client`) parse the
+/// CertificateRequest's CA names, which rustls clients ignore: each must
+/// get through an mTLS import with a workload certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_openssl_pass_an_mtls_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let (ca, mut west, mut east) = support::mesh::west_east(&d);
+    support::strait(
+        &d,
+        &format!(
+            "cert issue --ca {} --spiffe-id spiffe://example.org/ns/shop/sa/web --out wl",
+            ca.dir.display()
+        ),
+    )
+    .ok();
+    west.exports.push((
+        "web".into(),
+        support::mesh::http_server("hello from web"),
+        vec![],
+    ));
+    let import = free_tcp();
+    east.imports.push(("web".into(), import));
+    east.service_lines
+        .push(("web".into(), "mtls = true".into()));
+    let gateways = tokio::task::spawn_blocking(move || {
+        let w = GatewayProcess::start(&d, &west);
+        let e = GatewayProcess::start(&d, &east);
+        e.wait_for_service("web");
+        (w, e)
+    })
+    .await
+    .unwrap();
+    let d = dir.path();
+    let curl = support::run(
+        d,
+        &format!("curl -sS -k --max-time 10 --cert wl/cert.pem --key wl/key.pem https://{import}/"),
+    );
+    assert_eq!(
+        curl.stdout,
+        "hello from web",
+        "{curl:?}\n{}",
+        gateways.1.log_text()
+    );
+
+    let mut s_client = std::process::Command::new("openssl")
+        .args(["s_client", "-ign_eof", "-connect", &import.to_string()])
+        .args(["-cert", "wl/cert.pem", "-key", "wl/key.pem"])
+        .args(["-CAfile", "wl/bundle.pem"])
+        .current_dir(d)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot run openssl (is it installed?)");
+    use std::io::Write as _;
+    s_client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let out: support::Run = s_client.wait_with_output().unwrap().into();
+    assert!(
+        out.stdout.contains("hello from web"),
+        "{out:?}\n{}",
+        gateways.1.log_text()
+    );
+}

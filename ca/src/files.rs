@@ -195,6 +195,38 @@ pub fn create_dir(dir: &Path) -> Result<(), CaError> {
     })
 }
 
+/// Fails unless files can be created in `dir` (or, when it does not exist
+/// yet, in the nearest ancestor that does, where it would be made), without
+/// creating anything that stays: callers that spend something before they
+/// write (a join token's use) ask first.
+pub fn check_writable_dir(dir: &Path) -> Result<(), CaError> {
+    let io = |path: &Path, source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut existing = dir;
+    while fs::symlink_metadata(existing).is_err() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        let reason = std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory");
+        return Err(io(existing, reason));
+    }
+    let probe = existing.join(format!(".strait-write-check.{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| io(existing, e))?;
+    fs::remove_file(&probe).map_err(|e| io(&probe, e))
+}
+
 /// PEM text for a list of DER certificates, in order.
 pub fn certificates_to_pem(certs: &[CertificateDer<'_>]) -> String {
     certs.iter().map(|c| certificate_to_pem(c)).collect()

@@ -79,7 +79,10 @@ pub fn describe(der: &[u8], now: SystemTime) -> Result<CertificateInfo, String> 
         spiffe_id,
         uri_sans,
         dns_sans,
-        serial: cert.raw_serial_as_string(),
+        // The one serial format: the deny list's, `status`'s and what
+        // `ca revoke --serial` takes.
+        serial: crate::normalize_serial(&cert.raw_serial_as_string())
+            .unwrap_or_else(|| cert.raw_serial_as_string()),
         not_before: crate::time::rfc3339(not_before),
         not_after: crate::time::rfc3339(crate::time::from_unix(not_after_unix)),
         seconds_left: not_after_unix - now_unix,

@@ -79,7 +79,9 @@ impl SvidVerifier {
         let root_subjects = bundle
             .anchors()
             .iter()
-            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            // A trust anchor's subject is the Name's content without its
+            // SEQUENCE header; CertificateRequest wants the whole Name.
+            .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
         SvidVerifier {
             bundle,
@@ -310,11 +312,42 @@ pub fn peer_chain(peer_identity: Box<dyn std::any::Any>) -> Option<Vec<Certifica
         .map(|b| *b)
 }
 
+/// Handshake error text as quinn reports it, with the Debug wrapper
+/// rustls puts around strait's reason (`invalid peer certificate:
+/// Other(OtherError(REASON))`) taken off, for logs and events.
+pub fn tidy_handshake_text(text: &str) -> String {
+    const OPEN: &str = "Other(OtherError(";
+    let Some(start) = text.find(OPEN) else {
+        return text.to_owned();
+    };
+    let inner = &text[start + OPEN.len()..];
+    match inner.rfind("))") {
+        Some(end) => format!("{}{}{}", &text[..start], &inner[..end], &inner[end + 2..]),
+        None => text.to_owned(),
+    }
+}
+
 /// A readable message for a handshake error: strait's reason when there is
 /// one, rustls' text otherwise.
 pub fn describe_tls_error(err: &rustls::Error) -> String {
     match rejection_reason(err) {
         Some(reason) => format!("peer certificate rejected: {reason}"),
         None => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tidy_handshake_text;
+
+    #[test]
+    fn the_debug_wrapper_around_a_reason_comes_off() {
+        assert_eq!(
+            tidy_handshake_text(
+                "the cryptographic handshake failed: error 42: invalid peer certificate: Other(OtherError(certificate serial 5c is revoked (deny list: serial 5c)))"
+            ),
+            "the cryptographic handshake failed: error 42: invalid peer certificate: certificate serial 5c is revoked (deny list: serial 5c)"
+        );
+        assert_eq!(tidy_handshake_text("timed out"), "timed out");
     }
 }

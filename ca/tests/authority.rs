@@ -76,8 +76,14 @@ fn issued_svid_follows_the_spiffe_rules_for_every_key_type() {
                 info.seconds_left
             );
             // 128-bit serial: 16 bytes, or 17 when DER adds a sign byte.
-            let serial_len = info.serial.split(':').count();
+            let (_, cert) = x509_parser::parse_x509_certificate(&svid.chain[0]).unwrap();
+            let serial_len = cert.raw_serial().len();
             assert!((16..=17).contains(&serial_len), "{}", info.serial);
+            // Printed as the deny list writes it: lower-case hex, no colons.
+            assert_eq!(
+                Some(info.serial.clone()),
+                strait_ca::normalize_serial(&cert.raw_serial_as_string())
+            );
 
             let id = verify_chain(
                 &svid.chain,

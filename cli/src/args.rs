@@ -104,7 +104,11 @@ pub enum Scenario {
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
-    /// Run a gateway until SIGINT or SIGTERM.
+    /// Run a gateway until SIGINT or SIGTERM (SIGTERM drains first).
+    ///
+    /// The configuration file is reloaded on SIGHUP and when it changes;
+    /// paths in it are relative to the file. Identity files are reloaded
+    /// when they change. Log levels come from RUST_LOG (default info).
     Run(GatewayRun),
     /// Validate a configuration file (and the identity it names) and exit.
     Check {
@@ -198,7 +202,8 @@ pub struct TokenCreate {
 
 #[derive(Debug, Args)]
 pub struct GatewayRun {
-    /// The gateway configuration (TOML).
+    /// The gateway configuration (TOML). Paths in it are relative to this
+    /// file; it is reloaded on SIGHUP and when it changes.
     #[arg(long)]
     pub config: PathBuf,
     #[command(flatten)]
@@ -245,10 +250,16 @@ pub struct TunnelOpen {
     /// Local TCP address to listen on.
     #[arg(long)]
     pub listen: std::net::SocketAddr,
+    /// This gateway's certificate chain (PEM, leaf first): a gateway
+    /// identity of the mesh, from `strait cert issue --gateway` or `strait
+    /// gateway join`.
     #[arg(long)]
     pub cert: PathBuf,
+    /// The private key of --cert (PEM).
     #[arg(long)]
     pub key: PathBuf,
+    /// The trust bundle (PEM roots) the peer's certificate must chain to;
+    /// deny.txt next to it, if present, is honoured.
     #[arg(long)]
     pub bundle: PathBuf,
     #[command(flatten)]

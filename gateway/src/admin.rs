@@ -1,5 +1,5 @@
 //! The admin endpoint: `/healthz` (alive), `/readyz` (identity loaded,
-//! listeners bound, not draining), `/status` (JSON: peers, services,
+//! listeners bound, certificate not expired, not draining), `/status` (JSON: peers, services,
 //! imports, each import's route decision), `/why?service=NAME` (the routing
 //! plane's verdict on every candidate, what `strait why` prints) and
 //! `/metrics` (Prometheus text). A deliberately small HTTP/1.1 responder on loopback; it never
@@ -243,7 +243,25 @@ impl AdminState {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        self.not_ready_because().is_none()
+    }
+
+    /// Why `/readyz` says not ready: starting, draining, or a certificate
+    /// that expired (peers refuse every new tunnel until it is renewed).
+    fn not_ready_because(&self) -> Option<String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("starting".into());
+        }
+        if self.draining.load(Ordering::SeqCst) {
+            return Some("draining".into());
+        }
+        let not_after = self.identity.get().identity.not_after;
+        (not_after <= std::time::SystemTime::now()).then(|| {
+            format!(
+                "certificate expired at {}",
+                strait_ca::time::rfc3339(not_after)
+            )
+        })
     }
 }
 
@@ -272,20 +290,21 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
     }
     let line = String::from_utf8_lossy(&req);
     let mut parts = line.lines().next().unwrap_or_default().split_whitespace();
-    let (method, path) = (
+    let (method, target) = (
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
+    // A query string only means something to /why; elsewhere it is ignored.
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (code, ctype, body) = match (method, path) {
         ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
-        ("GET", "/readyz") if state.is_ready() => (200, "text/plain", "ready\n".to_owned()),
-        ("GET", "/readyz") => (503, "text/plain", "not ready\n".to_owned()),
+        ("GET", "/readyz") => match state.not_ready_because() {
+            None => (200, "text/plain", "ready\n".to_owned()),
+            Some(why) => (503, "text/plain", format!("not ready: {why}\n")),
+        },
         ("GET", "/status") => (200, "application/json", state.status_json()),
-        ("GET", p) if p.starts_with("/why") => {
-            let service = p
-                .split_once('?')
-                .map(|(_, q)| q)
-                .unwrap_or_default()
+        ("GET", "/why") => {
+            let service = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("service="))
                 .unwrap_or_default();

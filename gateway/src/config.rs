@@ -236,7 +236,9 @@ struct RawPeer {
 #[derive(Debug, Deserialize)]
 struct RawExport {
     service: Spanned<String>,
-    target: Spanned<String>,
+    /// Optional to serde only: a misspelt key must be reported as unknown
+    /// (see [`RawLimits`]) before the missing target is.
+    target: Option<Spanned<String>>,
     #[serde(default)]
     allow: Vec<Spanned<String>>,
     #[serde(default)]
@@ -281,9 +283,9 @@ struct RawImport {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTunnel {
-    stream_window: Option<u64>,
-    connection_window: Option<u64>,
-    max_streams: Option<u32>,
+    stream_window: Option<Spanned<u64>>,
+    connection_window: Option<Spanned<u64>>,
+    max_streams: Option<Spanned<u32>>,
     keep_alive: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     udp_buffer: Option<usize>,
@@ -372,6 +374,42 @@ impl Source<'_> {
         })
     }
 
+    /// A duration that must not be zero (a timeout or interval of zero
+    /// makes every tunnel or stream fail, or spins).
+    fn nonzero_duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, GatewayError> {
+        match self.duration(v, key)? {
+            d if d.is_zero() => Err(self.err(v.span(), key, "must be greater than zero")),
+            d => Ok(d),
+        }
+    }
+
+    /// A window or stream limit: zero lets no stream carry a byte, so no
+    /// tunnel could come up.
+    fn nonzero<T: Copy + Default + PartialEq>(
+        &self,
+        v: &Spanned<T>,
+        key: &str,
+    ) -> Result<T, GatewayError> {
+        if *v.get_ref() == T::default() {
+            let reason = "must be at least 1: with 0 no tunnel can carry its control stream";
+            return Err(self.err(v.span(), key, reason));
+        }
+        Ok(*v.get_ref())
+    }
+
+    /// Refuses keys of an import or export section that nothing reads.
+    fn known_keys(
+        &self,
+        raw: &RawLimits,
+        section: &str,
+        at: std::ops::Range<usize>,
+    ) -> Result<(), GatewayError> {
+        match raw.unknown.keys().next() {
+            Some(key) => Err(self.err(at, &format!("{section}.{key}"), "unknown key")),
+            None => Ok(()),
+        }
+    }
+
     /// `at` is the span of the section's `service` key.
     fn limits(
         &self,
@@ -381,9 +419,7 @@ impl Source<'_> {
     ) -> Result<Limits, GatewayError> {
         let err =
             |key: &str, message: &str| self.err(at.clone(), &format!("{section}.{key}"), message);
-        if let Some(key) = raw.unknown.keys().next() {
-            return Err(err(key, "unknown key"));
-        }
+        self.known_keys(raw, section, at.clone())?;
         let mut limits = Limits::default();
         if let Some(v) = raw.max_concurrent {
             if v == 0 {
@@ -415,8 +451,20 @@ impl Source<'_> {
 
     fn file(&self, v: &Spanned<String>, key: &str) -> Result<PathBuf, GatewayError> {
         let path = self.path(v);
-        if self.files_must_exist && !path.is_file() {
-            return Err(self.err(v.span(), key, format!("no such file: {}", path.display())));
+        if self.files_must_exist {
+            let shown = path.display();
+            let problem = match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some(format!("no such file: {shown}"))
+                }
+                Err(e) => Some(format!("cannot read {shown}: {e}")),
+                Ok(m) if m.is_dir() => Some(format!("{shown} is a directory, not a file")),
+                Ok(m) if !m.is_file() => Some(format!("{shown} is not a regular file")),
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(self.err(v.span(), key, problem));
+            }
         }
         Ok(path)
     }
@@ -432,15 +480,33 @@ impl Source<'_> {
 }
 
 fn read(path: &Path) -> Result<String, GatewayError> {
-    std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
+    let bytes = std::fs::read(path).map_err(|source| GatewayError::Io {
         path: path.to_owned(),
         source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        GatewayError::Toml {
+            path: path.to_owned(),
+            message: format!("line {line}: not UTF-8 text"),
+        }
     })
 }
+
+/// Longest name (gateway, region, service) accepted: a DNS name's limit,
+/// and what keeps a HELLO listing many services within one frame.
+pub const MAX_NAME_LEN: usize = 253;
 
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("may not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "is {} characters long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        ));
     }
     match name
         .chars()
@@ -557,16 +623,7 @@ impl GatewayConfig {
             Some(addr) => Some(RenewalConfig {
                 ca_service: src.host_port(addr, "identity.ca_service")?,
                 refresh: match &id.refresh {
-                    Some(v) => match src.duration(v, "identity.refresh")? {
-                        d if d.is_zero() => {
-                            return Err(src.err(
-                                v.span(),
-                                "identity.refresh",
-                                "must be greater than zero",
-                            ));
-                        }
-                        d => d,
-                    },
+                    Some(v) => src.nonzero_duration(v, "identity.refresh")?,
                     None => DEFAULT_REFRESH,
                 },
             }),
@@ -619,7 +676,14 @@ impl GatewayConfig {
                     format!("{service:?} is already exported on line {first}"),
                 ));
             }
-            let target = src.host_port(&e.target, "export.target")?;
+            src.known_keys(&e.limits, "export", e.service.span())?;
+            let target = match &e.target {
+                Some(t) => src.host_port(t, "export.target")?,
+                None => {
+                    let reason = "missing: the host:port this service is forwarded to";
+                    return Err(src.err(e.service.span(), "export.target", reason));
+                }
+            };
             let mut allow = Vec::new();
             for a in &e.allow {
                 if !a.get_ref().starts_with("spiffe://") {
@@ -661,12 +725,24 @@ impl GatewayConfig {
             if addr.port() == 0 {
                 return Ok(());
             }
-            if let Some((first_line, first_key)) = used.get(&addr) {
+            // 0.0.0.0:P takes P on every address, so 127.0.0.1:P clashes.
+            let overlaps = |other: &SocketAddr| {
+                other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip() == addr.ip()
+                        || other.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            };
+            if let Some((other, (first_line, first_key))) = used.iter().find(|(a, _)| overlaps(a)) {
                 return Err(GatewayError::Config {
                     path: path.to_owned(),
                     line,
                     key: key.to_owned(),
-                    message: format!("{addr} is already used by {first_key} on line {first_line}"),
+                    message: if *other == addr {
+                        format!("{addr} is already used by {first_key} on line {first_line}")
+                    } else {
+                        format!("{addr} overlaps {other}, used by {first_key} on line {first_line}")
+                    },
                 });
             }
             used.insert(addr, (line, key.to_owned()));
@@ -718,14 +794,14 @@ impl GatewayConfig {
 
         let mut tunnel = TunnelSettings::default();
         if let Some(t) = &raw.tunnel {
-            if let Some(v) = t.stream_window {
-                tunnel.stream_window = v;
+            if let Some(v) = &t.stream_window {
+                tunnel.stream_window = src.nonzero(v, "tunnel.stream_window")?;
             }
-            if let Some(v) = t.connection_window {
-                tunnel.connection_window = v;
+            if let Some(v) = &t.connection_window {
+                tunnel.connection_window = src.nonzero(v, "tunnel.connection_window")?;
             }
-            if let Some(v) = t.max_streams {
-                tunnel.max_streams = v;
+            if let Some(v) = &t.max_streams {
+                tunnel.max_streams = src.nonzero(v, "tunnel.max_streams")?;
             }
             if let Some(v) = &t.tunnels_per_region {
                 if *v.get_ref() == 0 {
@@ -747,19 +823,20 @@ impl GatewayConfig {
                 tunnel.udp_buffer = v;
             }
             if let Some(v) = &t.keep_alive {
-                tunnel.keep_alive = src.duration(v, "tunnel.keep_alive")?;
+                tunnel.keep_alive = src.nonzero_duration(v, "tunnel.keep_alive")?;
             }
             if let Some(v) = &t.idle_timeout {
-                tunnel.idle_timeout = src.duration(v, "tunnel.idle_timeout")?;
+                tunnel.idle_timeout = src.nonzero_duration(v, "tunnel.idle_timeout")?;
             }
             if let Some(v) = &t.connect_timeout {
-                tunnel.connect_timeout = src.duration(v, "tunnel.connect_timeout")?;
+                tunnel.connect_timeout = src.nonzero_duration(v, "tunnel.connect_timeout")?;
             }
             if let Some(v) = &t.stream_idle_timeout {
-                tunnel.stream_idle_timeout = src.duration(v, "tunnel.stream_idle_timeout")?;
+                tunnel.stream_idle_timeout =
+                    src.nonzero_duration(v, "tunnel.stream_idle_timeout")?;
             }
             if let Some(v) = &t.open_timeout {
-                tunnel.open_timeout = src.duration(v, "tunnel.open_timeout")?;
+                tunnel.open_timeout = src.nonzero_duration(v, "tunnel.open_timeout")?;
             }
         }
 
@@ -771,7 +848,7 @@ impl GatewayConfig {
                 hold_down = src.duration(v, "health.hold_down")?;
             }
             if let Some(v) = &h.target_check {
-                target_check = src.duration(v, "health.target_check")?;
+                target_check = src.nonzero_duration(v, "health.target_check")?;
             }
             if let Some(v) = &h.interval {
                 health.interval = src.duration(v, "health.interval")?;
@@ -892,6 +969,15 @@ listen = "127.0.0.1:19080"
         assert!(e.starts_with("DIR/gw.toml:23: import.listen:"), "{e}");
         let e = error(&GOOD.replace("\"127.0.0.1:19080\"", "\"127.0.0.1:15000\""));
         assert!(e.starts_with("DIR/gw.toml:23: import.listen: 127.0.0.1:15000 is already used by gateway.admin on line 5"), "{e}");
+        let two = format!("{GOOD}\n[[import]]\nservice = \"stock\"\nlisten = \"0.0.0.0:19080\"\n");
+        let e = error(&two);
+        assert!(e.starts_with("DIR/gw.toml:27: import.listen: 0.0.0.0:19080 overlaps 127.0.0.1:19080, used by import.listen on line 23"), "{e}");
+        let long = "s".repeat(MAX_NAME_LEN + 1);
+        let e = error(&GOOD.replace("service = \"orders\"", &format!("service = \"{long}\"")));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.service: is 254 characters long"),
+            "{e}"
+        );
         let e = error(&GOOD.replace("key = \"key.pem\"", "key = \"missing.pem\""));
         assert!(
             e.starts_with("DIR/gw.toml:9: identity.key: no such file"),
@@ -923,6 +1009,66 @@ listen = "127.0.0.1:19080"
             "[tunnel]\nidle_timeout = \"soon\"\n\n[[import]]",
         ));
         assert!(e.contains("tunnel.idle_timeout:"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong_with_the_input() {
+        let e = error(&GOOD.replace("target = ", "targt = "));
+        assert!(
+            e.starts_with("DIR/gw.toml:17: export.targt: unknown key"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("target = \"payments.default.svc.cluster.local:8080\"\n", ""));
+        assert!(
+            e.starts_with("DIR/gw.toml:17: export.target: missing"),
+            "{e}"
+        );
+        let f = files();
+        std::fs::create_dir(f.0.path().join("certs")).unwrap();
+        let e = parse(&f, &GOOD.replace("\"cert.pem\"", "\"certs\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("certs is a directory, not a file"),
+            "{e}"
+        );
+        let e = parse(&f, &GOOD.replace("\"cert.pem\"", "\"/dev/null\"")).unwrap_err();
+        assert!(
+            e.to_string().contains("/dev/null is not a regular file"),
+            "{e}"
+        );
+        let file = f.0.path().join("gw.toml");
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes.splice(
+            GOOD.find("eu-west").unwrap()..GOOD.find("eu-west").unwrap(),
+            [0xff],
+        );
+        std::fs::write(&file, bytes).unwrap();
+        let e = GatewayConfig::load(&file).unwrap_err().to_string();
+        assert!(e.ends_with("gw.toml: line 3: not UTF-8 text"), "{e}");
+    }
+
+    #[test]
+    fn zero_windows_stream_limits_and_timeouts_are_refused() {
+        for (line, key) in [
+            ("stream_window = 0", "tunnel.stream_window"),
+            ("connection_window = 0", "tunnel.connection_window"),
+            ("max_streams = 0", "tunnel.max_streams"),
+            ("keep_alive = \"0s\"", "tunnel.keep_alive"),
+            ("idle_timeout = \"0s\"", "tunnel.idle_timeout"),
+            ("connect_timeout = \"0ms\"", "tunnel.connect_timeout"),
+            ("open_timeout = \"0s\"", "tunnel.open_timeout"),
+            ("stream_idle_timeout = \"0s\"", "tunnel.stream_idle_timeout"),
+        ] {
+            let e = error(&format!("{GOOD}\n[tunnel]\n{line}\n"));
+            assert!(
+                e.starts_with(&format!("DIR/gw.toml:26: {key}: must be")),
+                "{e}"
+            );
+        }
+        let e = error(&format!("{GOOD}\n[health]\ntarget_check = \"0s\"\n"));
+        assert!(
+            e.starts_with("DIR/gw.toml:26: health.target_check: must be greater than zero"),
+            "{e}"
+        );
     }
 
     #[test]

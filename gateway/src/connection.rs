@@ -57,6 +57,8 @@ pub enum HandshakeError {
     Version(VersionMismatch),
     #[error("control stream: {0}")]
     Control(String),
+    #[error("{0} is this gateway itself: is its own address listed as a peer?")]
+    Ourselves(SpiffeId),
 }
 
 /// A connection that passed the HELLO exchange, not yet registered.
@@ -87,9 +89,18 @@ pub async fn handshake(
         IdentityKind::Gateway { region, name } => (name.to_owned(), region.to_owned()),
         _ => return Err(HandshakeError::NotAGateway(peer)),
     };
+    if name == hello.name && region == hello.region {
+        return Err(HandshakeError::Ourselves(peer));
+    }
     let control = |e: &dyn std::fmt::Display| HandshakeError::Control(e.to_string());
+    // Bounded on the dialing side too: a peer that grants no stream, or no
+    // window to write HELLO into, is refused with that reason, not waited on.
+    let stalled = |what: &str| HandshakeError::Control(format!("{what} within 10 s"));
     let (mut send, mut recv) = if dialed {
-        conn.open_bi().await.map_err(|e| control(&e))?
+        tokio::time::timeout(HELLO_TIMEOUT, conn.open_bi())
+            .await
+            .map_err(|_| stalled("the peer allowed no control stream"))?
+            .map_err(|e| control(&e))?
     } else {
         tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
             .await
@@ -98,9 +109,13 @@ pub async fn handshake(
     };
     let mut buf = BytesMut::new();
     if dialed {
-        write_frame(&mut send, &Message::Hello(hello.clone()))
-            .await
-            .map_err(|e| control(&e))?;
+        tokio::time::timeout(
+            HELLO_TIMEOUT,
+            write_frame(&mut send, &Message::Hello(hello.clone())),
+        )
+        .await
+        .map_err(|_| stalled("HELLO could not be sent (no flow-control window)"))?
+        .map_err(|e| control(&e))?;
     }
     let theirs = match read_frame(&mut recv, &mut buf, HELLO_TIMEOUT).await {
         Ok(Message::Hello(h)) => h,
@@ -121,9 +136,13 @@ pub async fn handshake(
     }
     tracing::debug!(%peer, version = agreed.version, capabilities = ?agreed.capabilities, "protocol agreed in HELLO");
     if !dialed {
-        write_frame(&mut send, &Message::Hello(hello))
-            .await
-            .map_err(|e| control(&e))?;
+        tokio::time::timeout(
+            HELLO_TIMEOUT,
+            write_frame(&mut send, &Message::Hello(hello)),
+        )
+        .await
+        .map_err(|_| stalled("HELLO could not be sent (no flow-control window)"))?
+        .map_err(|e| control(&e))?;
     }
     Ok(Handshaken {
         peer,
@@ -173,7 +192,16 @@ pub async fn follow_control(
                 return;
             }
             Err(crate::wire::WireError::Timeout(_)) => continue,
-            Err(_) => return,
+            Err(e) => {
+                // A closed connection ends its control stream too; only a
+                // control stream that failed on a live tunnel is news.
+                if tunnel.conn.close_reason().is_none() {
+                    tracing::warn!(peer = %tunnel.peer, "control stream failed; no more UPDATEs from this peer: {e}");
+                } else {
+                    tracing::debug!(peer = %tunnel.peer, "control stream ended: {e}");
+                }
+                return;
+            }
         }
     }
 }
@@ -229,7 +257,10 @@ pub async fn dial_loop(
         drivers.directory.dialed(&address, dialed.is_ok());
         match dialed {
             Ok(()) => backoff.reset(),
-            Err(e) => tracing::warn!(peer_addr = %address, "cannot reach peer: {e}"),
+            Err(e) => {
+                let e = strait_ca::tls::tidy_handshake_text(&e);
+                tracing::warn!(peer_addr = %address, "cannot reach peer: {e}");
+            }
         }
         let delay = backoff.next_delay(rand::rng().random::<f64>());
         tokio::select! {

@@ -46,3 +46,43 @@ pub enum GatewayError {
     #[error(transparent)]
     Enroll(#[from] strait_enroll::EnrollError),
 }
+
+impl GatewayError {
+    /// The error and every cause under it (the OS reason of a bind or a
+    /// read), for logs and events that have no room for a chain.
+    pub fn with_causes(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            let more = c.to_string();
+            if !text.ends_with(&more) {
+                text = format!("{text}: {more}");
+            }
+            cause = c.source();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_kept() {
+        let e = GatewayError::Bind {
+            what: "an import listener",
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(
+            e.with_causes(),
+            "cannot bind an import listener on 127.0.0.1:1: address in use"
+        );
+        let missing = GatewayError::Identity(strait_ca::CaError::Io {
+            path: "b.pem".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert_eq!(missing.with_causes(), "b.pem: entity not found");
+    }
+}

@@ -53,6 +53,25 @@ struct Export {
 
 /// Builds a set of exports, reusing the live state of those whose
 /// configuration is unchanged in `previous`.
+/// The allow patterns of `config` that name another trust domain than
+/// `trust_domain`: no peer or workload this gateway accepts carries one, so
+/// they never match (a typo, or a pattern copied from another mesh).
+pub fn foreign_patterns<'a>(config: &'a ExportConfig, trust_domain: &str) -> Vec<&'a str> {
+    config
+        .allow
+        .iter()
+        .chain(&config.allow_workloads)
+        .map(String::as_str)
+        .filter(|p| {
+            let domain = p
+                .strip_prefix("spiffe://")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default();
+            !domain.contains('*') && domain != trust_domain
+        })
+        .collect()
+}
+
 fn build(
     configs: &[ExportConfig],
     previous: &[Arc<Export>],
@@ -66,6 +85,10 @@ fn build(
                 .find(|e| &e.config == c)
                 .cloned()
                 .unwrap_or_else(|| {
+                    for pattern in foreign_patterns(c, trust_domain) {
+                        tracing::warn!(service = %c.service, %pattern,
+                            "allow pattern of another trust domain than {trust_domain}; it never matches");
+                    }
                     Arc::new(Export {
                         config: c.clone(),
                         policy: ExportPolicy::new(trust_domain, &c.allow, &c.allow_workloads),
@@ -342,8 +365,10 @@ pub async fn serve_stream(
     let export = match decided {
         Ok(e) => e.clone(),
         Err(code_) => {
-            finished(&service, &code_.as_str().to_ascii_lowercase(), 0, 0);
-            tracing::warn!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), outcome = %code_, "stream refused");
+            // Logs name outcomes as the metrics label them.
+            let outcome = code_.as_str().to_ascii_lowercase();
+            finished(&service, &outcome, 0, 0);
+            tracing::warn!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), outcome, "stream refused");
             refuse(
                 &mut send,
                 &mut recv,
@@ -358,7 +383,7 @@ pub async fn serve_stream(
         Ok(permit) => permit,
         Err(refusal) => {
             finished(&service, "overloaded", 0, 0);
-            tracing::warn!(%trace, %service, %peer, outcome = "OVERLOADED", reason = refusal.as_str(), "stream refused by the export's limits");
+            tracing::warn!(%trace, %service, %peer, outcome = "overloaded", reason = refusal.as_str(), "stream refused by the export's limits");
             refuse(
                 &mut send,
                 &mut recv,
@@ -378,7 +403,7 @@ pub async fn serve_stream(
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
             finished(&service, "target_unreachable", 0, 0);
-            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "cannot reach target: {e}");
+            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "target_unreachable", "cannot reach target: {e}");
             refuse(
                 &mut send,
                 &mut recv,
@@ -390,7 +415,7 @@ pub async fn serve_stream(
         }
         Err(_) => {
             finished(&service, "target_unreachable", 0, 0);
-            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "TARGET_UNREACHABLE", "target connect timed out");
+            tracing::warn!(%trace, %service, %peer, target = %export.target, outcome = "target_unreachable", "target connect timed out");
             refuse(
                 &mut send,
                 &mut recv,
@@ -429,7 +454,8 @@ pub async fn serve_stream(
         (false, true) => "reset",
         (false, false) => "ok",
     };
-    finished(&service, outcome, moved.tcp_to_quic, moved.quic_to_tcp);
+    // In: towards this gateway's target (out of the tunnel); out: into it.
+    finished(&service, outcome, moved.quic_to_tcp, moved.tcp_to_quic);
     tracing::info!(
         %trace, %service, %peer,
         bytes_in = moved.quic_to_tcp, bytes_out = moved.tcp_to_quic,
@@ -466,6 +492,29 @@ mod tests {
             "example.org",
             "eu-west",
         )
+    }
+
+    #[test]
+    fn patterns_of_other_trust_domains_are_found() {
+        let config = ExportConfig {
+            service: "s".into(),
+            target: "127.0.0.1:1".into(),
+            allow: vec![
+                "spiffe://example.org/region/*".into(),
+                "spiffe://exmaple.org/region/*".into(),
+                "spiffe://*/region/*".into(),
+            ],
+            allow_workloads: vec!["spiffe://other.org/ns/a/sa/*".into()],
+            limits: Default::default(),
+            accept_relayed: true,
+        };
+        assert_eq!(
+            foreign_patterns(&config, "example.org"),
+            [
+                "spiffe://exmaple.org/region/*",
+                "spiffe://other.org/ns/a/sa/*"
+            ]
+        );
     }
 
     fn gateway(id: &str) -> strait_ca::SpiffeId {

@@ -35,6 +35,7 @@ pub const CERT_REMAINING: &str = "strait_certificate_remaining_seconds";
 pub const RENEWALS: &str = "strait_certificate_renewals_total";
 pub const PEERS_REVOKED: &str = "strait_peers_revoked_total";
 pub const RELAYED: &str = "strait_relayed_streams_total";
+pub const BUNDLE_REFRESHES: &str = "strait_bundle_refreshes_total";
 
 /// (name, kind, help) of every metric.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -134,6 +135,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         PEERS_REVOKED,
         "counter",
         "Tunnels cut because the deny list names the peer's certificate.",
+    ),
+    (
+        BUNDLE_REFRESHES,
+        "counter",
+        "Trust bundle and deny list fetches from the CA service by result (ok, error).",
     ),
 ];
 

@@ -167,6 +167,7 @@ impl Observers {
                     ("reason", stage.to_owned()),
                 ];
                 metrics::counter!(m::PEERS_REFUSED, &labels).increment(1);
+                let reason = strait_ca::tls::tidy_handshake_text(&reason);
                 self.events
                     .record("peer_refused", format!("{addr}: {reason}"));
                 tracing::warn!(peer_addr = %addr, stage, "peer refused: {reason}");

@@ -119,7 +119,8 @@ pub async fn watch(
             Err(e) => {
                 let labels = [("region", region.clone())];
                 metrics::counter!(crate::metrics::RELOADS_FAILED, &labels).increment(1);
-                events.record("certificate_reload_failed", e.to_string());
+                let e = e.with_causes();
+                events.record("certificate_reload_failed", e.clone());
                 tracing::error!(
                     "identity files changed but do not load; keeping the running identity: {e}"
                 );

@@ -66,9 +66,11 @@ pub async fn run(
         let mut refresh = tokio::time::interval(config.refresh);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         refresh.tick().await;
+        let mut streak = FailureStreak::default();
         loop {
             refresh.tick().await;
-            refresh_bundle(&config, &paths, &current).await;
+            let result = refresh_bundle(&config, &paths, &current).await;
+            report_refresh(result, &mut streak, &config, &region, &events);
         }
     };
     tokio::join!(renewals, refreshes);
@@ -144,23 +146,89 @@ async fn renew_once(
     }
 }
 
+/// How often a refresh that keeps failing is logged at WARN again (and
+/// recorded as an event); the counter sees every attempt.
+pub const REFRESH_WARN_EVERY: Duration = Duration::from_secs(300);
+
+/// Consecutive failed refreshes, so that a CA nobody answers is reported
+/// at once and then every [`REFRESH_WARN_EVERY`], not on every attempt.
+#[derive(Debug, Default)]
+struct FailureStreak {
+    failures: u32,
+    last_report: Option<tokio::time::Instant>,
+}
+
+impl FailureStreak {
+    /// A failure at `now`: whether to report it.
+    fn failed(&mut self, now: tokio::time::Instant) -> bool {
+        self.failures += 1;
+        let due = self
+            .last_report
+            .is_none_or(|at| now.duration_since(at) >= REFRESH_WARN_EVERY);
+        if due {
+            self.last_report = Some(now);
+        }
+        due
+    }
+
+    /// A success: how many failures it ended, if any.
+    fn succeeded(&mut self) -> Option<u32> {
+        let ended = std::mem::take(self).failures;
+        (ended > 0).then_some(ended)
+    }
+}
+
+fn report_refresh(
+    result: Result<(), String>,
+    streak: &mut FailureStreak,
+    config: &RenewalConfig,
+    region: &str,
+    events: &EventLog,
+) {
+    let labels =
+        |result: &'static str| [("region", region.to_owned()), ("result", result.to_owned())];
+    match result {
+        Ok(()) => {
+            metrics::counter!(crate::metrics::BUNDLE_REFRESHES, &labels("ok")).increment(1);
+            if let Some(failures) = streak.succeeded() {
+                events.record(
+                    "bundle_refresh_recovered",
+                    format!("after {failures} failed refreshes"),
+                );
+                tracing::info!(ca = %config.ca_service, failures,
+                    "bundle and deny list refresh works again");
+            }
+        }
+        Err(reason) => {
+            metrics::counter!(crate::metrics::BUNDLE_REFRESHES, &labels("error")).increment(1);
+            if streak.failed(tokio::time::Instant::now()) {
+                let detail = format!(
+                    "{reason} ({} in a row; the current bundle and deny list stay)",
+                    streak.failures
+                );
+                events.record("bundle_refresh_failed", detail.clone());
+                tracing::warn!(ca = %config.ca_service,
+                    "bundle and deny list refresh failed, revocations are not learnt until it works: {detail}");
+            }
+        }
+    }
+}
+
 /// Fetches the bundle and deny list and writes them when they changed.
-async fn refresh_bundle(config: &RenewalConfig, paths: &IdentityPaths, current: &CurrentIdentity) {
+async fn refresh_bundle(
+    config: &RenewalConfig,
+    paths: &IdentityPaths,
+    current: &CurrentIdentity,
+) -> Result<(), String> {
     let held = current.get();
     let fetched =
         strait_enroll::fetch_bundle(&config.ca_service, &held.identity, &held.bundle).await;
-    let (bundle_pem, deny) = match fetched {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::debug!("bundle refresh failed (kept the current one): {e}");
-            return;
-        }
-    };
+    let (bundle_pem, deny) = fetched.map_err(|e| e.to_string())?;
     let unchanged = |path: &std::path::Path, text: &str| {
         std::fs::read_to_string(path).is_ok_and(|old| old == text)
     };
     if unchanged(&paths.bundle, &bundle_pem) && unchanged(&paths.deny, &deny) {
-        return;
+        return Ok(());
     }
     let written = {
         let _files = current.files.lock().await;
@@ -179,13 +247,10 @@ async fn refresh_bundle(config: &RenewalConfig, paths: &IdentityPaths, current: 
             )
         })
     };
-    match written {
-        Ok(()) => {
-            tracing::info!("trust bundle or deny list changed at the CA; reloading");
-            current.wake.notify_one();
-        }
-        Err(e) => tracing::error!("cannot write the fetched bundle or deny list: {e}"),
-    }
+    written.map_err(|e| format!("cannot write the fetched bundle or deny list: {e}"))?;
+    tracing::info!("trust bundle or deny list changed at the CA; reloading");
+    current.wake.notify_one();
+    Ok(())
 }
 
 /// Publishes the certificate's time left every second, and reports once
@@ -212,5 +277,25 @@ pub async fn report_expiry(current: Arc<CurrentIdentity>, region: String, events
             tracing::error!(id = %held.id(), not_after = %when,
                 "certificate expired: open tunnels keep going, peers refuse new ones until it is renewed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_refresh_is_reported_at_once_then_rate_limited() {
+        let t0 = tokio::time::Instant::now();
+        let mut streak = FailureStreak::default();
+        assert!(streak.failed(t0));
+        assert!(!streak.failed(t0 + Duration::from_secs(30)));
+        assert!(!streak.failed(t0 + REFRESH_WARN_EVERY - Duration::from_secs(1)));
+        assert!(streak.failed(t0 + REFRESH_WARN_EVERY));
+        assert_eq!(streak.failures, 4);
+        assert_eq!(streak.succeeded(), Some(4));
+        assert_eq!(streak.succeeded(), None);
+        // A new streak is reported at once again.
+        assert!(streak.failed(t0 + REFRESH_WARN_EVERY + Duration::from_secs(1)));
     }
 }

@@ -2,8 +2,9 @@
 //! its peers a compact report of itself (tunnels, services, stream
 //! counters) plus the reports it holds from others; `/status` shows every
 //! gateway heard of, each with the age of its figures. A partition makes
-//! figures stale and says so; it does not make them vanish. Counters are
-//! kept monotonic across reconnects and restarts of the reporting gateway.
+//! figures stale and says so; it does not make them vanish until they are
+//! [`FORGET_AFTER`] old. Counters are kept monotonic across reconnects and
+//! restarts of the reporting gateway.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +19,9 @@ use crate::handle::PlaneHandle;
 
 /// Figures older than this are marked stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// Figures older than this are forgotten: the gateway left (or stayed cut
+/// off that long) and is no longer listed or relayed.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How often reports are shared.
 pub const SHARE_EVERY: Duration = Duration::from_secs(1);
 /// Reports relayed per message, at most.
@@ -88,6 +92,14 @@ impl MeshView {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What is held, after forgetting gateways not heard of for
+    /// [`FORGET_AFTER`].
+    fn fresh(&self, now: Instant) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        let mut held = self.held();
+        held.retain(|_, h| h.age(now) <= FORGET_AFTER);
+        held
+    }
+
     /// This gateway's own report, fresh: its active tunnels as the plane
     /// sees them, and, when it relays, what its working tunnels offer.
     pub fn own_report(
@@ -150,6 +162,9 @@ impl MeshView {
             }
             let key = strait_core::plane::peer_key(&report.gateway, &report.instance);
             let age = Duration::from_millis(report.age_ms);
+            if age > FORGET_AFTER {
+                return;
+            }
             let (base_total, base_failed) = match held.get(&key) {
                 // Older news than what we hold: keep ours.
                 Some(h) if h.age(now) < age => return,
@@ -180,7 +195,7 @@ impl MeshView {
 
     /// What to send: our report and the freshest we hold of others.
     pub fn outgoing(&self, own: GatewayReport, now: Instant) -> Telemetry {
-        let held = self.held();
+        let held = self.fresh(now);
         let mut relayed: Vec<GatewayReport> = held
             .values()
             .map(|h| {
@@ -212,7 +227,7 @@ impl MeshView {
             tunnels: own.tunnels,
             services: own.services,
         }];
-        let held = self.held();
+        let held = self.fresh(now);
         let mut others: Vec<&Held> = held.values().collect();
         others.sort_by(|a, b| {
             a.report
@@ -351,5 +366,9 @@ mod tests {
         let snap = view.snapshot(report("a", 9, 0, 0), later);
         assert!(snap[1].age_ms >= 3_050);
         assert!(snap[1].stale);
+        // Gone for good after FORGET_AFTER: neither listed nor relayed.
+        let gone = now + FORGET_AFTER;
+        assert_eq!(view.snapshot(report("a", 9, 0, 0), gone).len(), 1);
+        assert!(view.outgoing(report("a", 9, 0, 0), gone).relayed.is_empty());
     }
 }

@@ -55,6 +55,14 @@ impl TlsIdentity {
         })
     }
 
+    /// The key file's mode when its group or others may read it (a key
+    /// copied with `cp`, or a Secret mounted without `defaultMode`).
+    pub fn loose_key_mode(paths: &IdentityPaths) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&paths.key).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+
     pub fn id(&self) -> &SpiffeId {
         &self.identity.id
     }

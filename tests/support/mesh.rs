@@ -372,31 +372,59 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
-/// An echo server on its own thread: echoes until the client half-closes,
-/// then closes.
-pub fn echo_server() -> SocketAddr {
+/// A TCP server on 127.0.0.1 that runs `serve` on its own thread for each
+/// connection.
+fn serve_each(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown(std::net::Shutdown::Write);
-            });
+            let Ok(s) = stream else { continue };
+            let serve = serve.clone();
+            std::thread::spawn(move || serve(s));
         }
     });
     addr
+}
+
+/// An echo server on its own thread: echoes until the client half-closes,
+/// then closes.
+pub fn echo_server() -> SocketAddr {
+    serve_each(|mut s| {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    })
+}
+
+/// An HTTP/1.x server on its own thread: reads a request head, answers
+/// 200 with `body` and closes, as any small web server would.
+pub fn http_server(body: &'static str) -> SocketAddr {
+    serve_each(move |mut s| {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    })
 }
 
 /// A running `strait ca serve`, killed when dropped.

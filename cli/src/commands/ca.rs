@@ -84,7 +84,7 @@ pub fn serve(args: CaServe) -> anyhow::Result<ExitCode> {
 }
 
 pub fn revoke(args: CaRevoke) -> anyhow::Result<ExitCode> {
-    CertificateAuthority::load(&args.ca)?;
+    let ca = CertificateAuthority::load(&args.ca)?;
     let path = args.ca.join(DENY_FILE);
     let mut deny = DenyList::load(&path)?;
     let mut entries = Vec::new();
@@ -94,6 +94,12 @@ pub fn revoke(args: CaRevoke) -> anyhow::Result<ExitCode> {
         entries.push(DenyEntry::Serial(serial));
     }
     for id in &args.what.id {
+        // No certificate of this CA can carry another trust domain's ID.
+        anyhow::ensure!(
+            id.trust_domain() == ca.trust_domain(),
+            "--id {id} is not of this CA's trust domain {}; nothing it issues carries that ID",
+            ca.trust_domain()
+        );
         entries.push(DenyEntry::Id(id.clone()));
     }
     for cert in &args.what.cert {

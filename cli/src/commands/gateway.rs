@@ -50,6 +50,21 @@ pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
         crate::commands::time_left(left.as_secs() as i64)
     );
     print_config(&config);
+    if let Some(mode) = TlsIdentity::loose_key_mode(&config.identity) {
+        println!(
+            "  warning  {} has mode {mode:04o}; others can read the private key (chmod 600 it)",
+            config.identity.key.display()
+        );
+    }
+    for e in &config.exports {
+        for pattern in strait_gateway::export::foreign_patterns(e, tls.trust_domain().as_str()) {
+            println!(
+                "  warning  export {}: {pattern} is not of trust domain {}; it never matches",
+                e.service,
+                tls.trust_domain()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,6 +136,10 @@ pub fn join(args: GatewayJoin) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // The CA spends a token use when it issues: make sure the identity
+    // can be written before asking.
+    strait_ca::files::check_writable_dir(&args.out)
+        .with_context(|| format!("cannot write the identity into {}", args.out.display()))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -198,6 +217,10 @@ fn serve(
     path: Option<std::path::PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     init_logging(rt.log_format);
+    if let Some(mode) = TlsIdentity::loose_key_mode(&config.identity) {
+        tracing::warn!(key = %config.identity.key.display(),
+            "the private key has mode {mode:04o}; others can read it (chmod 600 it)");
+    }
     if strait_gateway::metrics::install().is_none() {
         tracing::warn!("metrics recorder could not be installed; /metrics is off");
     }
@@ -267,8 +290,9 @@ async fn reload(
             tracing::info!("configuration reloaded ({detail})");
         }
         Err(e) => {
+            let e = e.with_causes();
             metrics::counter!(strait_gateway::metrics::CONFIG_RELOADS_FAILED).increment(1);
-            events.record("config_reload_failed", e.to_string());
+            events.record("config_reload_failed", e.clone());
             tracing::error!("configuration not reloaded ({reason}); the running one stays: {e}");
         }
     }

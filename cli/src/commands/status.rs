@@ -35,6 +35,12 @@ pub fn run(args: Status) -> anyhow::Result<ExitCode> {
 /// GET `path` as JSON from an admin address (`http://host:port` or
 /// `host:port`).
 pub(crate) fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
+    if let Some((scheme, _)) = admin.split_once("://") {
+        anyhow::ensure!(
+            scheme == "http",
+            "{admin:?}: the admin endpoint speaks plain HTTP on loopback; write http://HOST:PORT or HOST:PORT, not {scheme}://"
+        );
+    }
     let authority = admin
         .trim_start_matches("http://")
         .split('/')
@@ -135,6 +141,8 @@ fn render(s: &Value) -> String {
                         }
                         name
                     } else {
+                        // Listed with no region rather than left out.
+                        served_by.entry(name.clone()).or_default();
                         format!("{name}(down)")
                     }
                 })
@@ -158,7 +166,12 @@ fn render(s: &Value) -> String {
     }
     out += "\nSERVICE          SERVED BY (healthy, from here)\n";
     for (service, regions) in &served_by {
-        out += &format!("{service:<16} {}\n", regions.join(", "));
+        let regions = if regions.is_empty() {
+            "none".to_owned()
+        } else {
+            regions.join(", ")
+        };
+        out += &format!("{service:<16} {regions}\n");
     }
     out += "\nMESH (as this gateway last heard)\n";
     out += &format!(
@@ -230,6 +243,7 @@ mod tests {
         assert!(text.contains("80.4ms"), "{text}");
         assert!(text.contains("payments,orders(down)"), "{text}");
         assert!(text.contains("payments         us-east"), "{text}");
+        assert!(text.contains("orders           none"), "{text}");
         assert!(
             text.contains("failover        payments: us-east -> ap-south"),
             "{text}"
