@@ -439,6 +439,20 @@ fn a_cut_between_two_regions_is_routed_through_the_third_and_nothing_is_delivere
         relay_count >= 10.0,
         "ap-south counted {relay_count} relayed streams"
     );
+    // `strait why` shows the route through ap-south as the choice.
+    let why = support::strait(
+        m._dir.path(),
+        &format!("why only-e --admin http://{}", w1.spec_admin),
+    )
+    .ok();
+    println!("{}", why.stdout);
+    assert!(
+        why.stdout.lines().any(|l| l.starts_with("->")
+            && l.contains("ap-south")
+            && l.contains("relaying to us-east")),
+        "{}",
+        why.stdout
+    );
 
     m.net.heal(None).unwrap();
     let healed = Instant::now();

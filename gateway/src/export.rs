@@ -495,6 +495,33 @@ mod tests {
     }
 
     #[test]
+    fn an_export_may_refuse_relayed_streams() {
+        let e = exports();
+        let west = gateway("spiffe://example.org/region/eu-west/gateway/gw-1");
+        let text = west.to_string();
+        let who = Requester {
+            id: &text,
+            trust_domain: west.trust_domain().as_str(),
+            is_gateway: true,
+            origin: None,
+        };
+        assert!(e.decide("open", who, true).is_ok());
+        e.replace(&[ExportConfig {
+            accept_relayed: false,
+            ..e.current()[0].config.clone()
+        }]);
+        assert_eq!(
+            e.decide("open", who, true).unwrap_err(),
+            StatusCode::Forbidden
+        );
+        assert!(e.decide("open", who, false).is_ok());
+        // A gateway that does not relay, or drains, offers no relay.
+        assert!(e.relays());
+        e.set_relay(false);
+        assert!(!e.relays());
+    }
+
+    #[test]
     fn patterns_of_other_trust_domains_are_found() {
         let config = ExportConfig {
             service: "s".into(),

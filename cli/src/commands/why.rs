@@ -58,7 +58,8 @@ fn render(d: &Value) -> String {
                 .map(|us| format!("{:.1} ms", us as f64 / 1e3))
                 .unwrap_or_else(|| "-".into());
             let is_local = c["local"].as_bool() == Some(true);
-            let mark = if (chosen.is_some() && c["conn"].as_u64() == chosen)
+            let relay_matches = c["relay_to"] == d["relay_to"];
+            let mark = if (chosen.is_some() && c["conn"].as_u64() == chosen && relay_matches)
                 || (is_local && local_chosen)
             {
                 "->"
@@ -67,11 +68,14 @@ fn render(d: &Value) -> String {
             };
             // Gateways sharing a certificate share a name: the instance
             // tells them apart.
-            let gateway = match (is_local, text(&c["instance"])) {
+            let mut gateway = match (is_local, text(&c["instance"])) {
                 (true, _) => format!("local target {}", text(&c["name"])),
                 (false, i) if i.is_empty() || i == "-" => text(&c["name"]),
                 (false, i) => format!("{} ({i})", text(&c["name"])),
             };
+            if let Some(to) = c["relay_to"].as_str() {
+                gateway += &format!(" relaying to {to}");
+            }
             [
                 mark.to_owned(),
                 text(&c["region"]),
