@@ -97,6 +97,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "A service's traffic moved back to a more preferred region (from, to).",
     ),
     (
+        RELOADS_FAILED,
+        "counter",
+        "Changed certificate, key or bundle files that did not load (the running identity stayed).",
+    ),
+    (
+        CONFIG_RELOADS_FAILED,
+        "counter",
+        "Configuration reloads refused (the running configuration stayed).",
+    ),
+    (
         RELAYED,
         "counter",
         "Streams this gateway relayed for a gateway whose direct path was cut (from_region, to_region, outcome).",

@@ -6,6 +6,10 @@
 //!
 //! `cargo run --release -p strait-bench --bin tunnel-compare [-- --quick]`
 //!
+//! `-- --idle N` instead holds N idle client connections (no byte sent)
+//! through each pair and prints each process's resident memory before,
+//! while held and after they closed, and how long opening them took.
+//!
 //! Needs `stunnel4` (Debian). The two strait gateways are this binary
 //! re-run as `--gateway CONFIG` (the strait-gateway library on a
 //! current-thread runtime, as `strait gateway run` runs it); targets and
@@ -36,6 +40,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--idle") {
+        let n = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--idle N: a number of connections");
+        rt.block_on(idle(n));
+        return;
+    }
     rt.block_on(compare(quick));
 }
 
@@ -352,6 +364,80 @@ async fn compare(quick: bool) {
     );
 }
 
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens `n` connections to `addr`, 256 at a time, and holds them. They
+/// send nothing, so only the connect is awaited.
+async fn hold(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Duration) {
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut pending = tokio::task::JoinSet::new();
+    let mut opened = 0;
+    while held.len() < n {
+        while opened < n && pending.len() < 256 {
+            pending.spawn(TcpStream::connect(addr));
+            opened += 1;
+        }
+        match pending.join_next().await {
+            Some(Ok(Ok(s))) => held.push(s),
+            Some(_) => opened -= 1,
+            None => break,
+        }
+    }
+    (held, started.elapsed())
+}
+
+/// The idle-connection memory table.
+async fn idle(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (sink, echo) = (sink().await, echo().await);
+    let pki = Pki::new(d);
+    let strait = StraitPair::start(d, &pki, sink, echo, None, "lo").await;
+    let stunnel = StunnelPair::start(d, &pki, sink, echo, &StunnelPorts::direct(), "lo");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("{n} idle connections held through one import (no byte sent), RSS per process");
+    println!();
+    println!(
+        "| pair | process | before MiB | held MiB | per connection KiB | after close MiB | open all s |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (name, pair_pids, addr) in [
+        ("strait", strait.pids(), strait.path.echo),
+        ("stunnel", stunnel.pids(), stunnel.path.echo),
+    ] {
+        let before: Vec<u64> = pair_pids.iter().map(|(_, p)| rss_kib(*p)).collect();
+        let (conns, took) = hold(addr, n).await;
+        // Let the far side accept and dial its targets.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let during: Vec<u64> = pair_pids.iter().map(|(_, p)| rss_kib(*p)).collect();
+        drop(conns);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let after: Vec<u64> = pair_pids.iter().map(|(_, p)| rss_kib(*p)).collect();
+        for (i, (role, _)) in pair_pids.iter().enumerate() {
+            println!(
+                "| {name} | {role} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
+                before[i] as f64 / 1024.0,
+                during[i] as f64 / 1024.0,
+                (during[i].saturating_sub(before[i])) as f64 / n as f64,
+                after[i] as f64 / 1024.0,
+                took.as_secs_f64(),
+            );
+        }
+    }
+}
+
 /// A CA and two gateway identities.
 struct Pki {
     west: PathBuf,
@@ -387,6 +473,14 @@ struct StraitPair {
 }
 
 impl StraitPair {
+    /// (role, pid) of the exporting and the importing gateway.
+    fn pids(&self) -> Vec<(&'static str, u32)> {
+        vec![
+            ("export (west)", self._procs[0].0.id()),
+            ("import (east)", self._procs[1].0.id()),
+        ]
+    }
+
     async fn start(
         d: &Path,
         pki: &Pki,
@@ -503,6 +597,14 @@ impl StunnelPorts {
 }
 
 impl StunnelPair {
+    /// (role, pid) of the server and the client.
+    fn pids(&self) -> Vec<(&'static str, u32)> {
+        vec![
+            ("server", self._procs[0].0.id()),
+            ("client", self._procs[1].0.id()),
+        ]
+    }
+
     fn start(
         d: &Path,
         pki: &Pki,
