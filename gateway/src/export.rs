@@ -436,7 +436,10 @@ pub async fn serve_stream(
         return;
     }
     tracing::info!(%trace, %service, %peer, origin = origin.as_deref().unwrap_or("-"), "stream open (export)");
-    let early = buf.split().freeze();
+    // Exactly the early bytes, not the read buffer's spare room, for as
+    // long as the stream lives.
+    let early = bytes::Bytes::copy_from_slice(&buf);
+    drop(buf);
     let moved = crate::splice::splice(
         target,
         send,

@@ -440,6 +440,12 @@ async fn serve_client<C: ClientConn>(
         return;
     };
     let peer = tunnel.peer.to_string();
+    // The early bytes are delivered: keep their count, not the buffer (it
+    // may be 64 KiB, for as long as the stream lives), nor the answer
+    // buffer's spare room.
+    let (early_len, early_eof) = (early.bytes.len() as u64, early.eof);
+    drop(early);
+    let leftover = bytes::Bytes::copy_from_slice(&leftover);
     let moved = crate::splice::run(
         &mut cr,
         &mut cw,
@@ -448,13 +454,13 @@ async fn serve_client<C: ClientConn>(
         crate::splice::SpliceOptions {
             first_to_quic: &[],
             first_to_tcp: &leftover,
-            tcp_finished: early.eof,
+            tcp_finished: early_eof,
             idle_timeout: settings.stream_idle_timeout,
         },
     )
     .await;
     let (up_bytes, down_bytes, reset) = (
-        moved.tcp_to_quic + early.bytes.len() as u64,
+        moved.tcp_to_quic + early_len,
         moved.quic_to_tcp,
         moved.reset,
     );

@@ -15,6 +15,74 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use crate::wire::code;
 
 const BUF: usize = 256 * 1024;
+/// What a quiet connection reads with: only a burst (a read that fills
+/// it) earns the large buffer, and a read that fills less than a quarter
+/// of that gives it back, so idle streams hold no large buffer.
+const SMALL: usize = 4 * 1024;
+
+/// A read buffer that is large only while bytes stream in.
+struct Adaptive {
+    small: Box<[u8; SMALL]>,
+    large: Vec<u8>,
+    /// The last large read was short: free the large buffer before the
+    /// next read.
+    shrink: bool,
+}
+
+impl Adaptive {
+    fn new() -> Self {
+        Adaptive {
+            small: Box::new([0u8; SMALL]),
+            large: Vec::new(),
+            shrink: false,
+        }
+    }
+
+    /// Reads once from a QUIC stream: `None` when it finished.
+    async fn read_quic(
+        &mut self,
+        from: &mut quinn::RecvStream,
+    ) -> Result<Option<&[u8]>, quinn::ReadError> {
+        if self.shrink {
+            self.large = Vec::new();
+            self.shrink = false;
+        }
+        if self.large.is_empty() {
+            let Some(n) = from.read(&mut self.small[..]).await? else {
+                return Ok(None);
+            };
+            if n == SMALL {
+                self.large = vec![0u8; BUF];
+            }
+            Ok(Some(&self.small[..n]))
+        } else {
+            let Some(n) = from.read(&mut self.large).await? else {
+                return Ok(None);
+            };
+            self.shrink = n < BUF / 4;
+            Ok(Some(&self.large[..n]))
+        }
+    }
+
+    /// Reads once from `from`; the bytes read (empty at end of stream).
+    async fn read<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> std::io::Result<&[u8]> {
+        if self.shrink {
+            self.large = Vec::new();
+            self.shrink = false;
+        }
+        if self.large.is_empty() {
+            let n = from.read(&mut self.small[..]).await?;
+            if n == SMALL {
+                self.large = vec![0u8; BUF];
+            }
+            Ok(&self.small[..n])
+        } else {
+            let n = from.read(&mut self.large).await?;
+            self.shrink = n < BUF / 4;
+            Ok(&self.large[..n])
+        }
+    }
+}
 
 /// How one direction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,19 +152,19 @@ pub async fn tcp_to_quic<R: AsyncRead + Unpin>(
         }
         moved += first.len() as u64;
     }
-    let mut buf = vec![0u8; BUF];
+    let mut buf = Adaptive::new();
     loop {
-        match tcp.read(&mut buf).await {
-            Ok(0) => {
+        match buf.read(tcp).await {
+            Ok([]) => {
                 let _ = send.finish();
                 return (End::Finished, moved);
             }
-            Ok(n) => {
+            Ok(data) => {
                 activity.touch();
-                if send.write_all(&buf[..n]).await.is_err() {
+                if send.write_all(data).await.is_err() {
                     return (End::Reset, moved);
                 }
-                moved += n as u64;
+                moved += data.len() as u64;
             }
             Err(_) => {
                 let _ = send.reset(code::RESET);
@@ -122,16 +190,16 @@ pub async fn quic_to_tcp<W: AsyncWrite + Unpin>(
         }
         moved += first.len() as u64;
     }
-    let mut buf = vec![0u8; BUF];
+    let mut buf = Adaptive::new();
     loop {
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => {
+        match buf.read_quic(recv).await {
+            Ok(Some(data)) => {
                 activity.touch();
-                if tcp.write_all(&buf[..n]).await.is_err() {
+                if tcp.write_all(data).await.is_err() {
                     let _ = recv.stop(code::RESET);
                     return (End::Reset, moved);
                 }
-                moved += n as u64;
+                moved += data.len() as u64;
             }
             Ok(None) => {
                 let _ = tcp.shutdown().await;
@@ -231,19 +299,19 @@ async fn tcp_one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     activity: &Activity,
 ) -> (End, u64) {
     let mut moved = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = Adaptive::new();
     loop {
-        match from.read(&mut buf).await {
-            Ok(0) => {
+        match buf.read(from).await {
+            Ok([]) => {
                 let _ = to.shutdown().await;
                 return (End::Finished, moved);
             }
-            Ok(n) => {
+            Ok(data) => {
                 activity.touch();
-                if to.write_all(&buf[..n]).await.is_err() {
+                if to.write_all(data).await.is_err() {
                     return (End::Reset, moved);
                 }
-                moved += n as u64;
+                moved += data.len() as u64;
             }
             Err(_) => return (End::Reset, moved),
         }

@@ -45,7 +45,14 @@ fn main() {
             .get(i + 1)
             .and_then(|n| n.parse().ok())
             .expect("--idle N: a number of connections");
-        rt.block_on(idle(n));
+        // --touch B: each connection first echoes B bytes, then idles.
+        let touch = args
+            .iter()
+            .position(|a| a == "--touch")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0);
+        rt.block_on(idle(n, touch));
         return;
     }
     rt.block_on(compare(quick));
@@ -377,16 +384,26 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens `n` connections to `addr`, 256 at a time, and holds them. They
-/// send nothing, so only the connect is awaited.
-async fn hold(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Duration) {
+/// Opens `n` connections to `addr`, 256 at a time, and holds them. With
+/// `touch` > 0 each first echoes that many bytes end to end; otherwise
+/// they send nothing and only the connect is awaited.
+async fn hold(addr: SocketAddr, n: usize, touch: usize) -> (Vec<TcpStream>, Duration) {
     let started = Instant::now();
     let mut held = Vec::with_capacity(n);
     let mut pending = tokio::task::JoinSet::new();
     let mut opened = 0;
     while held.len() < n {
         while opened < n && pending.len() < 256 {
-            pending.spawn(TcpStream::connect(addr));
+            pending.spawn(async move {
+                let mut s = TcpStream::connect(addr).await?;
+                if touch > 0 {
+                    let data = vec![7u8; touch];
+                    let mut back = vec![0u8; touch];
+                    s.write_all(&data).await?;
+                    s.read_exact(&mut back).await?;
+                }
+                Ok::<_, std::io::Error>(s)
+            });
             opened += 1;
         }
         match pending.join_next().await {
@@ -399,7 +416,7 @@ async fn hold(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Duration) {
 }
 
 /// The idle-connection memory table.
-async fn idle(n: usize) {
+async fn idle(n: usize, touch: usize) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (sink, echo) = (sink().await, echo().await);
@@ -407,7 +424,13 @@ async fn idle(n: usize) {
     let strait = StraitPair::start(d, &pki, sink, echo, None, "lo").await;
     let stunnel = StunnelPair::start(d, &pki, sink, echo, &StunnelPorts::direct(), "lo");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    println!("{n} idle connections held through one import (no byte sent), RSS per process");
+    if touch > 0 {
+        println!(
+            "{n} connections through one import, each echoing {touch} bytes then held idle, RSS per process"
+        );
+    } else {
+        println!("{n} idle connections held through one import (no byte sent), RSS per process");
+    }
     println!();
     println!(
         "| pair | process | before MiB | held MiB | per connection KiB | after close MiB | open all s |"
@@ -418,7 +441,7 @@ async fn idle(n: usize) {
         ("stunnel", stunnel.pids(), stunnel.path.echo),
     ] {
         let before: Vec<u64> = pair_pids.iter().map(|(_, p)| rss_kib(*p)).collect();
-        let (conns, took) = hold(addr, n).await;
+        let (conns, took) = hold(addr, n, touch).await;
         // Let the far side accept and dial its targets.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let during: Vec<u64> = pair_pids.iter().map(|(_, p)| rss_kib(*p)).collect();
