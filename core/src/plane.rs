@@ -778,6 +778,51 @@ impl Plane {
             .try_retry(now)
     }
 
+    /// Why `c` cannot take a new stream of `service`: its state first,
+    /// then `offer` (what it advertises, for a direct route), then Down,
+    /// already tried, or an open circuit.
+    fn exclusion(
+        &self,
+        c: &Conn,
+        offer: Option<Exclusion>,
+        service: &str,
+        tried: &[String],
+        now: Instant,
+    ) -> Option<Exclusion> {
+        match c.state {
+            ConnState::Closing(_) => Some(Exclusion::Closed),
+            ConnState::Superseded { .. } => Some(Exclusion::Superseded),
+            ConnState::Active if c.draining => Some(Exclusion::Draining),
+            ConnState::Active if offer.is_some() => offer,
+            ConnState::Active if c.health.state == TunnelHealth::Down => Some(Exclusion::Down),
+            ConnState::Active if tried.contains(&c.peer.key) => Some(Exclusion::Tried),
+            ConnState::Active => self
+                .breakers
+                .get(&(c.peer.key.clone(), service.to_owned()))
+                .filter(|b| !b.would_allow(now))
+                .map(|_| Exclusion::CircuitOpen),
+        }
+    }
+
+    /// An eligible connection as the router sees it, for a route ending in
+    /// `region` (its own, or the one it relays to), and its class.
+    fn candidate<'a>(&self, c: &'a Conn, region: &'a str, now: Instant) -> (Candidate<'a>, Class) {
+        let candidate = Candidate {
+            region,
+            health: c.health.state,
+            rtt: c.health.rtt,
+            suspect: c.health.missed > 0,
+            active: c.active,
+            held: now.saturating_duration_since(c.up_since) < self.config.hold_down,
+        };
+        let class = match (candidate.health, candidate.suspect, candidate.held) {
+            (TunnelHealth::Up, false, false) => Class::Settled,
+            (TunnelHealth::Up, false, true) => Class::HeldDown,
+            _ => Class::Suspect,
+        };
+        (candidate, class)
+    }
+
     /// Every connection's verdict for a new stream of `service` and the
     /// one it would take. Read-only: `strait why` calls it as often as it
     /// likes. `tried` are peers (peer keys) this client already tried.
@@ -797,20 +842,12 @@ impl Plane {
         let mut eligible: Vec<(usize, Candidate<'_>)> = Vec::new();
         for (id, c) in &self.conns {
             let ad = c.services.iter().find(|s| s.name == service);
-            let exclusion = match c.state {
-                ConnState::Closing(_) => Some(Exclusion::Closed),
-                ConnState::Superseded { .. } => Some(Exclusion::Superseded),
-                ConnState::Active if c.draining => Some(Exclusion::Draining),
-                ConnState::Active if ad.is_none() => Some(Exclusion::NotOffered),
-                ConnState::Active if ad.is_some_and(|a| !a.healthy) => Some(Exclusion::TargetDown),
-                ConnState::Active if c.health.state == TunnelHealth::Down => Some(Exclusion::Down),
-                ConnState::Active if tried.contains(&c.peer.key) => Some(Exclusion::Tried),
-                ConnState::Active => self
-                    .breakers
-                    .get(&(c.peer.key.clone(), service.to_owned()))
-                    .filter(|b| !b.would_allow(now))
-                    .map(|_| Exclusion::CircuitOpen),
+            let offer = match ad {
+                None => Some(Exclusion::NotOffered),
+                Some(a) if !a.healthy => Some(Exclusion::TargetDown),
+                Some(_) => None,
             };
+            let exclusion = self.exclusion(c, offer, service, tried, now);
             let row = CandidateRow {
                 conn: Some(*id),
                 peer: c.peer.id.clone(),
@@ -823,19 +860,7 @@ impl Plane {
                 verdict: match exclusion {
                     Some(reason) => Verdict::Excluded { reason },
                     None => {
-                        let candidate = Candidate {
-                            region: &c.peer.region,
-                            health: c.health.state,
-                            rtt: c.health.rtt,
-                            suspect: c.health.missed > 0,
-                            active: c.active,
-                            held: now.saturating_duration_since(c.up_since) < self.config.hold_down,
-                        };
-                        let class = match (candidate.health, candidate.suspect, candidate.held) {
-                            (TunnelHealth::Up, false, false) => Class::Settled,
-                            (TunnelHealth::Up, false, true) => Class::HeldDown,
-                            _ => Class::Suspect,
-                        };
+                        let (candidate, class) = self.candidate(c, &c.peer.region, now);
                         eligible.push((rows.len(), candidate));
                         Verdict::Ranked {
                             rank: 0,
@@ -882,36 +907,11 @@ impl Plane {
                 if r.region == c.peer.region || &r.region == own {
                     continue;
                 }
-                let exclusion = match c.state {
-                    ConnState::Closing(_) => Some(Exclusion::Closed),
-                    ConnState::Superseded { .. } => Some(Exclusion::Superseded),
-                    ConnState::Active if c.draining => Some(Exclusion::Draining),
-                    ConnState::Active if c.health.state == TunnelHealth::Down => {
-                        Some(Exclusion::Down)
-                    }
-                    ConnState::Active if tried.contains(&c.peer.key) => Some(Exclusion::Tried),
-                    ConnState::Active => self
-                        .breakers
-                        .get(&(c.peer.key.clone(), service.to_owned()))
-                        .filter(|b| !b.would_allow(now))
-                        .map(|_| Exclusion::CircuitOpen),
-                };
+                let exclusion = self.exclusion(c, None, service, tried, now);
                 let verdict = match exclusion {
                     Some(reason) => Verdict::Excluded { reason },
                     None => {
-                        let candidate = Candidate {
-                            region: &r.region,
-                            health: c.health.state,
-                            rtt: c.health.rtt,
-                            suspect: c.health.missed > 0,
-                            held: now.saturating_duration_since(c.up_since) < self.config.hold_down,
-                            active: c.active,
-                        };
-                        let class = match (candidate.health, candidate.suspect, candidate.held) {
-                            (TunnelHealth::Up, false, false) => Class::Settled,
-                            (TunnelHealth::Up, false, true) => Class::HeldDown,
-                            _ => Class::Suspect,
-                        };
+                        let (candidate, class) = self.candidate(c, &r.region, now);
                         relay_eligible.push((rows.len(), candidate));
                         Verdict::Ranked {
                             rank: 0,
