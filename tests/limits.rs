@@ -1,6 +1,7 @@
 //! Limits through real gateways: a bulkhead whose queue fills and times
-//! out, a rate limit that refuses and recovers, and a flood on one import
-//! that leaves another serving.
+//! out, a rate limit that refuses and recovers, a flood on one import
+//! that leaves another serving, and idle clients cut at the first-byte
+//! timeout while a server that speaks first is not.
 
 mod support;
 
@@ -218,4 +219,76 @@ fn an_idle_stream_is_reset_after_the_idle_timeout() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A target that greets each connection first, then echoes.
+fn greeting_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"hello\n");
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_idle_client_is_cut_at_the_first_byte_timeout_and_a_server_that_speaks_first_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ca, mut west, mut east) = west_east(d);
+    west.exports.push(("quiet".into(), echo_server(), vec![]));
+    west.exports
+        .push(("greets".into(), greeting_server(), vec![]));
+    let (quiet, greets) = (free_tcp(), free_tcp());
+    east.imports.push(("quiet".into(), quiet));
+    east.imports.push(("greets".into(), greets));
+    east.tunnel.push("first_byte_timeout = \"500ms\"".into());
+    let _w = GatewayProcess::start(d, &west);
+    let e = GatewayProcess::start(d, &east);
+    e.wait_for_service("quiet");
+    e.wait_for_service("greets");
+
+    // Sends nothing: reset once 500 ms passed with no byte either way.
+    let mut idle = TcpStream::connect(quiet).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut b = [0u8; 1];
+    let got = idle.read(&mut b);
+    let cut_after = started.elapsed();
+    assert!(
+        matches!(got, Ok(0) | Err(_)) && cut_after < Duration::from_secs(4),
+        "{got:?} after {cut_after:?}"
+    );
+    assert!(
+        cut_after >= Duration::from_millis(400),
+        "cut after {cut_after:?}"
+    );
+
+    // The server speaks first: a byte moved, so the silent client stays.
+    let mut listener = TcpStream::connect(greets).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut hello = [0u8; 6];
+    listener.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello\n");
+    std::thread::sleep(Duration::from_millis(1200));
+    listener.write_all(b"x").unwrap();
+    let mut echo = [0u8; 1];
+    listener.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"x");
+    let log = e.wait_for_log("outcome=\"idle\"");
+    assert!(log.contains("service=quiet"), "{log}");
+    println!("idle client cut {cut_after:?} after it connected (first_byte_timeout 500 ms)");
 }

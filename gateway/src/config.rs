@@ -18,6 +18,10 @@ pub use strait_ca::IdentityPaths;
 
 /// Default QUIC port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
+/// Streams an import carries at once unless it says `max_concurrent`: a
+/// flood of idle clients is refused before it exhausts the gateway's memory
+/// (about 15-35 KiB a stream, see bench/README.md).
+pub const DEFAULT_IMPORT_MAX_CONCURRENT: usize = 10_000;
 /// Default admin port.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
 
@@ -133,6 +137,10 @@ pub struct TunnelSettings {
     pub open_timeout: Duration,
     /// A stream with no bytes either way for this long is reset.
     pub stream_idle_timeout: Duration,
+    /// A client connection to an import on which no byte moved either way
+    /// for this long is reset (idle clients must not hold a gateway's
+    /// memory; a server that speaks first moves a byte and is not cut).
+    pub first_byte_timeout: Duration,
     /// Redial backoff: first delay and cap.
     pub redial_min: Duration,
     pub redial_max: Duration,
@@ -167,6 +175,7 @@ impl Default for TunnelSettings {
             connect_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(10),
             stream_idle_timeout: Duration::from_secs(3600),
+            first_byte_timeout: Duration::from_secs(30),
             redial_min: Duration::from_millis(200),
             redial_max: Duration::from_secs(10),
             congestion: Congestion::Bbr,
@@ -292,6 +301,7 @@ struct RawTunnel {
     connect_timeout: Option<Spanned<String>>,
     open_timeout: Option<Spanned<String>>,
     stream_idle_timeout: Option<Spanned<String>>,
+    first_byte_timeout: Option<Spanned<String>>,
     congestion: Option<Congestion>,
     tunnels_per_region: Option<Spanned<usize>>,
     discover: Option<bool>,
@@ -421,6 +431,9 @@ impl Source<'_> {
             |key: &str, message: &str| self.err(at.clone(), &format!("{section}.{key}"), message);
         self.known_keys(raw, section, at.clone())?;
         let mut limits = Limits::default();
+        if section == "import" {
+            limits.max_concurrent = Some(DEFAULT_IMPORT_MAX_CONCURRENT);
+        }
         if let Some(v) = raw.max_concurrent {
             if v == 0 {
                 return Err(err("max_concurrent", "must be at least 1"));
@@ -830,6 +843,9 @@ impl GatewayConfig {
             }
             if let Some(v) = &t.connect_timeout {
                 tunnel.connect_timeout = src.nonzero_duration(v, "tunnel.connect_timeout")?;
+            }
+            if let Some(v) = &t.first_byte_timeout {
+                tunnel.first_byte_timeout = src.nonzero_duration(v, "tunnel.first_byte_timeout")?;
             }
             if let Some(v) = &t.stream_idle_timeout {
                 tunnel.stream_idle_timeout =

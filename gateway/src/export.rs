@@ -449,6 +449,7 @@ pub async fn serve_stream(
             first_to_tcp: &early,
             tcp_finished: false,
             idle_timeout: settings.stream_idle_timeout,
+            first_byte_timeout: None,
         },
     )
     .await;

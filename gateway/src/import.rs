@@ -456,6 +456,10 @@ async fn serve_client<C: ClientConn>(
             first_to_tcp: &leftover,
             tcp_finished: early_eof,
             idle_timeout: settings.stream_idle_timeout,
+            // Bytes already moved (the client's early ones, or the answer's
+            // first) count as traffic.
+            first_byte_timeout: (early_len == 0 && leftover.is_empty())
+                .then_some(settings.first_byte_timeout),
         },
     )
     .await;

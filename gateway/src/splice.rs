@@ -108,6 +108,8 @@ pub struct Moved {
 pub struct Activity {
     base: Instant,
     last_ms: AtomicU64,
+    /// Whether any byte moved yet.
+    moved: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Activity {
@@ -115,6 +117,7 @@ impl Default for Activity {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
+            moved: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -123,6 +126,19 @@ impl Activity {
     fn touch(&self) {
         self.last_ms
             .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
+    }
+
+    /// Returns once `timeout` passed with no byte moved; never, once one
+    /// has (or with no timeout).
+    async fn silent_for(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(self.base + timeout).await;
+        if self.moved.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Returns once nothing has moved for `timeout`.
@@ -219,6 +235,9 @@ pub struct SpliceOptions<'a> {
     pub tcp_finished: bool,
     /// A stream with no bytes either way for this long is reset.
     pub idle_timeout: Duration,
+    /// Reset the stream when no byte at all moved, either way, within
+    /// this long of the start (`None`: no such limit).
+    pub first_byte_timeout: Option<Duration>,
 }
 
 /// Runs both directions on split halves; if either ends in a reset, or the
@@ -232,7 +251,9 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     opts: SpliceOptions<'_>,
 ) -> Moved {
     let activity = Activity::default();
-    activity.touch();
+    if !opts.first_to_quic.is_empty() || !opts.first_to_tcp.is_empty() {
+        activity.touch();
+    }
     let (stop_up, stop_down) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
     let up = async {
         if opts.tcp_finished {
@@ -261,6 +282,7 @@ pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let ((up_end, up_bytes), (down_end, down_bytes), idle) = tokio::select! {
         (u, d) = both => (u, d, false),
         _ = activity.idle_for(opts.idle_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
+        _ = activity.silent_for(opts.first_byte_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
     };
     let reset = idle || up_end == End::Reset || down_end == End::Reset;
     if reset {
