@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::mesh::{GatewayProcess, echo_server, free_tcp, west_east};
+use support::mesh::{GatewayProcess, echo_server, free_tcp, greeting_echo_server, west_east};
 
 /// Opens a connection, sends a byte and waits for the echo: `Some` with
 /// the open connection when served, `None` when refused.
@@ -221,35 +221,17 @@ fn an_idle_stream_is_reset_after_the_idle_timeout() {
     }
 }
 
-/// A target that greets each connection first, then echoes.
-fn greeting_server() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let _ = s.write_all(b"hello\n");
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[test]
 fn an_idle_client_is_cut_at_the_first_byte_timeout_and_a_server_that_speaks_first_is_not() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_ca, mut west, mut east) = west_east(d);
     west.exports.push(("quiet".into(), echo_server(), vec![]));
-    west.exports
-        .push(("greets".into(), greeting_server(), vec![]));
+    west.exports.push((
+        "greets".into(),
+        greeting_echo_server("hello\n".into()),
+        vec![],
+    ));
     let (quiet, greets) = (free_tcp(), free_tcp());
     east.imports.push(("quiet".into(), quiet));
     east.imports.push(("greets".into(), greets));

@@ -18,29 +18,10 @@ use support::mesh::{GatewayProcess, GatewaySpec, TestCa, free_tcp};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
-/// A target that answers each connection with `tag`, then echoes.
-fn tagged_target(tag: &'static str) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut line = tag.as_bytes().to_vec();
-                line.push(b'\n');
-                if s.write_all(&line).is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
+/// A target that answers each connection with `tag` and a newline, then
+/// echoes.
+fn tagged_target(tag: &str) -> SocketAddr {
+    support::mesh::greeting_echo_server(format!("{tag}\n"))
 }
 
 /// Which target served one connection through `import`, or `None`.
@@ -63,31 +44,22 @@ type Received = Arc<std::sync::Mutex<Vec<String>>>;
 
 /// A target that reads one line (a request id), records it, then answers
 /// with `tag` and echoes.
-fn recording_target(tag: &'static str, received: Received) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let received = received.clone();
-            std::thread::spawn(move || {
-                let mut line = Vec::new();
-                let mut byte = [0u8; 1];
-                while !line.ends_with(b"\n") {
-                    if s.read_exact(&mut byte).is_err() {
-                        return;
-                    }
-                    line.push(byte[0]);
-                }
-                received
-                    .lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&line).trim().to_owned());
-                let _ = s.write_all(format!("{tag}\n").as_bytes());
-            });
+fn recording_target(tag: String, received: Received) -> SocketAddr {
+    support::mesh::serve_each(move |mut s| {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            if s.read_exact(&mut byte).is_err() {
+                return;
+            }
+            line.push(byte[0]);
         }
-    });
-    addr
+        received
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&line).trim().to_owned());
+        let _ = s.write_all(format!("{tag}\n").as_bytes());
+    })
 }
 
 /// Sends request `id` through `import`; the tag of the target that
@@ -216,11 +188,9 @@ fn mesh() -> Mesh {
                 .push((region.to_string(), advertised[seed.as_str()]));
         }
         if spec.region != "eu-west" {
-            let tag: &'static str = Box::leak(l.clone().into_boxed_str());
-            spec.exports
-                .push(("svc".into(), tagged_target(tag), vec![]));
+            spec.exports.push(("svc".into(), tagged_target(l), vec![]));
             if spec.region == "us-east" {
-                let target = recording_target(tag, only_e_received.clone());
+                let target = recording_target(l.clone(), only_e_received.clone());
                 spec.exports.push(("only-e".into(), target, vec![]));
             }
         }

@@ -374,7 +374,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 
 /// A TCP server on 127.0.0.1 that runs `serve` on its own thread for each
 /// connection.
-fn serve_each(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> SocketAddr {
+pub fn serve_each(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -403,6 +403,22 @@ pub fn echo_server() -> SocketAddr {
             }
         }
         let _ = s.shutdown(std::net::Shutdown::Write);
+    })
+}
+
+/// A server that writes `greeting` on each connection first, then
+/// echoes: a target that speaks first, or one that says which it is.
+pub fn greeting_echo_server(greeting: String) -> SocketAddr {
+    serve_each(move |mut s| {
+        if s.write_all(greeting.as_bytes()).is_err() {
+            return;
+        }
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
     })
 }
 
