@@ -663,10 +663,17 @@ fn strait_why_shows_the_cut_peer_excluded_with_its_reason() {
     };
     let before = why(false);
     eprintln!("before the cut:\n{before}");
+    // A region's row: the one marked chosen if any (a gateway has one row
+    // per lane, and they share its rank), else its first.
     let row = |table: &str, region: &str| {
-        table
+        let rows: Vec<&str> = table
             .lines()
-            .find(|l| l.contains(region) && l.contains(" gw-"))
+            .filter(|l| l.contains(region) && l.contains(" gw-"))
+            .collect();
+        rows.iter()
+            .find(|l| l.starts_with("->"))
+            .or(rows.first())
+            .copied()
             .unwrap_or_default()
             .to_owned()
     };

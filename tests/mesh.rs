@@ -264,7 +264,7 @@ fn every_gateway_learns_its_peers_and_a_frozen_gateway_yields_to_its_siblings() 
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["region"] == "us-east")
+        .filter(|p| p["region"] == "us-east" && p["lane"] == 0)
         .collect();
     assert!(east.iter().all(|p| p["name"] == "gw-e"), "{east:?}");
     let instances: BTreeSet<&str> = east.iter().filter_map(|p| p["instance"].as_str()).collect();
@@ -274,7 +274,9 @@ fn every_gateway_learns_its_peers_and_a_frozen_gateway_yields_to_its_siblings() 
     w1.wait_for("us-east offering svc on 2 tunnels", |s| {
         s["peers"].as_array().is_some_and(|p| {
             p.iter()
-                .filter(|p| p["region"] == "us-east" && p["services"][0]["name"] == "svc")
+                .filter(|p| {
+                    p["region"] == "us-east" && p["lane"] == 0 && p["services"][0]["name"] == "svc"
+                })
                 .count()
                 >= 2
         })

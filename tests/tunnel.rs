@@ -57,6 +57,9 @@ fn pair(dir: &Path, west_allow: Vec<String>) -> (GatewaySpec, GatewaySpec) {
     east.exports.push(("echo-b".into(), echo_server(), vec![]));
     east.imports.push(("echo".into(), free_tcp()));
     west.imports.push(("echo-b".into(), free_tcp()));
+    for spec in [&mut west, &mut east] {
+        spec.tunnel.push("connections_per_peer = 2".into());
+    }
     (west, east)
 }
 
@@ -90,20 +93,55 @@ fn streams_flow_both_ways_over_one_tunnel() {
         exchange(p.west_import, &data).unwrap() == data,
         "west -> east echo differs"
     );
-    // Both dialed; exactly one tunnel survives on each side.
+    // Both dialed; exactly one connection per lane survives on each side
+    // (`connections_per_peer` lanes, 2 here).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while p.west.peer_count() != 1 || p.east.peer_count() != 1 {
+    while p.west.peer_count() != 2 || p.east.peer_count() != 2 {
         assert!(
             Instant::now() < deadline,
-            "duplicate tunnels were not resolved"
+            "duplicate tunnels were not resolved: {} and {} connections",
+            p.west.peer_count(),
+            p.east.peer_count()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     let w = p.west.status().unwrap();
     let e = p.east.status().unwrap();
-    // The surviving connection is the same one seen from both sides: one
+    // Each surviving connection is the same one seen from both sides: one
     // side dialed it, the other accepted it.
-    assert_ne!(w["peers"][0]["dialed"], e["peers"][0]["dialed"], "{w}\n{e}");
+    for lane in 0..2 {
+        let dialed = |s: &serde_json::Value| {
+            let peers = s["peers"].as_array().unwrap();
+            let on: Vec<_> = peers.iter().filter(|p| p["lane"] == lane).collect();
+            assert_eq!(on.len(), 1, "lane {lane}: {s}");
+            on[0]["dialed"].clone()
+        };
+        assert_ne!(dialed(&w), dialed(&e), "lane {lane}\n{w}\n{e}");
+    }
+    // Streams spread over both lanes.
+    let held: Vec<TcpStream> = (0..24)
+        .map(|_| {
+            let mut s = TcpStream::connect(p.east_import).unwrap();
+            s.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            s
+        })
+        .collect();
+    let e = p.east.status().unwrap();
+    let per_lane: Vec<u64> = (0..2)
+        .map(|lane| {
+            e["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["lane"] == lane)
+                .map(|p| p["active_streams"].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert!(per_lane.iter().all(|n| *n >= 4), "{per_lane:?}\n{e}");
+    drop(held);
 }
 
 #[test]

@@ -25,6 +25,7 @@ fn newer_hello(versions: VersionRange) -> Message {
         capabilities: vec!["x-future".into()],
         instance: "i-raw".into(),
         advertise: String::new(),
+        lane: 0,
     })
 }
 

@@ -216,10 +216,12 @@ pub struct RuntimeArgs {
     /// Log format; levels come from RUST_LOG (default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Worker threads; 0 runs everything on one thread, which measured
-    /// fastest on small machines (cross-thread wake-ups are expensive).
-    #[arg(long, default_value_t = 0)]
-    pub worker_threads: usize,
+    /// Worker threads [default: one per core this process may use, cgroup
+    /// CPU quotas counted]. 0 or 1 runs everything on one thread. Pair it
+    /// with `[tunnel] connections_per_peer` (same default): one QUIC
+    /// connection is driven by one thread at a time.
+    #[arg(long, env = "STRAIT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

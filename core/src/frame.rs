@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use record::{Reader, Record, Writer};
 pub use version::{
-    CAPABILITIES, Negotiated, PROTOCOL_VERSION, SUPPORTED_VERSIONS, VersionMismatch, VersionRange,
-    negotiate,
+    CAPABILITIES, LANES, Negotiated, PROTOCOL_VERSION, SUPPORTED_VERSIONS, VersionMismatch,
+    VersionRange, negotiate,
 };
 
 /// Largest frame body accepted or sent.
@@ -145,6 +145,10 @@ pub struct Hello {
     /// Where peers should dial the sender (`host:port`); empty when it
     /// does not know (it listens on an unspecified address).
     pub advertise: String,
+    /// Which of the dialer's connections to this peer this one is (0 the
+    /// first): gateways that both offer `lanes` keep several connections
+    /// per peer, one per lane. 0 from older builds.
+    pub lane: u16,
 }
 
 impl Hello {
@@ -158,6 +162,7 @@ impl Hello {
             capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
             instance: String::new(),
             advertise: String::new(),
+            lane: 0,
         }
     }
 }
@@ -384,10 +389,17 @@ mod tests {
                 ".{0,30}",
                 prop::collection::vec(ad.clone(), 0..8),
                 prop::collection::vec(".{0,12}", 0..4),
-                (".{0,12}", ".{0,21}"),
+                (".{0,12}", ".{0,21}", any::<u16>()),
             )
                 .prop_map(
-                    |((min, max), name, region, services, capabilities, (instance, advertise))| {
+                    |(
+                        (min, max),
+                        name,
+                        region,
+                        services,
+                        capabilities,
+                        (instance, advertise, lane),
+                    )| {
                         Message::Hello(Hello {
                             versions: VersionRange::new(min, max),
                             name,
@@ -396,6 +408,7 @@ mod tests {
                             capabilities,
                             instance,
                             advertise,
+                            lane,
                         })
                     }
                 ),

@@ -47,6 +47,9 @@ pub struct PeerInfo {
     /// The SPIFFE ID and the instance: what the plane tells peers apart
     /// by. Two gateways with one certificate are two peers.
     pub key: String,
+    /// Which of the peer's connections this is: the plane keeps one per
+    /// peer and lane, and they share the peer's breakers and `tried`.
+    pub lane: u16,
 }
 
 impl PeerInfo {
@@ -57,7 +60,14 @@ impl PeerInfo {
             region: region.to_owned(),
             instance: instance.to_owned(),
             key: peer_key(id, instance),
+            lane: 0,
         }
+    }
+
+    /// The same peer on another of its connections.
+    pub fn with_lane(mut self, lane: u16) -> Self {
+        self.lane = lane;
+        self
     }
 }
 
@@ -291,6 +301,8 @@ pub struct CandidateRow {
     pub name: String,
     pub region: String,
     pub instance: String,
+    /// Which of the peer's connections (0 for a local target or a lost peer).
+    pub lane: u16,
     /// The import's local target (`name` is its address), not a gateway.
     pub local: bool,
     /// A route through this gateway to a gateway of that region.
@@ -442,7 +454,8 @@ impl Plane {
     }
 
     /// A connection passed the handshake (certificate and HELLO). Returns
-    /// its id; settles duplicates: a newer connection dialed the same way
+    /// its id; settles duplicates, per peer and lane (connections on
+    /// different lanes all carry streams): a newer connection dialed the same way
     /// replaces an older one (the peer restarted or lost it), one that is
     /// Down is replaced whatever its direction, and when both sides dialed
     /// at once the one dialed by the gateway whose ID sorts first is kept
@@ -461,7 +474,9 @@ impl Plane {
         let others: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.peer.key == peer.key && c.state == ConnState::Active)
+            .filter(|(_, c)| {
+                c.peer.key == peer.key && c.peer.lane == peer.lane && c.state == ConnState::Active
+            })
             .map(|(id, _)| *id)
             .collect();
         for other in others {
@@ -855,6 +870,7 @@ impl Plane {
                 name: c.peer.name.clone(),
                 region: c.peer.region.clone(),
                 instance: c.peer.instance.clone(),
+                lane: c.peer.lane,
                 local: false,
                 relay_to: None,
                 verdict: match exclusion {
@@ -884,6 +900,7 @@ impl Plane {
                     name: lost.info.name.clone(),
                     region: lost.info.region.clone(),
                     instance: lost.info.instance.clone(),
+                    lane: 0,
                     local: false,
                     relay_to: None,
                     verdict: Verdict::Excluded {
@@ -928,6 +945,7 @@ impl Plane {
                     name: c.peer.name.clone(),
                     region: c.peer.region.clone(),
                     instance: c.peer.instance.clone(),
+                    lane: c.peer.lane,
                     local: false,
                     relay_to: Some(r.region.clone()),
                     verdict,
@@ -988,6 +1006,7 @@ impl Plane {
                     name: l.address.clone(),
                     region: own.clone(),
                     instance: String::new(),
+                    lane: 0,
                     local: true,
                     relay_to: None,
                     verdict,
@@ -996,23 +1015,40 @@ impl Plane {
             chosen = chosen.map(|i| i + 1);
         }
         // Ranks: by class, tier, then RTT (unknown last); equal keys share.
-        let key = |v: &Verdict| match v {
-            Verdict::Ranked {
-                tier,
+        // A gateway's lanes on the same route rank by its best lane's RTT,
+        // so they share a rank.
+        let mut best_rtt: HashMap<(&str, Option<&str>), u64> = HashMap::new();
+        for r in &rows {
+            if let Verdict::Ranked { rtt_us, .. } = r.verdict {
+                let e = best_rtt
+                    .entry((r.key.as_str(), r.relay_to.as_deref()))
+                    .or_insert(u64::MAX);
+                *e = (*e).min(rtt_us.unwrap_or(u64::MAX));
+            }
+        }
+        let key = |r: &CandidateRow| match r.verdict {
+            Verdict::Ranked { tier, class, .. } => Some((
                 class,
-                rtt_us,
-                ..
-            } => Some((*class, *tier, rtt_us.unwrap_or(u64::MAX))),
+                tier,
+                best_rtt
+                    .get(&(r.key.as_str(), r.relay_to.as_deref()))
+                    .copied()
+                    .unwrap_or(u64::MAX),
+            )),
             Verdict::Excluded { .. } => None,
         };
-        let mut keys: Vec<_> = rows.iter().filter_map(|r| key(&r.verdict)).collect();
+        let mut keys: Vec<_> = rows.iter().filter_map(key).collect();
         keys.sort();
         keys.dedup();
-        for row in &mut rows {
-            if let Some(k) = key(&row.verdict)
+        let ranks: Vec<Option<usize>> = rows
+            .iter()
+            .map(|r| key(r).map(|k| keys.iter().position(|x| *x == k).unwrap_or(0) + 1))
+            .collect();
+        for (row, r) in rows.iter_mut().zip(ranks) {
+            if let Some(r) = r
                 && let Verdict::Ranked { rank, .. } = &mut row.verdict
             {
-                *rank = keys.iter().position(|x| *x == k).unwrap_or(0) + 1;
+                *rank = r;
             }
         }
         Decision {
@@ -1045,12 +1081,12 @@ impl Plane {
         decision
     }
 
-    /// Whether the peer with key `peer` has a connection that takes new
-    /// streams.
-    pub fn has_active(&self, peer: &str) -> bool {
+    /// Whether the peer with key `peer` has a connection on `lane` that
+    /// takes new streams.
+    pub fn has_active(&self, peer: &str, lane: u16) -> bool {
         self.conns
             .values()
-            .any(|c| c.peer.key == peer && c.state == ConnState::Active)
+            .any(|c| c.peer.key == peer && c.peer.lane == lane && c.state == ConnState::Active)
     }
 
     /// The peer of a connection.

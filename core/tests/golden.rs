@@ -95,7 +95,7 @@ fn frames() -> Vec<(&'static str, &'static str, Message)> {
     vec![
         (
             "hello.hex",
-            "HELLO of gw-a in eu-west: versions 1..=1, two services, one capability, instance and advertise address",
+            "HELLO of gw-a in eu-west: versions 1..=1, two services, one capability, instance and advertise address, lane 2",
             Message::Hello(Hello {
                 versions: VersionRange::new(1, 1),
                 name: "gw-a".into(),
@@ -104,6 +104,7 @@ fn frames() -> Vec<(&'static str, &'static str, Message)> {
                 capabilities: vec!["x-example".into()],
                 instance: "10.0.0.5:15443".into(),
                 advertise: "10.0.0.5:15443".into(),
+                lane: 2,
             }),
         ),
         (
@@ -242,6 +243,7 @@ fn a_hello_from_a_future_version_decodes_to_what_this_version_knows() {
             capabilities: vec!["x-future".into()],
             instance: "i-2".into(),
             advertise: "gw-b:15443".into(),
+            lane: 1,
         })
     );
     assert!(buf.is_empty());

@@ -53,7 +53,8 @@ struct Status<'a> {
     ready: bool,
     draining: bool,
     certificate: CertificateStatus,
-    /// One per gateway with a tunnel (several per region).
+    /// One per connection to a gateway (several per region, and one per
+    /// lane of each gateway: `connections_per_peer`).
     peers: Vec<PeerStatus>,
     /// Every gateway of other regions learned from HELLO and telemetry,
     /// tunnel or not.
@@ -95,6 +96,8 @@ struct PeerStatus {
     instance: String,
     /// Where it says it is dialed.
     advertise: String,
+    /// Which of the connections to this gateway (0 the first).
+    lane: u16,
     /// The other end of the tunnel as seen from here.
     address: String,
     dialed: bool,
@@ -133,6 +136,7 @@ impl AdminState {
                     name: c.peer.name.clone(),
                     region: c.peer.region.clone(),
                     instance: c.peer.instance.clone(),
+                    lane: c.peer.lane,
                     advertise: tunnel
                         .as_ref()
                         .map(|t| t.advertise.clone())

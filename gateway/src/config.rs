@@ -147,6 +147,10 @@ pub struct TunnelSettings {
     pub congestion: Congestion,
     /// Distinct gateways of each remote region to keep a tunnel to.
     pub tunnels_per_region: usize,
+    /// QUIC connections ("lanes") to keep to each peer gateway that offers
+    /// them, so one busy connection cannot hold the gateway to one core:
+    /// each connection is driven by one task at a time.
+    pub connections_per_peer: u16,
     /// Learn gateways from the mesh and dial them; false dials only the
     /// `[[peer]]` seeds (a static topology, or advertised addresses that
     /// other regions cannot reach).
@@ -180,9 +184,20 @@ impl Default for TunnelSettings {
             redial_max: Duration::from_secs(10),
             congestion: Congestion::Bbr,
             tunnels_per_region: 2,
+            connections_per_peer: default_connections_per_peer(),
             discover: true,
         }
     }
+}
+
+/// The most connections per peer a gateway dials or accepts.
+pub const MAX_CONNECTIONS_PER_PEER: u16 = 16;
+
+/// The default `connections_per_peer`: one per core this process may use
+/// (cgroup quotas count), at most 8.
+pub fn default_connections_per_peer() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, 8) as u16
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +319,7 @@ struct RawTunnel {
     first_byte_timeout: Option<Spanned<String>>,
     congestion: Option<Congestion>,
     tunnels_per_region: Option<Spanned<usize>>,
+    connections_per_peer: Option<Spanned<u16>>,
     discover: Option<bool>,
 }
 
@@ -825,6 +841,16 @@ impl GatewayConfig {
                     ));
                 }
                 tunnel.tunnels_per_region = *v.get_ref();
+            }
+            if let Some(v) = &t.connections_per_peer {
+                if !(1..=MAX_CONNECTIONS_PER_PEER).contains(v.get_ref()) {
+                    return Err(src.err(
+                        v.span(),
+                        "tunnel.connections_per_peer",
+                        format!("must be between 1 and {MAX_CONNECTIONS_PER_PEER}"),
+                    ));
+                }
+                tunnel.connections_per_peer = *v.get_ref();
             }
             if let Some(v) = t.discover {
                 tunnel.discover = v;

@@ -59,6 +59,8 @@ pub enum HandshakeError {
     Control(String),
     #[error("{0} is this gateway itself: is its own address listed as a peer?")]
     Ourselves(SpiffeId),
+    #[error("HELLO asks for lane {lane}; a gateway keeps at most {max} connections per peer")]
+    LaneBeyond { lane: u16, max: u16 },
 }
 
 /// A connection that passed the HELLO exchange, not yet registered.
@@ -70,6 +72,8 @@ pub struct Handshaken {
     /// dialed, as its HELLO said.
     pub instance: String,
     pub advertise: String,
+    /// The connection's lane, as the dialer's HELLO said.
+    pub lane: u16,
     pub services: Vec<ServiceAd>,
     pub agreed: Negotiated,
     pub send: quinn::SendStream,
@@ -134,7 +138,15 @@ pub async fn handshake(
             id: peer,
         });
     }
-    tracing::debug!(%peer, version = agreed.version, capabilities = ?agreed.capabilities, "protocol agreed in HELLO");
+    // The dialer numbers the lanes; its HELLO says which this is.
+    let lane = if dialed { hello.lane } else { theirs.lane };
+    if lane >= crate::config::MAX_CONNECTIONS_PER_PEER {
+        return Err(HandshakeError::LaneBeyond {
+            lane,
+            max: crate::config::MAX_CONNECTIONS_PER_PEER,
+        });
+    }
+    tracing::debug!(%peer, version = agreed.version, capabilities = ?agreed.capabilities, lane, "protocol agreed in HELLO");
     if !dialed {
         tokio::time::timeout(
             HELLO_TIMEOUT,
@@ -150,6 +162,7 @@ pub async fn handshake(
         region,
         instance: theirs.instance,
         advertise: theirs.advertise,
+        lane,
         services: theirs.services,
         agreed,
         send,
@@ -214,7 +227,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(conn) => {
-                    let _ = run_connection(conn, false, drivers).await;
+                    let _ = run_connection(conn, None, drivers).await;
                 }
                 Err(e) => {
                     let _ = drivers.notes.send(Note::PeerRefused {
@@ -228,38 +241,61 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
     }
 }
 
-/// Dials `address` and keeps a tunnel to it, redialing with capped,
-/// jittered backoff, until `stop`, or until `retire` is set while it holds
-/// no tunnel (a tunnel it holds is never cut for that).
+/// Which lane a dial loop keeps, and what tells it the peer takes lanes.
+#[derive(Clone)]
+pub struct Lane {
+    pub lane: u16,
+    /// Set by lane 0 once HELLO agreed `lanes` (cleared when a HELLO did
+    /// not): the other lanes dial only while it is set, since an older
+    /// peer would take their connections as replacements of lane 0's.
+    pub gate: Arc<watch::Sender<bool>>,
+}
+
+/// Dials `address` and keeps a tunnel to it on `lane`, redialing with
+/// capped, jittered backoff, until `stop`, or until `retire` is set while it
+/// holds no tunnel (a tunnel it holds is never cut for that).
+#[allow(clippy::too_many_arguments)]
 pub async fn dial_loop(
     endpoint: quinn::Endpoint,
     region: Option<String>,
     identity: Arc<crate::reload::CurrentIdentity>,
     address: String,
+    lane: Lane,
     drivers: Arc<Drivers>,
     mut stop: watch::Receiver<bool>,
     mut retire: watch::Receiver<bool>,
 ) {
     use rand::Rng;
     let mut backoff = Backoff::new(drivers.settings.redial_min, drivers.settings.redial_max);
+    let mut gate = lane.gate.subscribe();
     loop {
         if *retire.borrow_and_update() {
             return;
+        }
+        if lane.lane > 0 && !*gate.borrow_and_update() {
+            tokio::select! {
+                r = gate.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+                r = retire.changed() => if r.is_err() { return },
+            }
+            continue;
         }
         // The identity in force now: it may have been reloaded.
         let dialed = match identity
             .get()
             .client_config(region.as_deref(), &drivers.settings)
         {
-            Ok(client) => dial_once(&endpoint, &client, &address, &drivers, &mut stop).await,
+            Ok(client) => dial_once(&endpoint, &client, &address, &lane, &drivers, &mut stop).await,
             Err(e) => Err(e.to_string()),
         };
-        drivers.directory.dialed(&address, dialed.is_ok());
+        if lane.lane == 0 {
+            drivers.directory.dialed(&address, dialed.is_ok());
+        }
         match dialed {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 let e = strait_ca::tls::tidy_handshake_text(&e);
-                tracing::warn!(peer_addr = %address, "cannot reach peer: {e}");
+                tracing::warn!(peer_addr = %address, lane = lane.lane, "cannot reach peer: {e}");
             }
         }
         let delay = backoff.next_delay(rand::rng().random::<f64>());
@@ -275,6 +311,7 @@ async fn dial_once(
     endpoint: &quinn::Endpoint,
     client: &quinn::ClientConfig,
     address: &str,
+    lane: &Lane,
     drivers: &Arc<Drivers>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -289,12 +326,12 @@ async fn dial_once(
             .map_err(|e| e.to_string())?;
         match connecting.await {
             Ok(conn) => {
-                let peer = run_connection(conn, true, drivers.clone()).await?;
+                let peer = run_connection(conn, Some(lane), drivers.clone()).await?;
                 // Ours was replaced or superseded by another connection to
-                // the same peer: redial only once that one is gone too, or
-                // two dialers to one gateway would replace each other.
+                // the same peer and lane: redial only once that one is gone
+                // too, or two dialers to one gateway would replace each other.
                 let mut changed = drivers.handle.subscribe();
-                while drivers.handle.has_active(&peer) {
+                while drivers.handle.has_active(&peer, lane.lane) {
                     tokio::select! {
                         r = changed.changed() => if r.is_err() { break },
                         _ = stop.changed() => break,
@@ -309,17 +346,21 @@ async fn dial_once(
 }
 
 /// Runs one connection as a tunnel until it closes; returns the peer's
-/// key (SPIFFE ID and instance).
+/// key (SPIFFE ID and instance). `dialed` is the lane this gateway dialed
+/// it for; `None` for one it accepted.
 async fn run_connection(
     conn: quinn::Connection,
-    dialed: bool,
+    dialed: Option<&Lane>,
     drivers: Arc<Drivers>,
 ) -> Result<String, String> {
     let remote = conn.remote_address();
     let hello = Hello {
         services: drivers.exports.ads(),
+        lane: dialed.map_or(0, |l| l.lane),
         ..drivers.me.clone()
     };
+    let lane_gate = dialed.filter(|l| l.lane == 0).map(|l| l.gate.clone());
+    let dialed = dialed.is_some();
     let shaken = match handshake(&conn, dialed, hello).await {
         Ok(t) => t,
         Err(e) => {
@@ -338,13 +379,18 @@ async fn run_connection(
         region,
         instance,
         advertise,
+        lane,
         services,
         agreed,
         send,
         recv,
         buf,
     } = shaken;
-    let info = PeerInfo::new(&peer.to_string(), &name, &region, &instance);
+    if let Some(gate) = lane_gate {
+        let takes_lanes = agreed.capabilities.iter().any(|c| c == frame::LANES);
+        gate.send_if_modified(|open| std::mem::replace(open, takes_lanes) != takes_lanes);
+    }
+    let info = PeerInfo::new(&peer.to_string(), &name, &region, &instance).with_lane(lane);
     let key = info.key.clone();
     drivers.directory.heard(
         GatewayRef {
@@ -358,6 +404,7 @@ async fn run_connection(
     let tunnel = drivers.handle.register(info, dialed, services, |id| {
         Tunnel::new(id, peer, name, region, conn.clone(), dialed, agreed)
             .with_instance(instance, advertise)
+            .with_lane(lane)
     });
     tunnel.set_control(send).await;
     let control = tokio::spawn(follow_control(

@@ -4,7 +4,9 @@
 //! dial is decided by `strait_core::discovery` (see `directory`); this module
 //! feeds it the seeds it resolved and the plane's tunnels, and starts and
 //! retires the dial loops it names. A retired loop never cuts a tunnel it
-//! holds; it just does not redial.
+//! holds; it just does not redial. Each address gets one loop per lane
+//! (`connections_per_peer`); lanes beyond the first dial once the first
+//! lane's HELLO said the peer takes them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::PeerConfig;
-use crate::connection::{Drivers, dial_loop};
+use crate::connection::{Drivers, Lane, dial_loop};
 use crate::directory::Directory;
 
 /// How often seed names are resolved again.
@@ -23,9 +25,10 @@ pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 /// How often the plan is looked at when nothing changed.
 const TICK: Duration = Duration::from_secs(1);
 
+/// The dial loops of one address, lane 0 first.
 struct Dialer {
     retire: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    lanes: Vec<JoinHandle<()>>,
 }
 
 /// Runs the dialing plan until `stop`: resolves seeds, tells discovery
@@ -67,7 +70,9 @@ pub async fn run(
             })
             .collect();
         let targets = directory.targets(tunnels);
-        dialers.retain(|_, d| !d.task.is_finished());
+        // Lane 0 ends only when retired with no tunnel (or at stop); lanes
+        // still holding a tunnel then run on by themselves until it ends.
+        dialers.retain(|_, d| !d.lanes[0].is_finished());
         for (address, d) in &dialers {
             let wanted = targets.iter().any(|t| &t.address == address);
             d.retire.send_if_modified(|r| {
@@ -83,16 +88,25 @@ pub async fn run(
             tracing::info!(peer_addr = %target.address, region = target.region.as_deref().unwrap_or("any"),
                 reason = ?target.reason, "dialing");
             let (retire, retire_rx) = watch::channel(false);
-            let task = tokio::spawn(dial_loop(
-                endpoint.clone(),
-                target.region.clone(),
-                identity.clone(),
-                target.address.clone(),
-                drivers.clone(),
-                stop.clone(),
-                retire_rx,
-            ));
-            dialers.insert(target.address, Dialer { retire, task });
+            let gate = Arc::new(watch::channel(false).0);
+            let lanes = (0..drivers.settings.connections_per_peer.max(1))
+                .map(|lane| {
+                    tokio::spawn(dial_loop(
+                        endpoint.clone(),
+                        target.region.clone(),
+                        identity.clone(),
+                        target.address.clone(),
+                        Lane {
+                            lane,
+                            gate: gate.clone(),
+                        },
+                        drivers.clone(),
+                        stop.clone(),
+                        retire_rx.clone(),
+                    ))
+                })
+                .collect();
+            dialers.insert(target.address, Dialer { retire, lanes });
         }
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
@@ -103,7 +117,9 @@ pub async fn run(
         }
     }
     for d in dialers.values() {
-        d.task.abort();
+        for lane in &d.lanes {
+            lane.abort();
+        }
     }
 }
 

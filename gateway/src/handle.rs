@@ -270,9 +270,9 @@ impl PlaneHandle {
     }
 
     /// Whether `peer` has a connection that takes new streams.
-    pub fn has_active(&self, peer: &str) -> bool {
+    pub fn has_active(&self, peer: &str, lane: u16) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.plane.has_active(peer)
+        inner.plane.has_active(peer, lane)
     }
 
     pub fn tunnel(&self, conn: ConnId) -> Option<Arc<Tunnel>> {

@@ -131,7 +131,8 @@ pub async fn watch(
 
 /// Cuts the tunnels (superseded ones included) whose peer certificate
 /// `deny` names, at once: their streams are reset, a revoked peer keeps
-/// nothing. Returns how many.
+/// nothing. Returns how many; the metric and the event count each peer
+/// once, however many connections (lanes) it had.
 pub fn cut_revoked(
     handle: &PlaneHandle,
     events: &EventLog,
@@ -139,6 +140,7 @@ pub fn cut_revoked(
     region: &str,
 ) -> usize {
     let mut cut = 0;
+    let mut peers = std::collections::HashSet::new();
     for t in handle.tunnels() {
         if t.is_closed() {
             continue;
@@ -151,12 +153,14 @@ pub fn cut_revoked(
         };
         t.conn.close(code::REVOKED, b"certificate revoked");
         cut += 1;
-        let labels = [("region", region.to_owned()), ("peer", t.name.clone())];
-        metrics::counter!(crate::metrics::PEERS_REVOKED, &labels).increment(1);
-        events.record(
-            "peer_revoked",
-            format!("{} cut: deny list entry `{entry}`", t.peer),
-        );
+        if peers.insert(t.key()) {
+            let labels = [("region", region.to_owned()), ("peer", t.name.clone())];
+            metrics::counter!(crate::metrics::PEERS_REVOKED, &labels).increment(1);
+            events.record(
+                "peer_revoked",
+                format!("{} cut: deny list entry `{entry}`", t.peer),
+            );
+        }
         tracing::warn!(peer = %t.peer, peer_region = %t.region, %entry, conn = %t.id,
             "tunnel cut: the deny list names the peer's certificate");
     }

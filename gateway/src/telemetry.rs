@@ -127,15 +127,19 @@ impl MeshView {
                 }
             }
         }
+        // One row per gateway: its lowest lane stands for the others.
+        let mut active: Vec<_> = view.conns.iter().filter(|c| c.role == "active").collect();
+        active.sort_by_key(|c| c.peer.lane);
+        let mut seen = std::collections::HashSet::new();
+        active.retain(|c| seen.insert(c.peer.key.clone()));
+        active.sort_by_key(|c| c.conn);
         GatewayReport {
             gateway: self.me.clone(),
             region: self.region.clone(),
             boot_id: self.boot_id,
             age_ms: 0,
-            tunnels: view
-                .conns
+            tunnels: active
                 .iter()
-                .filter(|c| c.role == "active")
                 .map(|c| TunnelReport {
                     peer: c.peer.name.clone(),
                     peer_region: c.peer.region.clone(),
@@ -268,8 +272,12 @@ pub async fn share(
         let msg = Message::Telemetry(mesh.outgoing(own, Instant::now()));
         // Not on a tunnel that is Down: the control stream is reliable, so
         // reports would queue behind the outage and arrive late looking new.
-        for t in handle.tunnels() {
-            if !handle.is_down(t.id) {
+        // Once per gateway, on its lowest lane that is not Down.
+        let mut tunnels = handle.tunnels();
+        tunnels.sort_by_key(|t| t.lane);
+        let mut sent = std::collections::HashSet::new();
+        for t in tunnels {
+            if !handle.is_down(t.id) && sent.insert(t.key()) {
                 t.send_control(&msg).await;
             }
         }

@@ -20,6 +20,8 @@ pub struct Tunnel {
     pub instance: String,
     /// Where the peer says it is dialed (empty: not said).
     pub advertise: String,
+    /// Which of the connections to this peer this is (0 the first).
+    pub lane: u16,
     pub conn: quinn::Connection,
     /// Whether this gateway dialed the connection.
     pub dialed: bool,
@@ -48,6 +50,7 @@ impl Tunnel {
             region,
             instance: String::new(),
             advertise: String::new(),
+            lane: 0,
             conn,
             dialed,
             version: agreed.version,
@@ -61,6 +64,12 @@ impl Tunnel {
     pub fn with_instance(mut self, instance: String, advertise: String) -> Self {
         self.instance = instance;
         self.advertise = advertise;
+        self
+    }
+
+    /// This connection's lane.
+    pub fn with_lane(mut self, lane: u16) -> Self {
+        self.lane = lane;
         self
     }
 

@@ -390,13 +390,16 @@ async fn demo_service(region: &'static str) -> anyhow::Result<SocketAddr> {
 async fn wait_for_tunnels(eu: &strait_gateway::RunningGateway) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        // Gateways (not connections: each may have several lanes).
         let offering = eu
             .handle()
             .plan(SERVICE, &[], (0, 0))
             .candidates
             .iter()
             .filter(|c| matches!(c.verdict, strait_core::plane::Verdict::Ranked { .. }))
-            .count();
+            .map(|c| c.key.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         if offering == 2 {
             return Ok(());
         }

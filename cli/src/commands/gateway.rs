@@ -307,15 +307,19 @@ fn host_name() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// The tokio runtime of a long-running command.
+/// The tokio runtime of a long-running command: one worker per core unless
+/// told otherwise.
 pub(crate) fn runtime(rt: &RuntimeArgs) -> std::io::Result<tokio::runtime::Runtime> {
-    if rt.worker_threads == 0 {
+    let workers = rt
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(rt.worker_threads)
+            .worker_threads(workers)
             .enable_all()
             .build()
     }

@@ -1,7 +1,7 @@
 //! `strait status`: a gateway's view of the mesh from its admin endpoint,
 //! as tables (like `linkerd multicluster gateways`), or JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
@@ -116,16 +116,39 @@ fn render(s: &Value) -> String {
     };
     let mut served_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (region, peers) in &mut by_region {
-        peers.sort_by_key(|p| (str_of(&p["name"]), str_of(&p["instance"])));
-        let up = peers.iter().filter(|p| p["state"] == "up").count();
+        peers.sort_by_key(|p| {
+            (
+                str_of(&p["name"]),
+                str_of(&p["instance"]),
+                p["lane"].as_u64().unwrap_or(0),
+            )
+        });
+        // A gateway is up when one of its connections (lanes) is.
+        let gateway_of = |p: &Value| format!("{}#{}", str_of(&p["name"]), str_of(&p["instance"]));
+        let gateways: BTreeSet<String> = peers.iter().map(|p| gateway_of(p)).collect();
+        let up: BTreeSet<String> = peers
+            .iter()
+            .filter(|p| p["state"] == "up")
+            .map(|p| gateway_of(p))
+            .collect();
         out += &format!(
-            "{region}: {} gateway(s) with a tunnel, {up} up, {} known\n",
+            "{region}: {} gateway(s) with a tunnel ({} connections), {} up, {} known\n",
+            gateways.len(),
             peers.len(),
-            known(region).max(peers.len())
+            up.len(),
+            known(region).max(gateways.len())
         );
         out += &format!(
-            "  {:<12} {:<22} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
-            "GATEWAY", "INSTANCE", "STATE", "RTT", "LOSS", "STREAMS", "SERVICES", "LAST-SEEN"
+            "  {:<12} {:<22} {:>4} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
+            "GATEWAY",
+            "INSTANCE",
+            "LANE",
+            "STATE",
+            "RTT",
+            "LOSS",
+            "STREAMS",
+            "SERVICES",
+            "LAST-SEEN"
         );
         for p in peers.iter() {
             let services: Vec<String> = p["services"]
@@ -148,9 +171,10 @@ fn render(s: &Value) -> String {
                 })
                 .collect();
             out += &format!(
-                "  {:<12} {:<22} {:<9} {:>7.1}ms {:>5.0}% {:>8}  {:<24} {:>8.1}s ago\n",
+                "  {:<12} {:<22} {:>4} {:<9} {:>7.1}ms {:>5.0}% {:>8}  {:<24} {:>8.1}s ago\n",
                 str_of(&p["name"]),
                 str_of(&p["instance"]),
+                p["lane"].as_u64().unwrap_or(0),
                 str_of(&p["state"]),
                 p["rtt_ms"].as_f64().unwrap_or(0.0),
                 p["probe_loss"].as_f64().unwrap_or(0.0) * 100.0,
@@ -224,8 +248,11 @@ mod tests {
         let status = serde_json::json!({
             "id": "spiffe://example.org/region/eu-west/gateway/gw-1", "name": "gw-1", "region": "eu-west",
             "ready": true, "draining": false,
-            "peers": [{"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
+            "peers": [{"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "lane": 0, "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
                        "active_streams": 3, "last_seen_ms": 120,
+                       "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]},
+                      {"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "lane": 1, "state": "down", "rtt_ms": 80.4, "probe_loss": 1.0,
+                       "active_streams": 0, "last_seen_ms": 3000,
                        "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]}],
             "events": [{"time": "2026-11-23T12:00:00Z", "kind": "failover", "detail": "payments: us-east -> ap-south"}],
             "mesh": [{"gateway": "gw-2", "region": "us-east", "age_ms": 7400, "stale": true, "direct": true,
@@ -233,11 +260,15 @@ mod tests {
         });
         let text = render(&status);
         assert!(
-            text.contains("us-east: 1 gateway(s) with a tunnel, 1 up, 1 known"),
+            text.contains("us-east: 1 gateway(s) with a tunnel (2 connections), 1 up, 1 known"),
             "{text}"
         );
         assert!(
-            text.contains("  gw-2         10.0.0.2:15443         up"),
+            text.contains("  gw-2         10.0.0.2:15443            0 up"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  gw-2         10.0.0.2:15443            1 down"),
             "{text}"
         );
         assert!(text.contains("80.4ms"), "{text}");

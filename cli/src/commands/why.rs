@@ -73,6 +73,9 @@ fn render(d: &Value) -> String {
                 (false, i) if i.is_empty() || i == "-" => text(&c["name"]),
                 (false, i) => format!("{} ({i})", text(&c["name"])),
             };
+            if let Some(lane) = c["lane"].as_u64().filter(|l| *l > 0) {
+                gateway += &format!(" lane {lane}");
+            }
             if let Some(to) = c["relay_to"].as_str() {
                 gateway += &format!(" relaying to {to}");
             }

@@ -19,6 +19,7 @@ impl Record for Hello {
         w.strings(&self.capabilities);
         w.str(&self.instance);
         w.str(&self.advertise);
+        w.varint(self.lane.into());
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
@@ -30,6 +31,7 @@ impl Record for Hello {
             capabilities: r.strings("capabilities")?,
             instance: r.later_string("instance")?,
             advertise: r.later_string("advertise")?,
+            lane: r.later_u16("lane")?,
         })
     }
 }

@@ -185,6 +185,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A number added after version 1: 0 when an older sender's record
+    /// ends before it.
+    pub(super) fn later_u16(&mut self, field: &str) -> Result<u16, FrameError> {
+        if self.remaining() == 0 {
+            Ok(0)
+        } else {
+            self.u16(field)
+        }
+    }
+
     pub(super) fn opt_string(&mut self, field: &str) -> Result<Option<String>, FrameError> {
         if self.bool(field)? {
             self.string(field).map(Some)

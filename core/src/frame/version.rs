@@ -13,9 +13,16 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// in the range for one release is what lets adjacent versions talk.
 pub const SUPPORTED_VERSIONS: VersionRange = VersionRange::new(1, PROTOCOL_VERSION);
 
-/// Optional features this build offers in HELLO; none yet. A feature that
-/// changes what is sent is used only when both sides offered it.
-pub const CAPABILITIES: &[&str] = &[];
+/// Optional features this build offers in HELLO. A feature that changes
+/// what is sent is used only when both sides offered it.
+pub const CAPABILITIES: &[&str] = &[LANES];
+
+/// Several connections per peer: a gateway that offers it tells each
+/// connection's lane in HELLO and keeps one connection per lane, so a
+/// dialer opens lanes beyond the first only to a peer that offered it (an
+/// older one would take a second connection for a replacement of the
+/// first).
+pub const LANES: &str = "lanes";
 
 /// Protocol versions from `min` to `max`, both included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +102,7 @@ mod tests {
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             instance: String::new(),
             advertise: String::new(),
+            lane: 0,
         }
     }
 

@@ -269,7 +269,7 @@ fn a_restarted_peer_replaces_its_old_connection_at_once() {
             reason: CloseReason::Replaced
         })
     );
-    assert!(plane.has_active(&b.id));
+    assert!(plane.has_active(&b.id, 0));
     let d = plane.plan("pay", &[], &[], t0, (0, 0));
     assert!(matches!(verdict(&d, new), Verdict::Ranked { .. }));
     // A Down connection is replaced whatever the direction.
@@ -520,4 +520,61 @@ fn a_route_through_a_third_region_only_while_no_direct_one_works() {
     assert_eq!(d.relay_to.as_deref(), Some("us-east"));
     let d = plane.plan("only-b", &[], &[], back + Duration::from_secs(6), (0, 1));
     assert_eq!((d.chosen, d.relay_to.as_deref()), (Some(b), None));
+}
+
+#[test]
+fn lanes_of_one_peer_all_carry_streams_and_share_its_tried_entry() {
+    let t0 = Instant::now();
+    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let b = peer("us-east", "gw-b");
+    let lane0 = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
+    let lane1 =
+        plane.handle_connection_up(b.clone().with_lane(1), true, vec![svc("pay", true)], t0);
+    // Two lanes are two tunnels, not a replacement.
+    assert_eq!(plane.poll_action(), None);
+    assert!(plane.has_active(&b.key, 0) && plane.has_active(&b.key, 1));
+    let later = t0 + Duration::from_secs(10);
+    plane.handle_health(lane0, up(80), later);
+    plane.handle_health(lane1, up(81), later);
+    // One gateway, one rank, whatever its lanes' RTTs.
+    let d = plane.plan("pay", &[], &[], later, (0, 0));
+    let rank = |conn| match verdict(&d, conn) {
+        Verdict::Ranked { rank, .. } => rank,
+        v => panic!("{v:?}"),
+    };
+    assert_eq!((rank(lane0), rank(lane1)), (1, 1));
+
+    // Streams in flight on one lane send the next ones to the other.
+    let mut on = std::collections::HashMap::new();
+    for i in 0..40u64 {
+        let d = plane.route("pay", &[], &[], later, (i, i.wrapping_mul(7919)));
+        let conn = d.chosen.unwrap();
+        plane.handle_stream_opened(conn);
+        *on.entry(conn).or_insert(0) += 1;
+    }
+    assert_eq!(on.len(), 2, "{on:?}");
+    assert!(on.values().all(|n| *n >= 15), "{on:?}");
+
+    // A stream tried on the peer is not retried on its other lane.
+    let d = plane.plan("pay", &[], std::slice::from_ref(&b.key), later, (0, 0));
+    assert_eq!(d.chosen, None);
+    assert_eq!(verdict(&d, lane1), excluded(Exclusion::Tried));
+
+    // A newer connection on a lane replaces that lane's connection only.
+    let again =
+        plane.handle_connection_up(b.clone().with_lane(1), true, vec![svc("pay", true)], later);
+    assert_eq!(
+        plane.poll_action(),
+        Some(Action::Close {
+            conn: lane1,
+            reason: CloseReason::Replaced
+        })
+    );
+    assert_eq!(plane.poll_action(), None);
+    // Losing one lane does not lose the peer.
+    plane.handle_connection_closed(lane1, later);
+    plane.handle_connection_closed(again, later);
+    let d = plane.plan("pay", &[], &[], later, (0, 0));
+    assert_eq!(d.chosen, Some(lane0));
+    assert!(d.candidates.iter().all(|r| r.conn.is_some()), "{d:?}");
 }
