@@ -38,32 +38,6 @@ impl Adaptive {
         }
     }
 
-    /// Reads once from a QUIC stream: `None` when it finished.
-    async fn read_quic(
-        &mut self,
-        from: &mut quinn::RecvStream,
-    ) -> Result<Option<&[u8]>, quinn::ReadError> {
-        if self.shrink {
-            self.large = Vec::new();
-            self.shrink = false;
-        }
-        if self.large.is_empty() {
-            let Some(n) = from.read(&mut self.small[..]).await? else {
-                return Ok(None);
-            };
-            if n == SMALL {
-                self.large = vec![0u8; BUF];
-            }
-            Ok(Some(&self.small[..n]))
-        } else {
-            let Some(n) = from.read(&mut self.large).await? else {
-                return Ok(None);
-            };
-            self.shrink = n < BUF / 4;
-            Ok(Some(&self.large[..n]))
-        }
-    }
-
     /// Reads once from `from`; the bytes read (empty at end of stream).
     async fn read<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> std::io::Result<&[u8]> {
         if self.shrink {
@@ -191,7 +165,9 @@ pub async fn tcp_to_quic<R: AsyncRead + Unpin>(
 }
 
 /// QUIC -> TCP until the stream finishes (then shut down TCP's write side)
-/// or is reset (then the caller resets TCP).
+/// or is reset (then the caller resets TCP). The stream's own chunks are
+/// written as they are (one vectored write for many), not copied into a
+/// buffer of ours first.
 pub async fn quic_to_tcp<W: AsyncWrite + Unpin>(
     recv: &mut quinn::RecvStream,
     tcp: &mut W,
@@ -206,16 +182,16 @@ pub async fn quic_to_tcp<W: AsyncWrite + Unpin>(
         }
         moved += first.len() as u64;
     }
-    let mut buf = Adaptive::new();
+    let mut chunks = Chunks::new();
     loop {
-        match buf.read_quic(recv).await {
-            Ok(Some(data)) => {
+        match chunks.read(recv).await {
+            Ok(Some(n)) => {
                 activity.touch();
-                if tcp.write_all(data).await.is_err() {
+                if chunks.write_to(tcp).await.is_err() {
                     let _ = recv.stop(code::RESET);
                     return (End::Reset, moved);
                 }
-                moved += data.len() as u64;
+                moved += n as u64;
             }
             Ok(None) => {
                 let _ = tcp.shutdown().await;
@@ -223,6 +199,83 @@ pub async fn quic_to_tcp<W: AsyncWrite + Unpin>(
             }
             Err(_) => return (End::Reset, moved),
         }
+    }
+}
+
+/// Chunks read from a QUIC stream, few while the stream is quiet and up
+/// to `MAX_CHUNKS` while it streams (the same rule as [`Adaptive`]).
+struct Chunks {
+    slots: Vec<bytes::Bytes>,
+    filled: usize,
+}
+
+/// A chunk is about one packet's payload: 128 of them make one write of
+/// about 160 KiB.
+const MAX_CHUNKS: usize = 128;
+const FEW_CHUNKS: usize = 4;
+
+impl Chunks {
+    fn new() -> Self {
+        Chunks {
+            slots: Vec::new(),
+            filled: 0,
+        }
+    }
+
+    /// Reads the next chunks; how many bytes they hold, `None` when the
+    /// stream finished.
+    async fn read(
+        &mut self,
+        from: &mut quinn::RecvStream,
+    ) -> Result<Option<usize>, quinn::ReadError> {
+        if self.slots.is_empty() {
+            self.slots = vec![bytes::Bytes::new(); FEW_CHUNKS];
+        }
+        let Some(n) = from.read_chunks(&mut self.slots).await? else {
+            return Ok(None);
+        };
+        self.filled = n;
+        let bytes = self.slots[..n].iter().map(|c| c.len()).sum();
+        Ok(Some(bytes))
+    }
+
+    /// Writes the chunks read, then resizes the slots for the next read.
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, to: &mut W) -> std::io::Result<()> {
+        let mut first = 0;
+        while first < self.filled {
+            // On the heap: an array here would sit in every stream's
+            // future, idle or not.
+            let slices: Vec<std::io::IoSlice<'_>> = self.slots[first..self.filled]
+                .iter()
+                .map(|c| std::io::IoSlice::new(c))
+                .collect();
+            let mut n = to.write_vectored(&slices).await?;
+            drop(slices);
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 {
+                let chunk = &mut self.slots[first];
+                if n >= chunk.len() {
+                    n -= chunk.len();
+                    *chunk = bytes::Bytes::new();
+                    first += 1;
+                } else {
+                    bytes::Buf::advance(chunk, n);
+                    n = 0;
+                }
+            }
+        }
+        // All slots filled: the stream is streaming, take more next time;
+        // a quarter or less: quiet again, keep few.
+        let slots = self.slots.len();
+        if self.filled == slots && slots < MAX_CHUNKS {
+            self.slots = vec![bytes::Bytes::new(); MAX_CHUNKS];
+        } else if self.filled <= slots / 4 && slots > FEW_CHUNKS {
+            self.slots = Vec::new();
+        }
+        self.filled = 0;
+        Ok(())
     }
 }
 
