@@ -58,6 +58,39 @@ impl Adaptive {
     }
 }
 
+/// Reads from TCP into memory handed to the QUIC stream as it is (it keeps
+/// the bytes until they are acknowledged, so they are not copied again):
+/// 4 KiB at a time while quiet, 256 KiB once a read fills what it had.
+#[derive(Default)]
+struct Owned {
+    buf: bytes::BytesMut,
+    large: bool,
+}
+
+impl Owned {
+    /// The bytes of one read; `None` at end of stream.
+    async fn read<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+    ) -> std::io::Result<Option<bytes::Bytes>> {
+        let want = if self.large { BUF } else { SMALL };
+        let cap = self.buf.capacity();
+        // Too little left of the last block (the rest is shared with bytes
+        // not yet acknowledged), or a large one on a stream gone quiet:
+        // start a new block.
+        if cap < want / 4 || (!self.large && cap > SMALL) {
+            self.buf = bytes::BytesMut::with_capacity(want);
+        }
+        let room = self.buf.capacity();
+        let n = from.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.large = if self.large { n >= BUF / 4 } else { n == room };
+        Ok(Some(self.buf.split().freeze()))
+    }
+}
+
 /// How one direction ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -142,19 +175,20 @@ pub async fn tcp_to_quic<R: AsyncRead + Unpin>(
         }
         moved += first.len() as u64;
     }
-    let mut buf = Adaptive::new();
+    let mut buf = Owned::default();
     loop {
         match buf.read(tcp).await {
-            Ok([]) => {
+            Ok(None) => {
                 let _ = send.finish();
                 return (End::Finished, moved);
             }
-            Ok(data) => {
+            Ok(Some(data)) => {
                 activity.touch();
-                if send.write_all(data).await.is_err() {
+                let n = data.len() as u64;
+                if send.write_chunk(data).await.is_err() {
                     return (End::Reset, moved);
                 }
-                moved += data.len() as u64;
+                moved += n;
             }
             Err(_) => {
                 let _ = send.reset(code::RESET);
