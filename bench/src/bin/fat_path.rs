@@ -320,9 +320,8 @@ fn iperf_client(ns: &NamespacePair, host: &str, port: u16, seconds: u64, dir: &P
     ])
     .args(["--connect-timeout", "5000"]);
     let out = dir.join("iperf-client.json");
-    let p = spawn(c, "iperf3 client", &out);
+    let mut p = spawn(c, "iperf3 client", &out);
     let deadline = Instant::now() + Duration::from_secs(seconds + 30);
-    let mut p = p;
     loop {
         match p.0.try_wait() {
             Ok(Some(_)) => break,
