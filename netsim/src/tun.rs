@@ -245,7 +245,10 @@ impl NamespacePair {
                 dev,
             ],
         )?;
-        run("ip", &["-n", ns, "link", "set", dev, "up"])?;
+        run(
+            "ip",
+            &["-n", ns, "link", "set", dev, "txqueuelen", "10000", "up"],
+        )?;
         Ok(())
     }
 
