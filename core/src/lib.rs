@@ -29,6 +29,7 @@ pub mod renewal;
 pub mod routing;
 pub mod target;
 pub mod trace;
+pub mod window;
 
 /// The ALPN protocol identifier of strait's tunnel protocol, version 1.
 pub const ALPN: &[u8] = b"strait/1";

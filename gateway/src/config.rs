@@ -124,8 +124,11 @@ pub struct ImportConfig {
 pub struct TunnelSettings {
     /// Per-stream receive window; 100 ms x 1 Gbit/s needs 12.5 MB.
     pub stream_window: u64,
-    /// Whole-connection receive and send window.
+    /// Whole-connection receive and send window at the start; they grow
+    /// with the measured bandwidth-delay product up to `window_budget`.
     pub connection_window: u64,
+    /// Most a connection's receive or send window may grow to.
+    pub window_budget: u64,
     pub max_streams: u32,
     pub keep_alive: Duration,
     pub idle_timeout: Duration,
@@ -172,6 +175,7 @@ impl Default for TunnelSettings {
         TunnelSettings {
             stream_window: 16 << 20,
             connection_window: 64 << 20,
+            window_budget: 256 << 20,
             max_streams: 4096,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
@@ -309,6 +313,7 @@ struct RawImport {
 struct RawTunnel {
     stream_window: Option<Spanned<u64>>,
     connection_window: Option<Spanned<u64>>,
+    window_budget: Option<Spanned<u64>>,
     max_streams: Option<Spanned<u32>>,
     keep_alive: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
@@ -829,6 +834,9 @@ impl GatewayConfig {
             if let Some(v) = &t.connection_window {
                 tunnel.connection_window = src.nonzero(v, "tunnel.connection_window")?;
             }
+            if let Some(v) = &t.window_budget {
+                tunnel.window_budget = src.nonzero(v, "tunnel.window_budget")?;
+            }
             if let Some(v) = &t.max_streams {
                 tunnel.max_streams = src.nonzero(v, "tunnel.max_streams")?;
             }
@@ -1093,6 +1101,7 @@ listen = "127.0.0.1:19080"
         for (line, key) in [
             ("stream_window = 0", "tunnel.stream_window"),
             ("connection_window = 0", "tunnel.connection_window"),
+            ("window_budget = 0", "tunnel.window_budget"),
             ("max_streams = 0", "tunnel.max_streams"),
             ("keep_alive = \"0s\"", "tunnel.keep_alive"),
             ("idle_timeout = \"0s\"", "tunnel.idle_timeout"),

@@ -33,6 +33,7 @@ pub mod splice;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
+pub mod windows;
 pub mod wire;
 
 pub use config::GatewayConfig;

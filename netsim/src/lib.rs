@@ -11,12 +11,14 @@
 //! - [`network`]: the links between every pair of regions, and the
 //!   operations on them (partition, isolate, heal, set).
 //! - [`udp`] and [`tcp`]: the relays that carry real packets through links.
+//! - [`tun`]: an IP-level link between two network namespaces (TUN devices,
+//!   root only), so kernel TCP and QUIC cross the same impairments.
 //! - [`topology`]: the TOML file that describes regions, gateways and RTTs.
 //! - [`sim`]: a whole simulated WAN started from a topology, and [`control`]
 //!   its loopback control API.
 //!
-//! netsim only ever sends traffic to loopback addresses: topologies that name
-//! any other address are refused.
+//! netsim only ever sends traffic to loopback addresses (topologies that name
+//! any other address are refused) or between namespaces it was handed.
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +31,7 @@ mod schedule;
 pub mod sim;
 pub mod tcp;
 pub mod topology;
+pub mod tun;
 pub mod udp;
 pub mod units;
 
