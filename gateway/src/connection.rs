@@ -407,6 +407,10 @@ async fn run_connection(
             .with_lane(lane)
     });
     tunnel.set_control(send).await;
+    tokio::spawn(crate::windows::follow_path(
+        conn.clone(),
+        crate::windows::policy(&drivers.settings),
+    ));
     let control = tokio::spawn(follow_control(
         tunnel.clone(),
         drivers.handle.clone(),
