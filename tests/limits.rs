@@ -1,7 +1,8 @@
 //! Limits through real gateways: a bulkhead whose queue fills and times
 //! out, a rate limit that refuses and recovers, a flood on one import
 //! that leaves another serving, and idle clients cut at the first-byte
-//! timeout while a server that speaks first is not.
+//! timeout (through a tunnel and to a local target) while a server that
+//! speaks first is not.
 
 mod support;
 
@@ -273,4 +274,67 @@ fn an_idle_client_is_cut_at_the_first_byte_timeout_and_a_server_that_speaks_firs
     let log = e.wait_for_log("outcome=\"idle\"");
     assert!(log.contains("service=quiet"), "{log}");
     println!("idle client cut {cut_after:?} after it connected (first_byte_timeout 500 ms)");
+}
+
+#[test]
+fn an_idle_client_of_a_local_target_is_cut_at_the_first_byte_timeout_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ca, mut west, mut east) = west_east(d);
+    west.exports.push(("near".into(), echo_server(), vec![]));
+    west.exports.push((
+        "near-greets".into(),
+        greeting_echo_server("remote\n".into()),
+        vec![],
+    ));
+    let (near, greets) = (free_tcp(), free_tcp());
+    east.imports.push(("near".into(), near));
+    east.imports.push(("near-greets".into(), greets));
+    // Both imports are served by targets in east's own region first.
+    let local_greeter = greeting_echo_server("hello\n".into());
+    east.service_lines
+        .push(("near".into(), format!("local = \"{}\"", echo_server())));
+    east.service_lines
+        .push(("near-greets".into(), format!("local = \"{local_greeter}\"")));
+    east.tunnel.push("first_byte_timeout = \"500ms\"".into());
+    let _w = GatewayProcess::start(d, &west);
+    let e = GatewayProcess::start(d, &east);
+    e.wait_for_service("near");
+    e.wait_for_service("near-greets");
+
+    let mut idle = TcpStream::connect(near).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut b = [0u8; 1];
+    let got = idle.read(&mut b);
+    let cut_after = started.elapsed();
+    assert!(
+        matches!(got, Ok(0) | Err(_)) && cut_after < Duration::from_secs(4),
+        "{got:?} after {cut_after:?}"
+    );
+    assert!(
+        cut_after >= Duration::from_millis(400),
+        "cut after {cut_after:?}"
+    );
+    let log = e.wait_for_log("outcome=\"idle\"");
+    assert!(
+        log.contains("service=near") && log.contains("peer=\"local\""),
+        "{log}"
+    );
+
+    // The local target speaks first (its greeting, not the remote one):
+    // a byte moved, so the silent client stays.
+    let mut listener = TcpStream::connect(greets).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut hello = [0u8; 6];
+    listener.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello\n");
+    std::thread::sleep(Duration::from_millis(1200));
+    listener.write_all(b"x").unwrap();
+    let mut echo = [0u8; 1];
+    listener.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"x");
+    println!("idle client of a local target cut {cut_after:?} after it connected");
 }

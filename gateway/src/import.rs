@@ -538,6 +538,7 @@ where
         &early.bytes,
         early.eof,
         settings.stream_idle_timeout,
+        Some(settings.first_byte_timeout),
     )
     .await;
     let up = moved.tcp_to_quic + early.bytes.len() as u64;

@@ -431,7 +431,9 @@ async fn tcp_one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// target), with the same half-close, reset and idle rules as a tunnel
 /// stream: `tcp_to_quic` counts client-to-target bytes (after `first`,
 /// the client bytes read before), `quic_to_tcp` the answer. The target is
-/// reset here; the caller resets the client when `reset` is set.
+/// reset here; the caller resets the client when `reset` is set. With
+/// `first_byte_timeout`, both are reset when no byte moved either way
+/// within it (`first` counts as moved).
 pub async fn tcp_to_tcp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     cr: &mut R,
     cw: &mut W,
@@ -439,10 +441,13 @@ pub async fn tcp_to_tcp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     first: &[u8],
     client_finished: bool,
     idle_timeout: Duration,
+    first_byte_timeout: Option<Duration>,
 ) -> Moved {
     let (mut tr, mut tw) = target.into_split();
     let activity = Activity::default();
-    activity.touch();
+    if !first.is_empty() {
+        activity.touch();
+    }
     let (stop_up, stop_down) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
     let up = async {
         if tw.write_all(first).await.is_err() {
@@ -476,6 +481,7 @@ pub async fn tcp_to_tcp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let ((up_end, up_bytes), (down_end, down_bytes), idle) = tokio::select! {
         (u, d) = both => (u, d, false),
         _ = activity.idle_for(idle_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
+        _ = activity.silent_for(first_byte_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
     };
     let reset = idle || up_end == End::Reset || down_end == End::Reset;
     if reset {
