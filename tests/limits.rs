@@ -243,20 +243,7 @@ fn an_idle_client_is_cut_at_the_first_byte_timeout_and_a_server_that_speaks_firs
     e.wait_for_service("greets");
 
     // Sends nothing: reset once 500 ms passed with no byte either way.
-    let mut idle = TcpStream::connect(quiet).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let started = Instant::now();
-    let mut b = [0u8; 1];
-    let got = idle.read(&mut b);
-    let cut_after = started.elapsed();
-    assert!(
-        matches!(got, Ok(0) | Err(_)) && cut_after < Duration::from_secs(4),
-        "{got:?} after {cut_after:?}"
-    );
-    assert!(
-        cut_after >= Duration::from_millis(400),
-        "cut after {cut_after:?}"
-    );
+    let cut_after = cut_while_silent(quiet);
 
     // The server speaks first: a byte moved, so the silent client stays.
     let mut listener = TcpStream::connect(greets).unwrap();
@@ -302,20 +289,7 @@ fn an_idle_client_of_a_local_target_is_cut_at_the_first_byte_timeout_too() {
     e.wait_for_service("near");
     e.wait_for_service("near-greets");
 
-    let mut idle = TcpStream::connect(near).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let started = Instant::now();
-    let mut b = [0u8; 1];
-    let got = idle.read(&mut b);
-    let cut_after = started.elapsed();
-    assert!(
-        matches!(got, Ok(0) | Err(_)) && cut_after < Duration::from_secs(4),
-        "{got:?} after {cut_after:?}"
-    );
-    assert!(
-        cut_after >= Duration::from_millis(400),
-        "cut after {cut_after:?}"
-    );
+    let cut_after = cut_while_silent(near);
     let log = e.wait_for_log("outcome=\"idle\"");
     assert!(
         log.contains("service=near") && log.contains("peer=\"local\""),
@@ -337,4 +311,25 @@ fn an_idle_client_of_a_local_target_is_cut_at_the_first_byte_timeout_too() {
     listener.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"x");
     println!("idle client of a local target cut {cut_after:?} after it connected");
+}
+
+/// Connects to `import`, sends nothing, and returns how long until the
+/// gateway cut the connection, which must be after the 500 ms
+/// `first_byte_timeout` and well before 4 s.
+fn cut_while_silent(import: std::net::SocketAddr) -> Duration {
+    let mut idle = TcpStream::connect(import).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut b = [0u8; 1];
+    let got = idle.read(&mut b);
+    let cut_after = started.elapsed();
+    assert!(
+        matches!(got, Ok(0) | Err(_)) && cut_after < Duration::from_secs(4),
+        "{got:?} after {cut_after:?}"
+    );
+    assert!(
+        cut_after >= Duration::from_millis(400),
+        "cut after {cut_after:?}"
+    );
+    cut_after
 }
