@@ -110,6 +110,11 @@ pub struct GatewayReport {
     /// Services it can carry on to another region for its peers: those its
     /// working tunnels offer. Empty when it does not relay.
     pub relayable: Vec<RelayRoute>,
+    /// The number of this report within its gateway's boot, counting from
+    /// 1; 0 from a gateway that does not say. A copy that comes back
+    /// through other gateways carries the number it left with, so it is
+    /// never taken for newer news than the report it repeats.
+    pub seq: u64,
 }
 
 /// A service a gateway reaches in `region` and would relay to.
@@ -478,6 +483,7 @@ mod tests {
                 (".{0,8}", ".{0,8}").prop_map(|(service, region)| RelayRoute { service, region }),
                 0..3,
             ),
+            any::<u64>(),
         )
             .prop_map(
                 |(
@@ -486,6 +492,7 @@ mod tests {
                     services,
                     (total, failed, instance, advertise),
                     relayable,
+                    seq,
                 )| {
                     GatewayReport {
                         gateway,
@@ -499,6 +506,7 @@ mod tests {
                         instance,
                         advertise,
                         relayable,
+                        seq,
                     }
                 },
             )

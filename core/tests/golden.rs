@@ -87,6 +87,7 @@ fn report(gateway: &str, region: &str, age_ms: u64) -> GatewayReport {
             service: "db".into(),
             region: "us-east".into(),
         }],
+        seq: 42,
     }
 }
 
@@ -280,5 +281,23 @@ fn a_hello_from_before_instance_and_advertise_decodes_with_them_empty() {
         ("gw-a", "eu-west")
     );
     assert_eq!((got.instance.as_str(), got.advertise.as_str()), ("", ""));
+    assert!(buf.is_empty());
+}
+
+/// TELEMETRY from a build before reports were numbered: read with `seq` 0,
+/// which the receiver takes as "compare by age alone".
+#[test]
+fn telemetry_from_before_report_numbers_decodes_with_seq_zero() {
+    let mut buf = BytesMut::from(&golden("older_telemetry.hex")[..]);
+    let Message::Telemetry(got) = frame::decode(&mut buf).unwrap().unwrap() else {
+        panic!("not a TELEMETRY");
+    };
+    assert_eq!(got.origin.seq, 0);
+    assert_eq!(got.relayed[0].seq, 0);
+    assert_eq!(
+        got.origin.relayable.len(),
+        1,
+        "the fields before seq still read"
+    );
     assert!(buf.is_empty());
 }

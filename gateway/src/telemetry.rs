@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -45,6 +45,12 @@ impl Held {
     }
 }
 
+/// Whether `new` is a later report of the same boot than `held`, by the
+/// numbers both carry (0 from a gateway too old to number them).
+fn newer_seq(held: &GatewayReport, new: &GatewayReport) -> bool {
+    held.boot_id == new.boot_id && held.seq != 0 && new.seq > held.seq
+}
+
 /// One gateway as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MeshEntry {
@@ -72,6 +78,8 @@ pub struct MeshView {
     instance: String,
     advertise: String,
     boot_id: u64,
+    /// The number of our last report in this boot.
+    seq: AtomicU64,
     held: Mutex<HashMap<String, Held>>,
 }
 
@@ -84,6 +92,7 @@ impl MeshView {
             advertise: advertise.to_owned(),
 
             boot_id: rand::random(),
+            seq: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
         }
     }
@@ -154,6 +163,7 @@ impl MeshView {
             instance: self.instance.clone(),
             advertise: self.advertise.clone(),
             relayable,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
 
@@ -169,9 +179,25 @@ impl MeshView {
             if age > FORGET_AFTER {
                 return;
             }
+            // A later report is at most as old as the one it follows,
+            // whatever ages the gateways that passed it on added up.
+            let age = match held.get(&key) {
+                Some(h) if newer_seq(&h.report, &report) => age.min(h.age(now)),
+                _ => age,
+            };
             let (base_total, base_failed) = match held.get(&key) {
+                // The report we hold, or an older one of the same boot, come
+                // back through other gateways: not news, however young its
+                // age looks (the trip back is not counted in it).
+                Some(h)
+                    if h.report.boot_id == report.boot_id
+                        && report.seq != 0
+                        && report.seq <= h.report.seq =>
+                {
+                    return;
+                }
                 // Older news than what we hold: keep ours.
-                Some(h) if h.age(now) < age => return,
+                Some(h) if h.age(now) < age && !newer_seq(&h.report, &report) => return,
                 Some(h) if h.report.boot_id != report.boot_id => (
                     h.base_total + h.report.streams_total,
                     h.base_failed + h.report.streams_failed,
@@ -301,7 +327,40 @@ mod tests {
             instance: String::new(),
             advertise: String::new(),
             relayable: Vec::new(),
+            seq: 0,
         }
+    }
+
+    #[test]
+    fn a_report_coming_back_through_another_gateway_is_not_news() {
+        let now = Instant::now();
+        let view = MeshView::new("a", "eu", "", "");
+        let numbered = |seq, age_ms| GatewayReport {
+            seq,
+            ..report("b", 1, age_ms, 10)
+        };
+        let from_c = |r| Telemetry {
+            origin: report("c", 7, 0, 4),
+            relayed: vec![r],
+        };
+        view.receive(from_c(numbered(5, 0)), now);
+        // b is cut off; c sends back what it had of b from us, its age
+        // short of the real one by the trips it made.
+        let later = now + Duration::from_millis(1_000);
+        view.receive(from_c(numbered(5, 850)), later);
+        let age = |at| {
+            view.snapshot(report("a", 9, 0, 0), at)
+                .into_iter()
+                .find(|e| e.gateway == "b")
+                .unwrap()
+                .age_ms
+        };
+        assert_eq!(age(later), 1_000, "an echo made b's figures look fresher");
+        // A later report of b is taken, never older than the one before.
+        view.receive(from_c(numbered(6, 1_500)), later);
+        assert_eq!(age(later), 1_000);
+        view.receive(from_c(numbered(7, 200)), later);
+        assert_eq!(age(later), 200);
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Record for GatewayReport {
         w.str(&self.instance);
         w.str(&self.advertise);
         w.records(&self.relayable);
+        w.varint(self.seq);
     }
 
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
@@ -184,6 +185,7 @@ impl Record for GatewayReport {
             } else {
                 r.records("relayable", "RELAY")?
             },
+            seq: r.later_varint("seq")?,
         })
     }
 }

@@ -185,6 +185,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A varint added after version 1: 0 when an older sender's record
+    /// ends before it.
+    pub(super) fn later_varint(&mut self, field: &str) -> Result<u64, FrameError> {
+        if self.remaining() == 0 {
+            Ok(0)
+        } else {
+            self.varint(field)
+        }
+    }
+
     /// A number added after version 1: 0 when an older sender's record
     /// ends before it.
     pub(super) fn later_u16(&mut self, field: &str) -> Result<u16, FrameError> {
