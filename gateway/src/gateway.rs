@@ -526,8 +526,14 @@ fn endpoint(
         "UDP socket buffers (the kernel caps them at net.core.rmem_max/wmem_max)"
     );
     let server = tls.server_config(settings)?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    // What we tell peers we can receive; path MTU discovery finds what the
+    // path carries below it.
+    endpoint_config
+        .max_udp_payload_size(crate::tls::MTU_PROBE_CEILING)
+        .map_err(|e| GatewayError::Quic(e.to_string()))?;
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(server),
         socket.into(),
         Arc::new(quinn::TokioRuntime),

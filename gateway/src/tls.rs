@@ -134,6 +134,13 @@ impl TlsIdentity {
     }
 }
 
+/// The largest UDP payload path MTU discovery tries. On a 1500-byte path it
+/// settles where quinn's default (1452) would; where the path carries more
+/// (jumbo frames, loopback) fewer packets carry the same bytes, and the
+/// per-packet cost dominates QUIC's CPU per byte. Ten segments of this size
+/// still fit one 64 KiB GSO send (quinn batches up to ten).
+pub(crate) const MTU_PROBE_CEILING: u16 = 6_000;
+
 /// Transport settings for cross-region tunnels: windows sized for the
 /// bandwidth-delay product, keep-alive and a short idle timeout so dead
 /// peers are noticed.
@@ -151,6 +158,9 @@ fn transport(s: &TunnelSettings) -> Result<Arc<TransportConfig>, GatewayError> {
     ));
     t.datagram_receive_buffer_size(Some(64 * 1024));
     t.datagram_send_buffer_size(64 * 1024);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_PROBE_CEILING);
+    t.mtu_discovery_config(Some(mtu));
     if s.congestion == Congestion::Bbr {
         t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     }
