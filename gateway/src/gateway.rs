@@ -121,12 +121,41 @@ impl RunningGateway {
     }
 }
 
+/// Raises the soft limit on open files to the hard one (as Go's runtime
+/// and most servers do): every stream holds a socket, and the common soft
+/// default of 1,024 would refuse streams long before any other limit.
+/// Warns when even the hard limit is below what the imports may hold.
+fn raise_fd_limit(config: &GatewayConfig) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            return;
+        }
+    };
+    let streams: u64 = config
+        .imports
+        .iter()
+        .map(|i| i.limits.max_concurrent.unwrap_or(usize::MAX) as u64)
+        .fold(0u64, u64::saturating_add);
+    if limit < streams.saturating_add(256) {
+        tracing::warn!(
+            open_files = limit,
+            import_streams = streams,
+            "the open-file limit is below what the imports may carry at once (a socket per stream): streams past it are refused; raise the limit (ulimit -n, the container's nofile) or lower max_concurrent"
+        );
+    } else {
+        tracing::info!(open_files = limit, "open-file limit");
+    }
+}
+
 /// Starts a gateway from a validated configuration.
 pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let tls = TlsIdentity::load(&config.identity)?;
     config.take_name_from(tls.gateway_name_region().map(|(name, _)| name));
     tls.require_gateway(&config.name, &config.region)?;
     let settings = Arc::new(config.tunnel.clone());
+    raise_fd_limit(&config);
     let endpoint = endpoint(config.listen, &tls, &settings)?;
     let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
         what: "the QUIC listener",
@@ -330,14 +359,28 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     })
 }
 
+/// Connections the kernel completes for an import before the gateway
+/// accepts them (capped by net.core.somaxconn). The usual 128 or 1,024
+/// overflow when thousands of clients connect at once: the kernel then
+/// drops their handshakes' last packet, and a client that waits for the
+/// server to speak first hangs until its SYN-ACK is retried, or for good.
+const IMPORT_BACKLOG: u32 = 8_192;
+
 async fn bind_import(import: &crate::config::ImportConfig) -> Result<TcpListener, GatewayError> {
-    TcpListener::bind(import.listen)
-        .await
-        .map_err(|source| GatewayError::Bind {
-            what: "an import listener",
-            addr: import.listen,
-            source,
-        })
+    let bind = || {
+        let socket = match import.listen {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(import.listen)?;
+        socket.listen(IMPORT_BACKLOG)
+    };
+    bind().map_err(|source| GatewayError::Bind {
+        what: "an import listener",
+        addr: import.listen,
+        source,
+    })
 }
 
 fn spawn_import(

@@ -520,7 +520,7 @@ async fn serve_locally<R, W>(
     settings: &TunnelSettings,
 ) -> bool
 where
-    R: tokio::io::AsyncRead + Unpin,
+    R: crate::splice::Readable,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let Local {

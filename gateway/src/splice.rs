@@ -15,52 +15,79 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use crate::wire::code;
 
 const BUF: usize = 256 * 1024;
+/// The block TCP reads go into on their way to QUIC while bytes stream:
+/// QUIC holds each block until its bytes are acknowledged, so thousands of
+/// streams bursting at once each pin one; 64 KiB is what one read of
+/// kernel TCP returns at most on loopback anyway.
+const BLOCK: usize = 64 * 1024;
 /// What a quiet connection reads with: only a burst (a read that fills
 /// it) earns the large buffer, and a read that fills less than a quarter
 /// of that gives it back, so idle streams hold no large buffer.
 const SMALL: usize = 4 * 1024;
 
-/// A read buffer that is large only while bytes stream in.
+/// A byte source that can say when it has bytes, so that a quiet stream
+/// waits holding no read buffer (tens of thousands of idle streams must
+/// cost no buffer each).
+pub trait Readable: AsyncRead + Unpin {
+    /// Returns once a read would find bytes, end of stream or an error; at
+    /// once where the source cannot tell.
+    fn ready(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+impl Readable for OwnedReadHalf {
+    async fn ready(&self) {
+        let _ = self.readable().await;
+    }
+}
+
+/// TLS may hold decrypted bytes the socket no longer shows: read at once.
+impl Readable for tokio::io::ReadHalf<TlsTcp> {}
+
+impl Readable for quinn::RecvStream {}
+
+/// A read buffer that exists only while bytes flow: none while the source
+/// is quiet, 4 KiB for a read, and 256 KiB only while reads fill it.
 struct Adaptive {
-    small: Box<[u8; SMALL]>,
-    large: Vec<u8>,
-    /// The last large read was short: free the large buffer before the
-    /// next read.
-    shrink: bool,
+    buf: Vec<u8>,
+    /// The size the next read gets; 0 frees the buffer before waiting.
+    next: usize,
 }
 
 impl Adaptive {
     fn new() -> Self {
         Adaptive {
-            small: Box::new([0u8; SMALL]),
-            large: Vec::new(),
-            shrink: false,
+            buf: Vec::new(),
+            next: 0,
         }
     }
 
     /// Reads once from `from`; the bytes read (empty at end of stream).
-    async fn read<R: AsyncRead + Unpin>(&mut self, from: &mut R) -> std::io::Result<&[u8]> {
-        if self.shrink {
-            self.large = Vec::new();
-            self.shrink = false;
+    async fn read<R: Readable>(&mut self, from: &mut R) -> std::io::Result<&[u8]> {
+        if self.next != self.buf.len() {
+            self.buf = Vec::new();
         }
-        if self.large.is_empty() {
-            let n = from.read(&mut self.small[..]).await?;
-            if n == SMALL {
-                self.large = vec![0u8; BUF];
-            }
-            Ok(&self.small[..n])
-        } else {
-            let n = from.read(&mut self.large).await?;
-            self.shrink = n < BUF / 4;
-            Ok(&self.large[..n])
+        if self.buf.is_empty() {
+            from.ready().await;
+            self.buf = vec![0u8; self.next.max(SMALL)];
         }
+        let n = from.read(&mut self.buf).await?;
+        let len = self.buf.len();
+        self.next = match len {
+            SMALL if n == SMALL => BUF,
+            SMALL => 0,
+            _ if n < BUF / 4 => 0,
+            _ => BUF,
+        };
+        Ok(&self.buf[..n])
     }
 }
 
 /// Reads from TCP into memory handed to the QUIC stream as it is (it keeps
 /// the bytes until they are acknowledged, so they are not copied again):
-/// 4 KiB at a time while quiet, 256 KiB once a read fills what it had.
+/// nothing while quiet, 4 KiB for a read, 64 KiB blocks once a read fills
+/// what it had.
 #[derive(Default)]
 struct Owned {
     buf: bytes::BytesMut,
@@ -69,16 +96,14 @@ struct Owned {
 
 impl Owned {
     /// The bytes of one read; `None` at end of stream.
-    async fn read<R: AsyncRead + Unpin>(
-        &mut self,
-        from: &mut R,
-    ) -> std::io::Result<Option<bytes::Bytes>> {
-        let want = if self.large { BUF } else { SMALL };
-        let cap = self.buf.capacity();
+    async fn read<R: Readable>(&mut self, from: &mut R) -> std::io::Result<Option<bytes::Bytes>> {
+        if !self.large && self.buf.capacity() == 0 {
+            from.ready().await;
+        }
+        let want = if self.large { BLOCK } else { SMALL };
         // Too little left of the last block (the rest is shared with bytes
-        // not yet acknowledged), or a large one on a stream gone quiet:
-        // start a new block.
-        if cap < want / 4 || (!self.large && cap > SMALL) {
+        // not yet acknowledged): start a new block.
+        if self.buf.capacity() < want / 4 {
             self.buf = bytes::BytesMut::with_capacity(want);
         }
         let room = self.buf.capacity();
@@ -86,8 +111,18 @@ impl Owned {
         if n == 0 {
             return Ok(None);
         }
-        self.large = if self.large { n >= BUF / 4 } else { n == room };
-        Ok(Some(self.buf.split().freeze()))
+        self.large = if self.large {
+            n >= BLOCK / 4
+        } else {
+            n == room
+        };
+        let data = self.buf.split().freeze();
+        if !self.large {
+            // Quiet: wait for the next bytes holding no block of our own
+            // (QUIC frees this one once its bytes are acknowledged).
+            self.buf = bytes::BytesMut::new();
+        }
+        Ok(Some(data))
     }
 }
 
@@ -162,7 +197,7 @@ impl Activity {
 }
 
 /// TCP -> QUIC until EOF (then FIN) or error (then reset).
-pub async fn tcp_to_quic<R: AsyncRead + Unpin>(
+pub async fn tcp_to_quic<R: Readable>(
     tcp: &mut R,
     send: &mut quinn::SendStream,
     first: &[u8],
@@ -330,7 +365,7 @@ pub struct SpliceOptions<'a> {
 /// Runs both directions on split halves; if either ends in a reset, or the
 /// stream goes idle, both are stopped and `reset` is set (the caller resets
 /// the TCP side, as only it owns both halves).
-pub async fn run<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+pub async fn run<R: Readable, W: AsyncWrite + Unpin>(
     tr: &mut R,
     tw: &mut W,
     send: &mut quinn::SendStream,
@@ -402,7 +437,7 @@ pub async fn splice(
 
 /// One TCP direction to another until EOF (then shut down the writer) or
 /// an error.
-async fn tcp_one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+async fn tcp_one_way<R: Readable, W: AsyncWrite + Unpin>(
     from: &mut R,
     to: &mut W,
     activity: &Activity,
@@ -434,7 +469,7 @@ async fn tcp_one_way<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// reset here; the caller resets the client when `reset` is set. With
 /// `first_byte_timeout`, both are reset when no byte moved either way
 /// within it (`first` counts as moved).
-pub async fn tcp_to_tcp<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+pub async fn tcp_to_tcp<R: Readable, W: AsyncWrite + Unpin>(
     cr: &mut R,
     cw: &mut W,
     target: tokio::net::TcpStream,
@@ -506,7 +541,7 @@ pub fn reset_tcp(read: OwnedReadHalf, write: OwnedWriteHalf) {
 /// A client connection the splice can run on and reset: plain TCP, or TLS
 /// over TCP (an import with workload mTLS).
 pub trait ClientConn: Send + 'static {
-    type Read: AsyncRead + Unpin + Send + 'static;
+    type Read: Readable + Send + 'static;
     type Write: AsyncWrite + Unpin + Send + 'static;
     fn split(self) -> (Self::Read, Self::Write);
     /// Closes with RST instead of FIN.
