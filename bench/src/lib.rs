@@ -16,3 +16,103 @@ pub fn seconds_arg(default: f64) -> f64 {
         None => default,
     }
 }
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A child process killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `c` with its output in `log`. Panics rather than exits, so that
+/// unwinding stops every process started before.
+pub fn spawn_logged(mut c: Command, what: &str, log: &Path) -> Proc {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    Proc(child)
+}
+
+/// The release `strait` binary: `$STRAIT`, else `target/release/strait`.
+pub fn strait_binary() -> PathBuf {
+    let path = std::env::var_os("STRAIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/strait"));
+    if !path.exists() {
+        eprintln!(
+            "{} not found: build it first (cargo build --release -p strait) or set STRAIT",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+/// Runs `strait ARGS`, panicking with the command line when it fails.
+pub fn run_strait(strait: &Path, args: &[&str]) {
+    let ok = Command::new(strait)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "strait {} failed", args.join(" "));
+}
+
+/// A CA in `dir/ca` and two gateway identities made by `strait` itself:
+/// `dir/w` (gw-w in eu-west) and `dir/e` (gw-e in us-east).
+pub fn make_certs(strait: &Path, dir: &Path) {
+    let d = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    run_strait(
+        strait,
+        &[
+            "ca",
+            "init",
+            "--trust-domain",
+            "example.org",
+            "--dir",
+            &d("ca"),
+        ],
+    );
+    for (region, name, out) in [("eu-west", "gw-w", "w"), ("us-east", "gw-e", "e")] {
+        run_strait(
+            strait,
+            &[
+                "cert",
+                "issue",
+                "--ca",
+                &d("ca"),
+                "--gateway",
+                "--region",
+                region,
+                "--name",
+                name,
+                "--out",
+                &d(out),
+            ],
+        );
+    }
+}
+
+/// A process's resident memory (VmRSS) in KiB; 0 when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

@@ -21,10 +21,11 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use strait_bench::{make_certs, spawn_logged};
 use strait_netsim::tun::{NamespacePair, TunLink, effective_uid, open_tun};
 use strait_netsim::{Link, LinkConfig, SharedLink};
 
@@ -33,27 +34,6 @@ const B: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 2);
 const TCP_MEM: &str = "4096 131072 67108864";
 const IPERF: u16 = 5201;
 const IPERF_LOOP: u16 = 5202;
-
-/// A child process killed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(mut c: Command, what: &'static str, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).expect("log file");
-    let child = c
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| fail(&format!("cannot start {what}: {e}")));
-    Proc(child)
-}
 
 /// Panics rather than exits, so that unwinding stops every process and
 /// deletes the namespaces.
@@ -162,10 +142,14 @@ fn main() {
     let mut procs = Vec::new();
     let mut iperf = ns.command(&ns.b, "iperf3");
     iperf.args(["-s", "-p", &IPERF.to_string()]);
-    procs.push(spawn(iperf, "iperf3 server", &dir.join("iperf-b.log")));
+    procs.push(spawn_logged(
+        iperf,
+        "iperf3 server",
+        &dir.join("iperf-b.log"),
+    ));
     let mut iperf = ns.command(&ns.a, "iperf3");
     iperf.args(["-s", "-B", "127.0.0.1", "-p", &IPERF_LOOP.to_string()]);
-    procs.push(spawn(
+    procs.push(spawn_logged(
         iperf,
         "iperf3 loopback server",
         &dir.join("iperf-a.log"),
@@ -191,7 +175,7 @@ fn main() {
     for (n, name) in [(&ns.a, "st-client"), (&ns.b, "st-server")] {
         let mut c = ns.command(n, "stunnel4");
         c.arg(dir.join(format!("{name}.conf")));
-        procs.push(spawn(c, "stunnel", &dir.join(format!("{name}.log"))));
+        procs.push(spawn_logged(c, "stunnel", &dir.join(format!("{name}.log"))));
     }
 
     // strait across the link: east in b exports iperf, west in a imports it.
@@ -225,7 +209,11 @@ fn main() {
             .arg(dir.join(format!("{cfg}.toml")))
             .current_dir(dir)
             .env("RUST_LOG", "warn");
-        procs.push(spawn(c, "strait gateway", &dir.join(format!("{cfg}.log"))));
+        procs.push(spawn_logged(
+            c,
+            "strait gateway",
+            &dir.join(format!("{cfg}.log")),
+        ));
     }
     for (admin, what) in [
         (15001, "strait across the link"),
@@ -320,7 +308,7 @@ fn iperf_client(ns: &NamespacePair, host: &str, port: u16, seconds: u64, dir: &P
     ])
     .args(["--connect-timeout", "5000"]);
     let out = dir.join("iperf-client.json");
-    let mut p = spawn(c, "iperf3 client", &out);
+    let mut p = spawn_logged(c, "iperf3 client", &out);
     let deadline = Instant::now() + Duration::from_secs(seconds + 30);
     loop {
         match p.0.try_wait() {
@@ -362,51 +350,6 @@ fn wait_up(ns: &NamespacePair, admin: u16) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     false
-}
-
-fn run(strait: &Path, args: &[&str]) {
-    let ok = Command::new(strait)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        fail(&format!("strait {} failed", args.join(" ")));
-    }
-}
-
-fn make_certs(strait: &Path, dir: &Path) {
-    let d = |p: &str| dir.join(p).to_str().unwrap().to_owned();
-    run(
-        strait,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "example.org",
-            "--dir",
-            &d("ca"),
-        ],
-    );
-    for (region, name, out) in [("eu-west", "gw-w", "w"), ("us-east", "gw-e", "e")] {
-        run(
-            strait,
-            &[
-                "cert",
-                "issue",
-                "--ca",
-                &d("ca"),
-                "--gateway",
-                "--region",
-                region,
-                "--name",
-                name,
-                "--out",
-                &d(out),
-            ],
-        );
-    }
 }
 
 fn stunnel_conf(dir: &Path, name: &str, certs: &str, client: bool, accept: &str, connect: &str) {

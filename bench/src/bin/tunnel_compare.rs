@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use strait_bench::rss_kib;
 use strait_ca::{
     CaOptions, CertificateAuthority, KeyType, Overwrite, SpiffeId, SvidRequest, TrustDomain,
 };
@@ -369,19 +370,6 @@ async fn compare(quick: bool) {
             .map(|l| l.stats.dropped_queue_full)
             .sum::<u64>(),
     );
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Opens `n` connections to `addr`, 256 at a time, and holds them. With
