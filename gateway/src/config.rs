@@ -129,6 +129,8 @@ pub struct TunnelSettings {
     pub connection_window: u64,
     /// Most a connection's receive or send window may grow to.
     pub window_budget: u64,
+    /// Streams at once on one QUIC connection (each lane of each peer):
+    /// what the peer may open towards us, and what we ask of it.
     pub max_streams: u32,
     pub keep_alive: Duration,
     pub idle_timeout: Duration,
@@ -176,7 +178,7 @@ impl Default for TunnelSettings {
             stream_window: 16 << 20,
             connection_window: 64 << 20,
             window_budget: 256 << 20,
-            max_streams: 4096,
+            max_streams: 16_384,
             keep_alive: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
             udp_buffer: 8 << 20,

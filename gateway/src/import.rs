@@ -606,10 +606,26 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
 ) -> Tried {
     let service = open.service.as_str();
     let mut a = Attempt::new();
-    let (mut send, mut recv) = match tunnel.conn.open_bi().await {
-        Ok(s) => s,
-        Err(e) => {
+    // The peer grants streams up to its max_streams; past that quinn waits
+    // for one to close, which an idle stream may not do for an hour.
+    let (mut send, mut recv) = match tokio::time::timeout(
+        settings.open_timeout,
+        tunnel.conn.open_bi(),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             return Tried::Failed(a.handle_open_failed(), format!("cannot open a stream: {e}"));
+        }
+        Err(_) => {
+            return Tried::Failed(
+                a.handle_open_failed(),
+                format!(
+                    "the peer allowed no new stream within {:?} (the connection carries as many as its max_streams)",
+                    settings.open_timeout
+                ),
+            );
         }
     };
     let mut head = BytesMut::new();
