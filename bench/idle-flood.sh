@@ -10,7 +10,10 @@
 #
 # Root only (it makes a cgroup v1 memory group, removed at exit). FLOOD
 # (default 18,000, below this machine's open-file limit of 20,000) idle
-# connections are opened at once and held for HOLD seconds (default 40);
+# connections from SOURCES client addresses (default 1: 127.0.0.10; more
+# take 127.0.0.11, ...) are opened at once and held for HOLD seconds
+# (default 40), while a real client at 127.0.0.2 makes a request every
+# 100 ms;
 # the gateways run their default configuration with first_byte_timeout
 # set to FIRST_BYTE (default "30s"). Everything listens on 127.0.0.1 and
 # stops by itself.
@@ -21,6 +24,7 @@ FLOOD=${FLOOD:-18000}
 HOLD=${HOLD:-40}
 FIRST_BYTE=${FIRST_BYTE:-30s}
 LIMIT=${LIMIT:-512M}
+SOURCES=${SOURCES:-1}
 [ "$(id -u)" = 0 ] || { echo "needs root (a memory cgroup)" >&2; exit 2; }
 CG=/sys/fs/cgroup/memory
 [ -d "$CG" ] || { echo "no cgroup v1 memory controller at $CG" >&2; exit 2; }
@@ -46,6 +50,8 @@ P_NGINX=25101 P_E=25102 P_W=25103 P_AE=25104 P_AW=25105 P_IMPORT=25106
 "$STRAIT" cert issue --ca "$dir/ca" --gateway --region us-east --name gw-e --out "$dir/e" >/dev/null
 mkdir -p "$dir/www"
 head -c 1024 /dev/urandom >"$dir/www/1k"
+chmod 755 "$dir" "$dir/www"   # nginx's workers run as nobody
+chmod 644 "$dir/www/1k"
 cat >"$dir/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
@@ -112,7 +118,8 @@ end = time.time() + secs
 while time.time() < end:
     t = time.time()
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                     source_address=("127.0.0.2", 0))
         s.sendall(b"GET /1k HTTP/1.0\r\n\r\n")
         data = b""
         while True:
@@ -137,9 +144,9 @@ client=$!
 
 # The flood: FLOOD idle connections at once, held HOLD seconds; how many
 # the gateway reset or closed, and when.
-python3 - "$P_IMPORT" "$FLOOD" "$HOLD" >"$dir/flood.out" <<'EOF' &
+python3 - "$P_IMPORT" "$FLOOD" "$HOLD" "$SOURCES" >"$dir/flood.out" <<'EOF' &
 import selectors, socket, sys, time
-port, n, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+port, n, hold, sources = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 sel = selectors.DefaultSelector()
 opened = failed = 0
 start = time.time()
@@ -147,6 +154,7 @@ for i in range(n):
     s = socket.socket()
     s.setblocking(False)
     try:
+        s.bind(("127.0.0.%d" % (10 + i % sources), 0))
         s.connect_ex(("127.0.0.1", port))
         sel.register(s, selectors.EVENT_READ)
         opened += 1
@@ -189,12 +197,12 @@ ooms=$(awk '/oom_kill / {print $2}' "$group/memory.oom_control" 2>/dev/null || e
 maxuse=$(cat "$group/memory.max_usage_in_bytes")
 mib() { echo "scale=1; $1 / 1048576" | bc; }
 echo
-echo "importing gateway in a $LIMIT memory cgroup; $FLOOD idle connections at once, held ${HOLD} s; first_byte_timeout $FIRST_BYTE"
+echo "importing gateway in a $LIMIT memory cgroup; $FLOOD idle connections at once from $SOURCES address(es), held ${HOLD} s; first_byte_timeout $FIRST_BYTE"
 echo
 echo "| measure | figure |"
 echo "|---|---:|"
 echo "| idle connections opened / failed to open | $opened / $failed |"
-echo "| reset or closed by the gateway within 5 s (over the import's limit) | $early |"
+echo "| reset or closed by the gateway within 5 s (over max_per_client or max_concurrent) | $early |"
 echo "| closed later (first_byte_timeout) / last close at s | $late / $last |"
 echo "| most streams active at the import (sampled) | $active_max |"
 echo "| cgroup memory: peak sampled / max_usage_in_bytes, MiB | $(mib "$peak") / $(mib "$maxuse") |"

@@ -50,6 +50,10 @@ iperf3 -s -p $P_IPERF >/dev/null 2>&1 &
 pids+=($!)
 mkdir -p "$dir/www"
 head -c 1024 /dev/urandom >"$dir/www/1k"
+# nginx's workers run as nobody: the file must be readable by them (a
+# private temporary directory made every request a 153-byte 403).
+chmod 755 "$dir" "$dir/www"
+chmod 644 "$dir/www/1k"
 cat >"$dir/nginx.conf" <<EOF
 daemon off;
 worker_processes 1;
@@ -189,7 +193,7 @@ pids+=($h_server)
 
 for _ in $(seq 1 100); do
   if curl -s "http://127.0.0.1:$P_SA_W/status" | jq -e '.peers[0].state == "up"' >/dev/null 2>&1 &&
-     curl -s -o /dev/null "http://127.0.0.1:$P_NGINX/1k"; then
+     curl -sf -o /dev/null "http://127.0.0.1:$P_NGINX/1k"; then
     break
   fi
   sleep 0.1
@@ -247,7 +251,8 @@ ab_run() { # port -> "req/s p99_ms failed"
   local rps p99 failed
   rps=$(awk '/Requests per second/ {print $4}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  failed=$(awk '/Failed requests/ {print $3}' <<<"$out")
+  # A non-2xx answer is a failure too (ab counts it apart).
+  failed=$(awk '/Failed requests/ {f = $3} /Non-2xx responses/ {n = $3} END {print f + n}' <<<"$out")
   echo "${rps:-0} ${p99:--} ${failed:--}"
 }
 

@@ -1,9 +1,12 @@
 //! Limits on an import or an export: a bulkhead (at most `max_concurrent`
-//! streams, a bounded queue with a wait timeout) and a new-connection rate
+//! streams, a bounded queue with a wait timeout), at most `max_per_client`
+//! streams from one client address (imports) and a new-connection rate
 //! limit (token bucket with a burst). Beyond them a client is refused at
 //! once (OVERLOADED), never parked; one service's limits never touch
 //! another's.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_concurrent: Option<usize>,
+    /// Streams one client address may hold at once.
+    pub max_per_client: Option<usize>,
     pub queue: usize,
     pub queue_timeout: Duration,
     /// New streams per second.
@@ -29,6 +34,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_concurrent: None,
+            max_per_client: None,
             queue: 0,
             queue_timeout: Duration::from_secs(1),
             rate: None,
@@ -41,6 +47,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     RateLimited,
+    ClientLimit,
     QueueFull,
     QueueTimeout,
 }
@@ -49,6 +56,7 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::RateLimited => "rate limited",
+            Refusal::ClientLimit => "this client address holds max_per_client streams already",
             Refusal::QueueFull => "concurrency limit reached and queue full",
             Refusal::QueueTimeout => "waited too long for a concurrency slot",
         }
@@ -63,6 +71,36 @@ pub struct Admission {
     queue: usize,
     queue_timeout: Duration,
     bucket: Option<Mutex<TokenBucket>>,
+    per_client: Option<(usize, ClientCounts)>,
+}
+
+/// Streams held per client address.
+type ClientCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// What an admitted stream holds until it ends: its slot, and its place in
+/// its client's count.
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: Option<OwnedSemaphorePermit>,
+    _client: Option<ClientSlot>,
+}
+
+#[derive(Debug)]
+struct ClientSlot {
+    ip: IpAddr,
+    counts: ClientCounts,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Admission {
@@ -76,12 +114,43 @@ impl Admission {
                 let burst = limits.burst.unwrap_or_else(|| rate.ceil().max(1.0) as u32);
                 Mutex::new(TokenBucket::new(rate, burst, Instant::now().into_std()))
             }),
+            per_client: limits
+                .max_per_client
+                .map(|n| (n, Arc::new(Mutex::new(HashMap::new())))),
         }
     }
 
-    /// Admits a stream, possibly after waiting in the queue; the permit
-    /// (if limits apply) must live as long as the stream.
-    pub async fn admit(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+    /// Counts a stream against its client address; refused when that
+    /// address holds its share already.
+    fn take_client(&self, client: Option<IpAddr>) -> Result<Option<ClientSlot>, Refusal> {
+        let (Some((max, counts)), Some(ip)) = (&self.per_client, client) else {
+            return Ok(None);
+        };
+        let mut held = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(ip).or_insert(0);
+        if *n >= *max {
+            return Err(Refusal::ClientLimit);
+        }
+        *n += 1;
+        Ok(Some(ClientSlot {
+            ip,
+            counts: counts.clone(),
+        }))
+    }
+
+    /// Admits a stream from `client` (its address, where limits per
+    /// client apply), possibly after waiting in the queue; what it returns
+    /// must live as long as the stream.
+    pub async fn admit(&self, client: Option<IpAddr>) -> Result<Admitted, Refusal> {
+        let client = self.take_client(client)?;
+        let slot = self.admit_slot().await?;
+        Ok(Admitted {
+            _slot: slot,
+            _client: client,
+        })
+    }
+
+    async fn admit_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
         if let Some(bucket) = &self.bucket {
             let took = bucket
                 .lock()
@@ -122,16 +191,16 @@ mod tests {
             queue_timeout: Duration::from_millis(300),
             ..Default::default()
         }));
-        let held = a.admit().await.unwrap();
+        let held = a.admit(None).await.unwrap();
         let waiter = tokio::spawn({
             let a = a.clone();
-            async move { a.admit().await.map(|_| ()) }
+            async move { a.admit(None).await.map(|_| ()) }
         });
         tokio::task::yield_now().await;
-        assert_eq!(a.admit().await.unwrap_err(), Refusal::QueueFull);
+        assert_eq!(a.admit(None).await.unwrap_err(), Refusal::QueueFull);
         assert_eq!(waiter.await.unwrap().unwrap_err(), Refusal::QueueTimeout);
         drop(held);
-        assert!(a.admit().await.is_ok());
+        assert!(a.admit(None).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -141,11 +210,31 @@ mod tests {
             burst: Some(2),
             ..Default::default()
         });
-        assert!(a.admit().await.is_ok());
-        assert!(a.admit().await.is_ok());
-        assert_eq!(a.admit().await.unwrap_err(), Refusal::RateLimited);
+        assert!(a.admit(None).await.is_ok());
+        assert!(a.admit(None).await.is_ok());
+        assert_eq!(a.admit(None).await.unwrap_err(), Refusal::RateLimited);
         // 5 a second: a token is back after 200 ms.
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(a.admit().await.is_ok());
+        assert!(a.admit(None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_client_address_cannot_take_every_slot() {
+        let a = Admission::new(&Limits {
+            max_concurrent: Some(10),
+            max_per_client: Some(2),
+            ..Default::default()
+        });
+        let (flooder, other): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = a.admit(Some(flooder)).await.unwrap();
+        let _second = a.admit(Some(flooder)).await.unwrap();
+        assert_eq!(
+            a.admit(Some(flooder)).await.unwrap_err(),
+            Refusal::ClientLimit
+        );
+        assert!(a.admit(Some(other)).await.is_ok());
+        drop(first);
+        assert!(a.admit(Some(flooder)).await.is_ok(), "a slot came back");
     }
 }

@@ -22,6 +22,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
 /// flood of idle clients is refused before it exhausts the gateway's memory
 /// (about 15-35 KiB a stream, see bench/README.md).
 pub const DEFAULT_IMPORT_MAX_CONCURRENT: usize = 10_000;
+/// Streams one client address may hold at once on an import unless it says
+/// `max_per_client`: a fifth of the default limit, so one flooding client
+/// cannot take every slot from the others.
+pub const DEFAULT_IMPORT_MAX_PER_CLIENT: usize = 2_000;
 /// Default admin port.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
 
@@ -286,6 +290,7 @@ struct RawExport {
 #[derive(Debug, Default, Deserialize)]
 struct RawLimits {
     max_concurrent: Option<usize>,
+    max_per_client: Option<usize>,
     queue: Option<usize>,
     queue_timeout: Option<String>,
     rate: Option<f64>,
@@ -456,6 +461,19 @@ impl Source<'_> {
         let mut limits = Limits::default();
         if section == "import" {
             limits.max_concurrent = Some(DEFAULT_IMPORT_MAX_CONCURRENT);
+            limits.max_per_client = Some(DEFAULT_IMPORT_MAX_PER_CLIENT);
+        }
+        if let Some(v) = raw.max_per_client {
+            if section != "import" {
+                return Err(err(
+                    "max_per_client",
+                    "only an import limits its clients by address (an export's clients are gateways)",
+                ));
+            }
+            if v == 0 {
+                return Err(err("max_per_client", "must be at least 1"));
+            }
+            limits.max_per_client = Some(v);
         }
         if let Some(v) = raw.max_concurrent {
             if v == 0 {
@@ -1163,6 +1181,14 @@ listen = "127.0.0.1:19080"
         let e = error(&with("queue_timeout = \"soon\""));
         assert!(
             e.starts_with("DIR/gw.toml:22: import.queue_timeout:"),
+            "{e}"
+        );
+        assert_eq!(l.max_per_client, Some(DEFAULT_IMPORT_MAX_PER_CLIENT));
+        let c = parse(&f, &with("max_per_client = 50")).unwrap();
+        assert_eq!(c.imports[0].limits.max_per_client, Some(50));
+        let e = error(&with("max_per_client = 0"));
+        assert!(
+            e.starts_with("DIR/gw.toml:22: import.max_per_client: must be at least 1"),
             "{e}"
         );
     }

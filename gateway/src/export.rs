@@ -238,10 +238,10 @@ impl Exports {
     async fn admit(
         &self,
         service: &str,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, crate::admission::Refusal> {
+    ) -> Result<Option<crate::admission::Admitted>, crate::admission::Refusal> {
         let services = self.current();
         match services.iter().find(|e| e.config.service == service) {
-            Some(e) => e.admission.admit().await,
+            Some(e) => e.admission.admit(None).await.map(Some),
             None => Ok(None),
         }
     }

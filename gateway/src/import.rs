@@ -277,7 +277,7 @@ async fn serve_client<C: ClientConn>(
     let trace = new_trace();
     let route = &state.route;
     let service = route.service.clone();
-    let _permit = match state.admission.admit().await {
+    let _permit = match state.admission.admit(Some(from.ip())).await {
         Ok(permit) => permit,
         Err(refusal) => {
             handle.counters.finished(false);
