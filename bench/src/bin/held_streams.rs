@@ -14,8 +14,9 @@
 //! idle. Streams are spread over one service per 8,000 (each target and
 //! each import port then needs fewer source ports than loopback has).
 //! The gateways run with their default configuration, except
-//! `max_concurrent` (each import's stream limit) and `[tunnel] max_streams`
-//! (streams per QUIC connection), which are raised to fit N; `--tunnel
+//! `max_concurrent` and `max_per_client` (each import's stream limits; every
+//! client here is 127.0.0.1) and `[tunnel] max_streams` (streams per QUIC
+//! connection), which are raised to fit N; `--tunnel
 //! "KEY = VALUE"` adds a line to `[tunnel]`. Needs an open-file limit above
 //! N + 500 in every process (client, targets, each gateway): as root it
 //! raises its own; the targets run in a child process; everything listens on 127.0.0.1 and stops by itself.
@@ -238,7 +239,7 @@ fn gateways(
         imports.push(listen);
         west += &format!("\n[[export]]\nservice = \"echo{i}\"\ntarget = \"{t}\"\n");
         east += &format!(
-            "\n[[import]]\nservice = \"echo{i}\"\nlisten = \"{listen}\"\nmax_concurrent = {}\n",
+            "\n[[import]]\nservice = \"echo{i}\"\nlisten = \"{listen}\"\nmax_concurrent = {0}\nmax_per_client = {0}\n",
             n + 1_000
         );
     }
