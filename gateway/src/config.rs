@@ -20,7 +20,8 @@ pub use strait_ca::IdentityPaths;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
 /// Streams an import carries at once unless it says `max_concurrent`: a
 /// flood of idle clients is refused before it exhausts the gateway's memory
-/// (about 15-35 KiB a stream, see bench/README.md).
+/// (about 9-10 KiB an idle stream, 20-26 KiB once bytes moved; see
+/// bench/README.md).
 pub const DEFAULT_IMPORT_MAX_CONCURRENT: usize = 10_000;
 /// Streams one client address may hold at once on an import unless it says
 /// `max_per_client`: a fifth of the default limit, so one flooding client
