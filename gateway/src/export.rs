@@ -320,7 +320,19 @@ pub async fn serve_stream(
             id: exports.id().to_owned(),
             region: exports.region().to_owned(),
         };
-        crate::relay::serve(me, tunnel.clone(), handle, settings, send, recv, buf, open).await;
+        // Boxed: a relayed stream's state would otherwise be reserved in
+        // every stream's task, relayed or not.
+        Box::pin(crate::relay::serve(
+            me,
+            tunnel.clone(),
+            handle,
+            settings,
+            send,
+            recv,
+            buf,
+            open,
+        ))
+        .await;
         return;
     }
     let Open {

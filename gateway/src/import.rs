@@ -328,9 +328,11 @@ async fn serve_client<C: ClientConn>(
                         region: &route.own_region,
                         started,
                     };
-                    if serve_locally(
+                    // Boxed: its state would otherwise be reserved in every
+                    // stream's task, local or not.
+                    if Box::pin(serve_locally(
                         target, &mut cr, &mut cw, &early, &trace, local, &handle, &settings,
-                    )
+                    ))
                     .await
                     {
                         C::reset(cr, cw);

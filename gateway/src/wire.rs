@@ -33,9 +33,11 @@ pub async fn read_frame(
             if let Some(msg) = frame::decode(buf)? {
                 return Ok(msg);
             }
-            let mut chunk = [0u8; 4096];
-            match recv.read(&mut chunk).await? {
-                Some(n) => buf.extend_from_slice(&chunk[..n]),
+            // quinn's own chunk, not an array here: this future lives
+            // inside every stream's task for the stream's whole life, and
+            // 4 KiB in it were 4 KiB per idle stream.
+            match recv.read_chunk(64 * 1024, true).await? {
+                Some(chunk) => buf.extend_from_slice(&chunk.bytes),
                 None => return Err(WireError::Eof),
             }
         }
