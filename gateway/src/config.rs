@@ -20,7 +20,7 @@ pub use strait_ca::IdentityPaths;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:15443";
 /// Streams an import carries at once unless it says `max_concurrent`: a
 /// flood of idle clients is refused before it exhausts the gateway's memory
-/// (about 9-10 KiB an idle stream, 20-26 KiB once bytes moved; see
+/// (about 6-7 KiB an idle stream, 13-26 KiB once bytes moved; see
 /// bench/README.md).
 pub const DEFAULT_IMPORT_MAX_CONCURRENT: usize = 10_000;
 /// Streams one client address may hold at once on an import unless it says
