@@ -572,3 +572,59 @@ impl ClientConn for TlsTcp {
         let _ = stream.get_ref().0.set_zero_linger();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair of real TCP sockets on loopback: (our read half,
+    /// the far end that writes).
+    async fn pair() -> (OwnedReadHalf, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (near, _) = listener.accept().await.unwrap();
+        (near.into_split().0, far)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_stream_waits_holding_no_buffer() {
+        let (mut read, mut far) = pair().await;
+        let mut owned = Owned::default();
+        far.write_all(b"hello").await.unwrap();
+        let data = owned.read(&mut read).await.unwrap().unwrap();
+        assert_eq!(&data[..], b"hello");
+        assert_eq!(owned.buf.capacity(), 0, "a short read kept a block");
+
+        let mut adaptive = Adaptive::new();
+        far.write_all(b"again").await.unwrap();
+        assert_eq!(adaptive.read(&mut read).await.unwrap(), b"again");
+        // The buffer goes before the next wait: nothing is held while the
+        // far end is silent.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), adaptive.read(&mut read));
+        assert!(waiting.await.is_err(), "read returned with nothing sent");
+        assert!(adaptive.buf.is_empty(), "a quiet read kept its buffer");
+    }
+
+    #[tokio::test]
+    async fn a_burst_earns_the_large_buffer_and_gives_it_back() {
+        let (mut read, mut far) = pair().await;
+        let mut owned = Owned::default();
+        far.write_all(&vec![1u8; 256 * 1024]).await.unwrap();
+        let mut got = owned.read(&mut read).await.unwrap().unwrap().len();
+        assert_eq!(
+            got, SMALL,
+            "the first read of a burst fills the small block"
+        );
+        assert!(owned.large, "a full small read did not ask for blocks");
+        while got < 256 * 1024 {
+            got += owned.read(&mut read).await.unwrap().unwrap().len();
+        }
+        far.write_all(b"x").await.unwrap();
+        let data = owned.read(&mut read).await.unwrap().unwrap();
+        assert_eq!(&data[..], b"x");
+        assert!(!owned.large);
+        assert_eq!(owned.buf.capacity(), 0);
+    }
+}
