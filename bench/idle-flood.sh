@@ -19,6 +19,7 @@
 # stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/pair.sh
 STRAIT=${STRAIT:-target/release/strait}
 FLOOD=${FLOOD:-18000}
 HOLD=${HOLD:-40}
@@ -45,46 +46,15 @@ cleanup() {
 trap cleanup EXIT
 
 P_NGINX=25101 P_E=25102 P_W=25103 P_AE=25104 P_AW=25105 P_IMPORT=25106
-"$STRAIT" ca init --trust-domain example.org --dir "$dir/ca" >/dev/null
-"$STRAIT" cert issue --ca "$dir/ca" --gateway --region eu-west --name gw-w --out "$dir/w" >/dev/null
-"$STRAIT" cert issue --ca "$dir/ca" --gateway --region us-east --name gw-e --out "$dir/e" >/dev/null
-mkdir -p "$dir/www"
-head -c 1024 /dev/urandom >"$dir/www/1k"
-chmod 755 "$dir" "$dir/www"   # nginx's workers run as nobody
-chmod 644 "$dir/www/1k"
-cat >"$dir/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 32768; }
-worker_rlimit_nofile 40000;
-http { access_log off; server { listen 127.0.0.1:$P_NGINX; root $dir/www; } }
-EOF
-nginx -c "$dir/nginx.conf" &
+strait_pki
+nginx_1k $P_NGINX 32768
 pids+=($!)
-cat >"$dir/east.toml" <<EOF
-[gateway]
-region = "us-east"
-listen = "127.0.0.1:$P_E"
-admin = "127.0.0.1:$P_AE"
-[identity]
-cert = "e/cert.pem"
-key = "e/key.pem"
-bundle = "e/bundle.pem"
+{ gateway_head e us-east "127.0.0.1:$P_E" "127.0.0.1:$P_AE"; cat <<EOF; } >"$dir/east.toml"
 [[export]]
 service = "web"
 target = "127.0.0.1:$P_NGINX"
 EOF
-cat >"$dir/west.toml" <<EOF
-[gateway]
-region = "eu-west"
-listen = "127.0.0.1:$P_W"
-admin = "127.0.0.1:$P_AW"
-[identity]
-cert = "w/cert.pem"
-key = "w/key.pem"
-bundle = "w/bundle.pem"
+{ gateway_head w eu-west "127.0.0.1:$P_W" "127.0.0.1:$P_AW"; cat <<EOF; } >"$dir/west.toml"
 [tunnel]
 first_byte_timeout = "$FIRST_BYTE"
 [[peer]]

@@ -16,6 +16,7 @@
 # Everything listens on 127.0.0.1 (ports 25000-25030) and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/pair.sh
 STRAIT=${STRAIT:-target/release/strait}
 SECS=${SECS:-10}
 REQUESTS=${REQUESTS:-20000}
@@ -40,44 +41,17 @@ P_SQ_E=25002 P_SQ_W=25003 P_SA_E=25004 P_SA_W=25005 P_SI=25006 P_SW=25007
 P_TI_C=25010 P_TI_S=25011 P_TW_C=25012 P_TW_S=25013
 P_HI_C=25020 P_HI_S=25021 P_HW_C=25022 P_HW_S=25023
 
-"$STRAIT" ca init --trust-domain example.org --dir "$dir/ca" >/dev/null
-"$STRAIT" cert issue --ca "$dir/ca" --gateway --region eu-west --name gw-w --out "$dir/w" >/dev/null
-"$STRAIT" cert issue --ca "$dir/ca" --gateway --region us-east --name gw-e --out "$dir/e" >/dev/null
+strait_pki
 
 # Targets. One iperf3 server for every run: strait's target check connects
 # to it every second, which a one-off server (-1) would take as its client.
 iperf3 -s -p $P_IPERF >/dev/null 2>&1 &
 pids+=($!)
-mkdir -p "$dir/www"
-head -c 1024 /dev/urandom >"$dir/www/1k"
-# nginx's workers run as nobody: the file must be readable by them (a
-# private temporary directory made every request a 153-byte 403).
-chmod 755 "$dir" "$dir/www"
-chmod 644 "$dir/www/1k"
-cat >"$dir/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$P_NGINX; root $dir/www; }
-}
-EOF
-nginx -c "$dir/nginx.conf" &
+nginx_1k $P_NGINX
 pids+=($!)
 
 # The strait pair: east exports both targets, west imports them.
-cat >"$dir/east.toml" <<EOF
-[gateway]
-region = "us-east"
-listen = "127.0.0.1:$P_SQ_E"
-admin = "127.0.0.1:$P_SA_E"
-[identity]
-cert = "e/cert.pem"
-key = "e/key.pem"
-bundle = "e/bundle.pem"
+{ gateway_head e us-east "127.0.0.1:$P_SQ_E" "127.0.0.1:$P_SA_E"; cat <<EOF; } >"$dir/east.toml"
 [tunnel]
 $TUNNEL
 [[export]]
@@ -87,15 +61,7 @@ target = "127.0.0.1:$P_IPERF"
 service = "web"
 target = "127.0.0.1:$P_NGINX"
 EOF
-cat >"$dir/west.toml" <<EOF
-[gateway]
-region = "eu-west"
-listen = "127.0.0.1:$P_SQ_W"
-admin = "127.0.0.1:$P_SA_W"
-[identity]
-cert = "w/cert.pem"
-key = "w/key.pem"
-bundle = "w/bundle.pem"
+{ gateway_head w eu-west "127.0.0.1:$P_SQ_W" "127.0.0.1:$P_SA_W"; cat <<EOF; } >"$dir/west.toml"
 [tunnel]
 $TUNNEL
 [[peer]]

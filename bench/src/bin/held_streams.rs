@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use strait_bench::{Proc, make_certs, rss_kib, spawn_logged, strait_binary};
+use strait_bench::{Proc, free_tcp, free_udp, make_certs, rss_kib, spawn_logged, strait_binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -197,13 +197,6 @@ async fn serve_targets(k: usize) {
     }
 }
 
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// Writes both gateways' configurations and starts them; returns
 /// (export, import) processes and the import listeners.
 fn gateways(
@@ -214,7 +207,7 @@ fn gateways(
     extra: &str,
 ) -> (Proc, Proc, Vec<SocketAddr>, SocketAddr) {
     let (wq, eq) = (free_udp(), free_udp());
-    let (wa, ea) = (free_port(), free_port());
+    let (wa, ea) = (free_tcp(), free_tcp());
     // Streams per QUIC connection: enough for all n on one lane (streams
     // spread over the lanes by load, not evenly), never below the default.
     let max_streams = n.max(4096) + 64;
@@ -235,7 +228,7 @@ fn gateways(
     );
     let mut imports = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        let listen = free_port();
+        let listen = free_tcp();
         imports.push(listen);
         west += &format!("\n[[export]]\nservice = \"echo{i}\"\ntarget = \"{t}\"\n");
         east += &format!(
@@ -258,13 +251,6 @@ fn gateways(
     let import = procs.pop().unwrap();
     let export = procs.pop().unwrap();
     (export, import, imports, ea)
-}
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// Waits until the importing gateway's /status lists every service.

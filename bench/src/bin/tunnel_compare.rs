@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use strait_bench::rss_kib;
+use strait_bench::{free_tcp, free_udp, rss_kib};
 use strait_ca::{
     CaOptions, CertificateAuthority, KeyType, Overwrite, SpiffeId, SvidRequest, TrustDomain,
 };
@@ -87,20 +87,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// Sink: counts bytes until EOF, answers the count as 8 bytes.
