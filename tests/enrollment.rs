@@ -317,11 +317,7 @@ fn failed_bundle_refreshes_are_logged_counted_and_recorded() {
 
 #[test]
 fn thirty_second_certificates_renew_under_load_and_outlast_a_ca_partition_until_expiry() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::relay_runtime();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     strait(d, "ca init --trust-domain example.org --dir ca").ok();

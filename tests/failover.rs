@@ -105,11 +105,7 @@ fn drill() -> Drill {
 
 /// The drill with `svc` imported `idempotent` or not.
 fn drill_with(idempotent: bool) -> Drill {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::relay_runtime();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = TestCa::new(d, "example.org");

@@ -103,11 +103,7 @@ fn label(region: &str, i: usize) -> String {
 }
 
 fn mesh() -> Mesh {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = support::relay_runtime();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = TestCa::new(d, "example.org");

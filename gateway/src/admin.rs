@@ -108,6 +108,8 @@ struct PeerStatus {
     /// Milliseconds since the peer last answered a probe.
     last_seen_ms: u64,
     services: Vec<ServiceStatus>,
+    /// What QUIC knows of the connection (absent once it closed).
+    transport: Option<crate::transport::TransportStats>,
 }
 
 #[derive(Serialize)]
@@ -163,6 +165,10 @@ impl AdminState {
                             healthy: s.healthy,
                         })
                         .collect(),
+                    transport: tunnel
+                        .as_ref()
+                        .filter(|t| !t.is_closed())
+                        .map(|t| crate::transport::TransportStats::from(&t.conn.stats())),
                 }
             })
             .collect();
@@ -324,7 +330,11 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             }
         }
         ("GET", "/metrics") => match crate::metrics::handle() {
-            Some(h) => (200, "text/plain; version=0.0.4", h.render()),
+            Some(h) => (
+                200,
+                "text/plain; version=0.0.4",
+                h.render() + &crate::transport::render(&crate::transport::snapshot(&state.handle)),
+            ),
             None => (
                 503,
                 "text/plain",

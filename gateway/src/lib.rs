@@ -32,6 +32,7 @@ pub mod renew;
 pub mod splice;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;
 pub mod tunnel;
 pub mod windows;
 pub mod wire;

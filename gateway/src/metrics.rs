@@ -36,6 +36,16 @@ pub const RENEWALS: &str = "strait_certificate_renewals_total";
 pub const PEERS_REVOKED: &str = "strait_peers_revoked_total";
 pub const RELAYED: &str = "strait_relayed_streams_total";
 pub const BUNDLE_REFRESHES: &str = "strait_bundle_refreshes_total";
+pub const QUIC_RTT: &str = "strait_quic_rtt_seconds";
+pub const QUIC_MIN_RTT: &str = "strait_quic_min_rtt_seconds";
+pub const QUIC_CWND: &str = "strait_quic_congestion_window_bytes";
+pub const QUIC_MTU: &str = "strait_quic_path_mtu_bytes";
+pub const QUIC_SENT_PACKETS: &str = "strait_quic_sent_packets_total";
+pub const QUIC_LOST_PACKETS: &str = "strait_quic_lost_packets_total";
+pub const QUIC_SENT_BYTES: &str = "strait_quic_sent_bytes_total";
+pub const QUIC_RECEIVED_BYTES: &str = "strait_quic_received_bytes_total";
+pub const QUIC_LOST_BYTES: &str = "strait_quic_lost_bytes_total";
+pub const QUIC_CONGESTION_EVENTS: &str = "strait_quic_congestion_events_total";
 
 /// (name, kind, help) of every metric.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -150,6 +160,62 @@ pub const ALL: &[(&str, &str, &str)] = &[
         BUNDLE_REFRESHES,
         "counter",
         "Trust bundle and deny list fetches from the CA service by result (ok, error).",
+    ),
+];
+
+/// (name, kind, help) of the transport metrics of each tunnel, read from
+/// quinn when `/metrics` is scraped (`crate::transport`). Labels: region,
+/// peer, peer_instance, peer_region, lane.
+pub const TRANSPORT: &[(&str, &str, &str)] = &[
+    (
+        QUIC_RTT,
+        "gauge",
+        "Smoothed round-trip time QUIC measures on the tunnel.",
+    ),
+    (
+        QUIC_MIN_RTT,
+        "gauge",
+        "Lowest round-trip time seen on the tunnel's path.",
+    ),
+    (
+        QUIC_CWND,
+        "gauge",
+        "Congestion window: bytes the tunnel may have in flight.",
+    ),
+    (
+        QUIC_MTU,
+        "gauge",
+        "Largest UDP payload the tunnel's path carries, as discovered.",
+    ),
+    (
+        QUIC_SENT_PACKETS,
+        "counter",
+        "QUIC packets sent on the tunnel's connection.",
+    ),
+    (
+        QUIC_LOST_PACKETS,
+        "counter",
+        "QUIC packets declared lost on the tunnel's connection.",
+    ),
+    (
+        QUIC_SENT_BYTES,
+        "counter",
+        "UDP payload bytes sent on the tunnel's connection.",
+    ),
+    (
+        QUIC_RECEIVED_BYTES,
+        "counter",
+        "UDP payload bytes received on the tunnel's connection.",
+    ),
+    (
+        QUIC_LOST_BYTES,
+        "counter",
+        "Bytes in QUIC packets declared lost.",
+    ),
+    (
+        QUIC_CONGESTION_EVENTS,
+        "counter",
+        "Times the congestion controller cut the window.",
     ),
 ];
 

@@ -261,7 +261,12 @@ impl GatewayProcess {
 
     /// `/metrics`, parsed.
     pub fn scrape(&self) -> HashMap<String, f64> {
-        parse_metrics(&http_get(self.spec_admin, "/metrics").expect("/metrics answered"))
+        parse_metrics(&self.scrape_text())
+    }
+
+    /// `/metrics` as the gateway wrote it.
+    pub fn scrape_text(&self) -> String {
+        http_get(self.spec_admin, "/metrics").expect("/metrics answered")
     }
 
     /// `/status` as JSON, if the gateway answers.

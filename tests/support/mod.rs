@@ -10,6 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `strait` binary cargo built for these tests.
+/// A small runtime for a test's netsim relays (the gateways under test are
+/// processes of their own).
+pub fn relay_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn strait_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strait"))
 }

@@ -77,6 +77,24 @@ pub(crate) fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
     serde_json::from_str(body).with_context(|| format!("{addr}{path} is not JSON"))
 }
 
+/// QUIC packets lost over packets sent on the connection, or "-" from a
+/// gateway that does not report transport figures (an older one).
+fn packet_loss(transport: &Value) -> String {
+    match transport["loss_ratio"].as_f64() {
+        Some(r) => format!("{:.2}%", r * 100.0),
+        None => "-".to_owned(),
+    }
+}
+
+/// The congestion window in readable units.
+fn cwnd(transport: &Value) -> String {
+    match transport["cwnd_bytes"].as_u64() {
+        Some(b) if b >= 1 << 20 => format!("{:.1}MiB", b as f64 / f64::from(1u32 << 20)),
+        Some(b) => format!("{}KiB", b / 1024),
+        None => "-".to_owned(),
+    }
+}
+
 fn render(s: &Value) -> String {
     let str_of = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     let mut out = format!(
@@ -139,13 +157,15 @@ fn render(s: &Value) -> String {
             known(region).max(gateways.len())
         );
         out += &format!(
-            "  {:<12} {:<22} {:>4} {:<9} {:>9} {:>6} {:>8}  {:<24} {:>10}\n",
+            "  {:<12} {:<22} {:>4} {:<9} {:>9} {:>6} {:>8} {:>9} {:>8}  {:<24} {:>10}\n",
             "GATEWAY",
             "INSTANCE",
             "LANE",
             "STATE",
             "RTT",
             "LOSS",
+            "PKT-LOSS",
+            "CWND",
             "STREAMS",
             "SERVICES",
             "LAST-SEEN"
@@ -171,13 +191,15 @@ fn render(s: &Value) -> String {
                 })
                 .collect();
             out += &format!(
-                "  {:<12} {:<22} {:>4} {:<9} {:>7.1}ms {:>5.0}% {:>8}  {:<24} {:>8.1}s ago\n",
+                "  {:<12} {:<22} {:>4} {:<9} {:>7.1}ms {:>5.0}% {:>8} {:>9} {:>8}  {:<24} {:>8.1}s ago\n",
                 str_of(&p["name"]),
                 str_of(&p["instance"]),
                 p["lane"].as_u64().unwrap_or(0),
                 str_of(&p["state"]),
                 p["rtt_ms"].as_f64().unwrap_or(0.0),
                 p["probe_loss"].as_f64().unwrap_or(0.0) * 100.0,
+                packet_loss(&p["transport"]),
+                cwnd(&p["transport"]),
                 p["active_streams"].as_u64().unwrap_or(0),
                 services.join(","),
                 p["last_seen_ms"].as_f64().unwrap_or(0.0) / 1e3,
@@ -250,6 +272,7 @@ mod tests {
             "ready": true, "draining": false,
             "peers": [{"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "lane": 0, "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
                        "active_streams": 3, "last_seen_ms": 120,
+                       "transport": {"loss_ratio": 0.0213, "cwnd_bytes": 3_500_000u64},
                        "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]},
                       {"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "lane": 1, "state": "down", "rtt_ms": 80.4, "probe_loss": 1.0,
                        "active_streams": 0, "last_seen_ms": 3000,
@@ -272,6 +295,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("80.4ms"), "{text}");
+        assert!(text.contains("  2.13%    3.3MiB"), "{text}");
+        // Lane 1 came from a gateway with no transport figures.
+        assert!(text.contains("100%        -         -"), "{text}");
         assert!(text.contains("payments,orders(down)"), "{text}");
         assert!(text.contains("payments         us-east"), "{text}");
         assert!(text.contains("orders           none"), "{text}");
