@@ -9,7 +9,6 @@ pub mod raw;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `strait` binary cargo built for these tests.
 /// A small runtime for a test's netsim relays (the gateways under test are
 /// processes of their own).
 pub fn relay_runtime() -> tokio::runtime::Runtime {
@@ -20,6 +19,7 @@ pub fn relay_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The `strait` binary cargo built for these tests.
 pub fn strait_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strait"))
 }
