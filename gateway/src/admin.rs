@@ -37,6 +37,10 @@ pub struct AdminState {
     pub events: Arc<EventLog>,
     pub mesh: Arc<MeshView>,
     pub imports: std::sync::Mutex<Vec<ImportConfig>>,
+    /// The remote regions the configuration names (`[[peer]]` regions and
+    /// imports' `prefer`): reported even while none of their gateways is
+    /// reached.
+    pub peer_regions: std::sync::Mutex<Vec<String>>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
     /// The identity in force (it changes with renewals and reloads).
@@ -226,6 +230,27 @@ impl AdminState {
         serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into())
     }
 
+    /// What `/metrics` reads from live state (`crate::scrape`).
+    fn live_metrics(&self) -> Vec<crate::scrape::Family> {
+        let view = self.handle.view();
+        let wanted = self
+            .peer_regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mesh = self.mesh.snapshot(
+            self.mesh.own_report(&self.handle, &self.exports_state),
+            tokio::time::Instant::now(),
+        );
+        let mut families = vec![
+            crate::scrape::tunnel_state(&self.region, &view.conns),
+            crate::scrape::region_gateways(&self.region, &wanted, &view.conns),
+            crate::scrape::mesh_ages(&self.region, &mesh),
+        ];
+        families.extend(crate::transport::families(&self.handle));
+        families
+    }
+
     fn import_list(&self) -> Vec<ImportConfig> {
         self.imports
             .lock()
@@ -333,7 +358,7 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
             Some(h) => (
                 200,
                 "text/plain; version=0.0.4",
-                h.render() + &crate::transport::render(&crate::transport::snapshot(&state.handle)),
+                h.render() + &crate::scrape::render(&state.live_metrics()),
             ),
             None => (
                 503,

@@ -596,6 +596,21 @@ impl GatewayConfig {
         }
     }
 
+    /// The remote regions this configuration names: `[[peer]]` regions
+    /// and every import's `prefer`, sorted, without our own.
+    pub fn peer_regions(&self) -> Vec<String> {
+        let mut regions: Vec<String> = self
+            .peers
+            .iter()
+            .filter_map(|p| p.region.clone())
+            .chain(self.imports.iter().flat_map(|i| i.prefer.iter().cloned()))
+            .filter(|r| *r != self.region)
+            .collect();
+        regions.sort();
+        regions.dedup();
+        regions
+    }
+
     /// Where peers should dial this gateway: `[gateway] advertise`, else
     /// the `STRAIT_ADVERTISE` environment variable (a DaemonSet sets it
     /// from the node's IP), else the QUIC address it is bound to when that

@@ -279,6 +279,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
                 })
                 .collect(),
         ),
+        peer_regions: std::sync::Mutex::new(config.peer_regions()),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         identity: identity.clone(),
@@ -533,6 +534,11 @@ impl RunningGateway {
         }
         *self.admin.imports.lock().unwrap_or_else(|p| p.into_inner()) =
             self.imports.iter().map(|(c, _)| c.clone()).collect();
+        *self
+            .admin
+            .peer_regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = new.peer_regions();
         self.config = new;
         Ok(summary)
     }

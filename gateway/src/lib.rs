@@ -29,6 +29,7 @@ pub mod probe;
 pub mod relay;
 pub mod reload;
 pub mod renew;
+pub mod scrape;
 pub mod splice;
 pub mod telemetry;
 pub mod tls;

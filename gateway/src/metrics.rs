@@ -36,6 +36,8 @@ pub const RENEWALS: &str = "strait_certificate_renewals_total";
 pub const PEERS_REVOKED: &str = "strait_peers_revoked_total";
 pub const RELAYED: &str = "strait_relayed_streams_total";
 pub const BUNDLE_REFRESHES: &str = "strait_bundle_refreshes_total";
+pub const PEER_REGION_GATEWAYS: &str = "strait_peer_region_gateways";
+pub const MESH_REPORT_AGE: &str = "strait_mesh_report_age_seconds";
 pub const QUIC_RTT: &str = "strait_quic_rtt_seconds";
 pub const QUIC_MIN_RTT: &str = "strait_quic_min_rtt_seconds";
 pub const QUIC_CWND: &str = "strait_quic_congestion_window_bytes";
@@ -50,11 +52,6 @@ pub const QUIC_CONGESTION_EVENTS: &str = "strait_quic_congestion_events_total";
 /// (name, kind, help) of every metric.
 pub const ALL: &[(&str, &str, &str)] = &[
     (BUILD_INFO, "gauge", "Always 1; labels carry the version."),
-    (
-        TUNNEL_STATE,
-        "gauge",
-        "1 for the tunnel's current state (state=up|degraded|down), 0 for the others.",
-    ),
     (
         PROBE_RTT,
         "histogram",
@@ -163,10 +160,25 @@ pub const ALL: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// (name, kind, help) of the transport metrics of each tunnel, read from
-/// quinn when `/metrics` is scraped (`crate::transport`). Labels: region,
-/// peer, peer_instance, peer_region, lane.
-pub const TRANSPORT: &[(&str, &str, &str)] = &[
+/// (name, kind, help) of the metrics read from live state when `/metrics`
+/// is scraped (`crate::scrape`), so that their series go with the tunnel
+/// or gateway they describe.
+pub const LIVE: &[(&str, &str, &str)] = &[
+    (
+        TUNNEL_STATE,
+        "gauge",
+        "1 for the tunnel's current state (state=up|degraded|down, the best of its connections), 0 for the others; only while a tunnel is open.",
+    ),
+    (
+        PEER_REGION_GATEWAYS,
+        "gauge",
+        "Gateways of each remote region (configured or with a tunnel) by the state of their tunnel from here; all 0 when none is reached.",
+    ),
+    (
+        MESH_REPORT_AGE,
+        "gauge",
+        "Age of this gateway's latest figures from each gateway it has heard of (stale after 3 s, forgotten after 10 min).",
+    ),
     (
         QUIC_RTT,
         "gauge",

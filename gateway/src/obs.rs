@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use strait_core::health::TunnelHealth;
-use strait_core::plane::{DownReason, PeerInfo, PlaneEvent};
+use strait_core::plane::{DownReason, PlaneEvent};
 use tokio::sync::mpsc;
 
 use crate::events::EventLog;
@@ -37,23 +37,9 @@ impl Observers {
         }
     }
 
-    fn set_state(&self, peer: &PeerInfo, state: TunnelHealth) {
-        for s in [TunnelHealth::Up, TunnelHealth::Degraded, TunnelHealth::Down] {
-            let labels = [
-                ("region", self.region.clone()),
-                ("peer", peer.id.clone()),
-                ("peer_instance", peer.instance.clone()),
-                ("peer_region", peer.region.clone()),
-                ("state", s.as_str().to_owned()),
-            ];
-            metrics::gauge!(m::TUNNEL_STATE, &labels).set(if s == state { 1.0 } else { 0.0 });
-        }
-    }
-
     pub fn plane_event(&self, event: PlaneEvent) {
         match event {
             PlaneEvent::TunnelUp { conn, peer, dialed } => {
-                self.set_state(&peer, TunnelHealth::Up);
                 self.events
                     .record("tunnel_up", format!("{} ({})", peer.id, peer.region));
                 tracing::info!(peer = %peer.id, instance = %peer.instance, %conn, dialed, "tunnel up");
@@ -81,7 +67,6 @@ impl Observers {
                 to,
                 loss,
             } => {
-                self.set_state(&peer, to);
                 self.events.record(
                     "tunnel_health",
                     format!(

@@ -11,12 +11,12 @@
 //! connection (peer gateway and lane), so its counters start again from
 //! zero when that lane reconnects, which Prometheus' `rate()` expects.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::metrics as m;
+use crate::scrape::{Family, Labels};
 
 /// One connection's transport figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -67,35 +67,56 @@ impl From<&quinn::ConnectionStats> for TransportStats {
     }
 }
 
-/// Whose figures these are: the labels of one connection's series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TunnelLabels {
-    pub region: String,
-    pub peer: String,
-    pub peer_instance: String,
-    pub peer_region: String,
-    pub lane: u16,
+/// The transport metrics of every open tunnel of `handle`, one series
+/// per connection (peer gateway and lane).
+pub fn families(handle: &crate::handle::PlaneHandle) -> Vec<Family> {
+    let tunnels: Vec<(Labels, TransportStats)> = handle
+        .tunnels()
+        .iter()
+        .filter(|t| !t.is_closed())
+        .map(|t| {
+            (
+                vec![
+                    ("region", handle.region().to_owned()),
+                    ("peer", t.peer.to_string()),
+                    ("peer_instance", t.instance.clone()),
+                    ("peer_region", t.region.clone()),
+                    ("lane", t.lane.to_string()),
+                ],
+                TransportStats::from(&t.conn.stats()),
+            )
+        })
+        .collect();
+    per_connection(&tunnels)
 }
 
-impl TunnelLabels {
-    fn render(&self) -> String {
-        format!(
-            "region=\"{}\",peer=\"{}\",peer_instance=\"{}\",peer_region=\"{}\",lane=\"{}\"",
-            escape(&self.region),
-            escape(&self.peer),
-            escape(&self.peer_instance),
-            escape(&self.peer_region),
-            self.lane
-        )
-    }
+/// One family per transport metric, a series per connection.
+fn per_connection(tunnels: &[(Labels, TransportStats)]) -> Vec<Family> {
+    TRANSPORT
+        .iter()
+        .map(|&name| {
+            let mut f = Family::new(name);
+            for (labels, stats) in tunnels {
+                f.push(labels.clone(), value(name, stats));
+            }
+            f
+        })
+        .collect()
 }
 
-/// Label values as the Prometheus text format wants them.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// The transport metrics, in the order `/metrics` lists them.
+pub const TRANSPORT: [&str; 10] = [
+    m::QUIC_RTT,
+    m::QUIC_MIN_RTT,
+    m::QUIC_CWND,
+    m::QUIC_MTU,
+    m::QUIC_SENT_PACKETS,
+    m::QUIC_LOST_PACKETS,
+    m::QUIC_SENT_BYTES,
+    m::QUIC_RECEIVED_BYTES,
+    m::QUIC_LOST_BYTES,
+    m::QUIC_CONGESTION_EVENTS,
+];
 
 /// The value of metric `name` in `s`.
 fn value(name: &str, s: &TransportStats) -> f64 {
@@ -114,58 +135,21 @@ fn value(name: &str, s: &TransportStats) -> f64 {
     }
 }
 
-/// The transport metrics of `tunnels` in the Prometheus text format, to
-/// follow what the recorder renders. Nothing when there is no tunnel: a
-/// family with no series would only be noise.
-pub fn render(tunnels: &[(TunnelLabels, TransportStats)]) -> String {
-    let mut out = String::new();
-    if tunnels.is_empty() {
-        return out;
-    }
-    for (name, kind, help) in m::TRANSPORT {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, stats) in tunnels {
-            let _ = writeln!(out, "{name}{{{}}} {}", labels.render(), value(name, stats));
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// The labels and figures of every open tunnel of `handle`.
-pub fn snapshot(handle: &crate::handle::PlaneHandle) -> Vec<(TunnelLabels, TransportStats)> {
-    handle
-        .tunnels()
-        .iter()
-        .filter(|t| !t.is_closed())
-        .map(|t| {
-            (
-                TunnelLabels {
-                    region: handle.region().to_owned(),
-                    peer: t.peer.to_string(),
-                    peer_instance: t.instance.clone(),
-                    peer_region: t.region.clone(),
-                    lane: t.lane,
-                },
-                TransportStats::from(&t.conn.stats()),
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn labels(lane: u16) -> TunnelLabels {
-        TunnelLabels {
-            region: "eu-west".into(),
-            peer: "spiffe://example.org/gateway/us-east/gw-\"2\"".into(),
-            peer_instance: "10.0.0.2:15443".into(),
-            peer_region: "us-east".into(),
-            lane,
-        }
+    fn labels(lane: u16) -> Labels {
+        vec![
+            ("region", "eu-west".into()),
+            (
+                "peer",
+                "spiffe://example.org/gateway/us-east/gw-\"2\"".into(),
+            ),
+            ("peer_instance", "10.0.0.2:15443".into()),
+            ("peer_region", "us-east".into()),
+            ("lane", lane.to_string()),
+        ]
     }
 
     #[test]
@@ -183,8 +167,16 @@ mod tests {
             lost_bytes: 28_000,
             congestion_events: 3,
         };
-        let text = render(&[(labels(0), stats), (labels(1), TransportStats::default())]);
-        for (name, kind, _) in m::TRANSPORT {
+        let text = crate::scrape::render(&per_connection(&[
+            (labels(0), stats),
+            (labels(1), TransportStats::default()),
+        ]));
+        for name in TRANSPORT {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{text}");
             assert_eq!(
                 text.lines()
@@ -199,7 +191,7 @@ mod tests {
         ), "{text}");
         assert!(text.contains("strait_quic_lost_packets_total{"));
         assert!(text.contains("lane=\"1\"} 0\n"));
-        assert_eq!(render(&[]), "");
+        assert_eq!(crate::scrape::render(&per_connection(&[])), "");
     }
 
     #[test]
