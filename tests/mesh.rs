@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strait_netsim::{LinkConfig, Network, SharedLink, UdpRelay};
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, free_tcp};
+use support::mesh::{GatewayProcess, GatewaySpec, StoppableTarget, TestCa, free_tcp};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -454,56 +454,12 @@ fn a_cut_between_two_regions_is_routed_through_the_third_and_nothing_is_delivere
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
 }
 
-/// A tagged target on `addr` that can be stopped (connections refused)
-/// and started again on the same address.
-struct LocalTarget {
-    addr: SocketAddr,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl LocalTarget {
-    fn start(addr: SocketAddr, tag: &'static str) -> LocalTarget {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = std::net::TcpListener::bind(addr).unwrap();
-        let addr = listener.local_addr().unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            while !stopped.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut s, _)) => {
-                        s.set_nonblocking(false).unwrap();
-                        std::thread::spawn(move || {
-                            let _ = s.write_all(format!("{tag}\n").as_bytes());
-                            let mut buf = [0u8; 1024];
-                            while let Ok(n) = s.read(&mut buf) {
-                                if n == 0 || s.write_all(&buf[..n]).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        LocalTarget { addr, stop }
-    }
-
-    fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        // Let the accept loop see it and drop the listener.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_local_first_import_fails_over_to_the_remote_region_and_comes_back_after_the_hold_down() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (_ca, mut west, mut east) = support::mesh::west_east(d);
-    let local = LocalTarget::start("127.0.0.1:0".parse().unwrap(), "local");
+    let local = StoppableTarget::start("127.0.0.1:0".parse().unwrap(), Some("local"));
     east.exports
         .push(("svc".into(), tagged_target("remote"), vec![]));
     let import = free_tcp();
@@ -554,7 +510,7 @@ fn a_local_first_import_fails_over_to_the_remote_region_and_comes_back_after_the
     assert_eq!(failed, 0);
     assert_eq!(served.keys().collect::<Vec<_>>(), ["remote"]);
 
-    let local = LocalTarget::start(local.addr, "local");
+    let local = StoppableTarget::start(local.addr, Some("local"));
     let restored = Instant::now();
     let back = loop {
         let tag = served_by(import, Duration::from_secs(5));

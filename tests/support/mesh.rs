@@ -533,3 +533,50 @@ pub fn sum(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
         .map(|(_, v)| v)
         .sum()
 }
+
+/// An echo target on `addr` that can be stopped (its port then refuses
+/// connections) and started again on the same address; it first writes
+/// `tag` and a newline when given one.
+pub struct StoppableTarget {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StoppableTarget {
+    pub fn start(addr: SocketAddr, tag: Option<&'static str>) -> StoppableTarget {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut s, _)) => {
+                        s.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || {
+                            if let Some(tag) = tag {
+                                let _ = s.write_all(format!("{tag}\n").as_bytes());
+                            }
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        StoppableTarget { addr, stop }
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Let the accept loop see it and drop the listener.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
