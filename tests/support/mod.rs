@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mesh;
+pub mod podman;
 pub mod raw;
 
 use std::path::{Path, PathBuf};
