@@ -21,6 +21,9 @@ context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 root="$context/rootfs"
 install -D -m 0755 "$binary" "$root/usr/local/bin/strait"
+# The release profile keeps debug information for profiling; the image
+# does not need it (the Dockerfile strips too).
+if command -v strip >/dev/null; then strip "$root/usr/local/bin/strait"; fi
 # The dynamic loader and every library, at the paths the binary asks for.
 ldd "$binary" | awk '/=> \// {print $3} /^[[:space:]]*\// {print $1}' | sort -u |
   while read -r lib; do
