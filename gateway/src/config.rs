@@ -642,7 +642,13 @@ impl GatewayConfig {
     /// Validates a configuration file without requiring the files it names
     /// to exist here (a config for a container, checked on a laptop).
     pub fn load_without_files(path: &Path) -> Result<GatewayConfig, GatewayError> {
-        Self::parse_inner(path, &read(path)?, false)
+        Self::parse_without_files(path, &read(path)?)
+    }
+
+    /// Validates configuration text without requiring the files it names
+    /// to exist; `path` names it in errors.
+    pub fn parse_without_files(path: &Path, text: &str) -> Result<GatewayConfig, GatewayError> {
+        Self::parse_inner(path, text, false)
     }
 
     fn parse_inner(
