@@ -165,6 +165,12 @@ pub struct TunnelSettings {
     /// `[[peer]]` seeds (a static topology, or advertised addresses that
     /// other regions cannot reach).
     pub discover: bool,
+    /// Handshakes in flight above which a new one must first prove its
+    /// source address with a QUIC Retry (0: always), and at which new ones
+    /// are refused: a flood of strangers' handshakes cannot take the CPU
+    /// that established tunnels need.
+    pub handshake_retry_above: usize,
+    pub max_handshakes: usize,
 }
 
 /// QUIC congestion controller. BBR is the default: through netsim at 80 ms
@@ -197,6 +203,8 @@ impl Default for TunnelSettings {
             tunnels_per_region: 2,
             connections_per_peer: default_connections_per_peer(),
             discover: true,
+            handshake_retry_above: strait_core::handshake::GateConfig::default().retry_above,
+            max_handshakes: strait_core::handshake::GateConfig::default().max_in_flight,
         }
     }
 }
@@ -334,6 +342,8 @@ struct RawTunnel {
     tunnels_per_region: Option<Spanned<usize>>,
     connections_per_peer: Option<Spanned<u16>>,
     discover: Option<bool>,
+    handshake_retry_above: Option<usize>,
+    max_handshakes: Option<Spanned<usize>>,
 }
 
 struct Source<'a> {
@@ -881,6 +891,19 @@ impl GatewayConfig {
             }
             if let Some(v) = &t.max_streams {
                 tunnel.max_streams = src.nonzero(v, "tunnel.max_streams")?;
+            }
+            if let Some(v) = t.handshake_retry_above {
+                tunnel.handshake_retry_above = v;
+            }
+            if let Some(v) = &t.max_handshakes {
+                if *v.get_ref() == 0 {
+                    return Err(src.err(
+                        v.span(),
+                        "tunnel.max_handshakes",
+                        "must be at least 1: with 0 no peer could ever connect",
+                    ));
+                }
+                tunnel.max_handshakes = *v.get_ref();
             }
             if let Some(v) = &t.tunnels_per_region {
                 if *v.get_ref() == 0 {

@@ -219,25 +219,81 @@ pub async fn follow_control(
     }
 }
 
-/// Accepts connections until the endpoint closes.
+/// Accepts connections until the endpoint closes. Each new handshake goes
+/// through the gate first (`strait_core::handshake`): under a backlog a
+/// stranger proves its address with a QUIC Retry before any handshake work,
+/// and beyond `max_handshakes` it is refused.
 pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
+    use strait_core::handshake::{Admit, GateConfig, HandshakeGate};
+    let gate = Arc::new(std::sync::Mutex::new(HandshakeGate::new(GateConfig {
+        retry_above: drivers.settings.handshake_retry_above,
+        max_in_flight: drivers.settings.max_handshakes,
+    })));
+    let region = drivers.handle.region().to_owned();
     while let Some(incoming) = endpoint.accept().await {
-        let drivers = drivers.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
-                    let _ = run_connection(conn, None, drivers).await;
-                }
-                Err(e) => {
-                    let _ = drivers.notes.send(Note::PeerRefused {
-                        addr: remote,
-                        stage: "handshake",
-                        reason: e.to_string(),
-                    });
+        let remote = incoming.remote_address();
+        let admit = gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_incoming(incoming.remote_address_validated(), incoming.may_retry());
+        metrics::counter!(
+            crate::metrics::HANDSHAKES,
+            "region" => region.clone(),
+            "decision" => admit.as_str()
+        )
+        .increment(1);
+        match admit {
+            Admit::Retry => {
+                // Fails only when a Retry was already sent; then it is
+                // dropped like any other handshake we cannot take.
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
                 }
             }
-        });
+            Admit::Refuse => {
+                incoming.refuse();
+                let _ = drivers.notes.send(Note::PeerRefused {
+                    addr: remote,
+                    stage: "busy",
+                    reason: format!(
+                        "{} handshakes in flight ([tunnel] max_handshakes)",
+                        drivers.settings.max_handshakes
+                    ),
+                });
+            }
+            Admit::Accept => {
+                let drivers = drivers.clone();
+                let in_flight = InFlight(gate.clone());
+                tokio::spawn(async move {
+                    let result = incoming.await;
+                    drop(in_flight);
+                    match result {
+                        Ok(conn) => {
+                            let _ = run_connection(conn, None, drivers).await;
+                        }
+                        Err(e) => {
+                            let _ = drivers.notes.send(Note::PeerRefused {
+                                addr: remote,
+                                stage: "handshake",
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One accepted handshake in flight, until it ends either way.
+struct InFlight(Arc<std::sync::Mutex<strait_core::handshake::HandshakeGate>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .handle_done();
     }
 }
 

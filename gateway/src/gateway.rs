@@ -228,6 +228,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         region: config.region.clone(),
         events: events.clone(),
         mesh: mesh.clone(),
+        refusals: crate::obs::Observers::refusal_budget(),
     };
     tasks.push(tokio::spawn(observers.run(plane_events, notes_rx)));
     tasks.push(tokio::spawn(handle.clone().run_timers()));

@@ -36,6 +36,7 @@ pub const RENEWALS: &str = "strait_certificate_renewals_total";
 pub const PEERS_REVOKED: &str = "strait_peers_revoked_total";
 pub const RELAYED: &str = "strait_relayed_streams_total";
 pub const BUNDLE_REFRESHES: &str = "strait_bundle_refreshes_total";
+pub const HANDSHAKES: &str = "strait_handshakes_total";
 pub const PEER_REGION_GATEWAYS: &str = "strait_peer_region_gateways";
 pub const MESH_REPORT_AGE: &str = "strait_mesh_report_age_seconds";
 pub const QUIC_RTT: &str = "strait_quic_rtt_seconds";
@@ -136,7 +137,12 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (
         PEERS_REFUSED,
         "counter",
-        "Handshakes refused (certificate, identity or HELLO).",
+        "Handshakes refused by reason (handshake: certificate or TLS; hello: identity or HELLO; busy: max_handshakes in flight).",
+    ),
+    (
+        HANDSHAKES,
+        "counter",
+        "New QUIC handshakes by the gate's decision (accept; retry: asked to prove its address first; refuse: max_handshakes in flight).",
     ),
     (
         CERT_REMAINING,

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use strait_core::health::TunnelHealth;
+use strait_core::logbudget::LogBudget;
 use strait_core::plane::{DownReason, PlaneEvent};
 use tokio::sync::mpsc;
 
@@ -19,21 +20,57 @@ pub struct Observers {
     pub region: String,
     pub events: Arc<EventLog>,
     pub mesh: Arc<MeshView>,
+    /// Refused handshakes are logged (and recorded as events) one by one
+    /// only up to this budget; the rest are summed up (see
+    /// [`Observers::refusal_budget`]).
+    pub refusals: std::sync::Mutex<LogBudget>,
 }
 
+/// Refused handshakes logged one by one per [`REFUSAL_INTERVAL`]; anyone
+/// who reaches the port can cause them.
+pub const REFUSALS_LOGGED: u32 = 10;
+pub const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Observers {
+    /// The budget for refused handshakes' log lines.
+    pub fn refusal_budget() -> std::sync::Mutex<LogBudget> {
+        std::sync::Mutex::new(LogBudget::new(REFUSALS_LOGGED, REFUSAL_INTERVAL))
+    }
+
     /// Consumes both channels until their senders are gone.
     pub async fn run(
         self,
         mut plane: mpsc::UnboundedReceiver<PlaneEvent>,
         mut notes: mpsc::UnboundedReceiver<Note>,
     ) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 Some(e) = plane.recv() => self.plane_event(e),
                 Some(n) = notes.recv() => self.note(n),
+                _ = tick.tick() => self.summarise_refusals(),
                 else => return,
             }
+        }
+    }
+
+    /// One line for the refusals the budget kept out of the log.
+    fn summarise_refusals(&self) {
+        let now = tokio::time::Instant::now().into_std();
+        let summary = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poll_summary(now);
+        if let Some(s) = summary {
+            let secs = now.saturating_duration_since(s.since).as_secs();
+            let detail = format!(
+                "{} more handshakes refused in the last {secs} s, not logged one by one (strait_peers_refused_total counts them all)",
+                s.count
+            );
+            self.events.record("peers_refused", detail.clone());
+            tracing::warn!(refused = s.count, seconds = secs, "{detail}");
         }
     }
 
@@ -152,6 +189,17 @@ impl Observers {
                     ("reason", stage.to_owned()),
                 ];
                 metrics::counter!(m::PEERS_REFUSED, &labels).increment(1);
+                // An interval that ended says what it held back first.
+                self.summarise_refusals();
+                let now = tokio::time::Instant::now().into_std();
+                let log = self
+                    .refusals
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .allow(now);
+                if !log {
+                    return;
+                }
                 let reason = strait_ca::tls::tidy_handshake_text(&reason);
                 self.events
                     .record("peer_refused", format!("{addr}: {reason}"));

@@ -1,0 +1,158 @@
+//! A flood of strangers' handshakes (certificates of a CA nobody trusts)
+//! against a gateway that carries traffic: every refusal is counted, the
+//! log gets the first ten of each ten seconds and a summary line instead
+//! of one line each, new handshakes prove their address with a QUIC Retry
+//! first (`handshake_retry_above = 0` here: always) and the real peer's
+//! tunnel, which goes through the same Retry, keeps serving.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::QuicClientConfig;
+use strait_ca::tls::{SvidVerifier, client_config};
+use strait_ca::{Identity, PeerRequirement, TrustBundle, TrustDomain};
+use support::mesh::{GatewayProcess, TestCa, echo_server, free_tcp, sum, west_east};
+
+/// A QUIC client that trusts `bundle` (so the gateway does all its
+/// handshake work) but presents `identity`, which the gateway does not
+/// trust.
+fn stranger(identity: &Path, bundle: &Path) -> quinn::Endpoint {
+    let identity = Identity::load(&identity.join("cert.pem"), &identity.join("key.pem")).unwrap();
+    let bundle = TrustBundle::load(bundle).unwrap();
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(bundle, PeerRequirement::Gateway(td)));
+    let tls = client_config(&identity, verifier, &[strait_core::ALPN]).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls).unwrap(),
+    )));
+    endpoint
+}
+
+fn echo(import: SocketAddr) -> Duration {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(import).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"still served").unwrap();
+    let mut got = [0u8; 12];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still served");
+    start.elapsed()
+}
+
+#[test]
+fn a_flood_of_strangers_is_counted_summed_up_in_the_log_and_costs_no_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ca, mut west, mut east) = west_east(d);
+    west.exports.push(("echo".into(), echo_server(), vec![]));
+    west.tunnel.push("handshake_retry_above = 0".into());
+    let import = free_tcp();
+    east.imports.push(("echo".into(), import));
+    // Another CA of the same trust domain: its certificates are strangers.
+    std::fs::create_dir_all(d.join("other")).unwrap();
+    let other = TestCa::new(&d.join("other"), "example.org");
+    other.gateway("us-east", "gw-x", &d.join("gw-x"));
+    let w = GatewayProcess::start(d, &west);
+    let e = GatewayProcess::start(d, &east);
+    e.wait_for_service("echo");
+    echo(import);
+
+    let rt = support::relay_runtime();
+    let target = west.quic;
+    let attempts = 300usize;
+    let (refused, took) = rt.block_on(async {
+        let endpoint = stranger(&d.join("gw-x"), &d.join("gw-w/bundle.pem"));
+        let start = Instant::now();
+        let mut refused = 0;
+        for batch in 0..attempts / 30 {
+            let tries: Vec<_> = (0..30)
+                .map(|_| {
+                    let connecting = endpoint.connect(target, "gateway").unwrap();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+                            // The client may finish before the server has
+                            // read its certificate; the server closes it.
+                            Ok(Ok(conn)) => {
+                                conn.closed().await;
+                                true
+                            }
+                            Ok(Err(_)) => true,
+                            Err(_) => false,
+                        }
+                    })
+                })
+                .collect();
+            for t in tries {
+                if t.await.unwrap() {
+                    refused += 1;
+                }
+            }
+            // The tunnel keeps serving in the middle of the flood.
+            if batch == attempts / 60 {
+                tokio::task::spawn_blocking(move || echo(import))
+                    .await
+                    .unwrap();
+            }
+        }
+        (refused, start.elapsed())
+    });
+    assert_eq!(refused, attempts, "every stranger's handshake ended");
+    eprintln!(
+        "{attempts} handshakes refused in {took:?} ({:.0}/s)",
+        attempts as f64 / took.as_secs_f64()
+    );
+    echo(import);
+
+    let m = w.scrape();
+    assert!(
+        sum(&m, "strait_peers_refused_total", &["reason=\"handshake\""]) >= attempts as f64,
+        "{m:?}"
+    );
+    // Every new handshake is asked to prove its address first, but for
+    // those that bring an address token from an earlier connection of the
+    // same client (QUIC NEW_TOKEN): already proven.
+    let retried = sum(&m, "strait_handshakes_total", &["decision=\"retry\""]);
+    assert!(
+        retried >= 0.8 * attempts as f64,
+        "{retried} Retries for {attempts} handshakes"
+    );
+    assert!(sum(&m, "strait_handshakes_total", &["decision=\"accept\""]) >= attempts as f64);
+    let lines = |log: &str| log.lines().filter(|l| l.contains("peer refused:")).count();
+    let log = w.log_text();
+    assert!(
+        lines(&log) <= 10 * (1 + took.as_secs() as usize / 10),
+        "{} refusal lines for {attempts} refusals:\n{log}",
+        lines(&log)
+    );
+    // The summary comes when the ten seconds that began with the first
+    // refusal are over.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let summary = loop {
+        let log = w.log_text();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("more handshakes refused in the last"))
+        {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no summary line:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        summary.contains("strait_peers_refused_total counts them all"),
+        "{summary}"
+    );
+    eprintln!("{summary}");
+    // The real peer's tunnel stayed up throughout.
+    assert_eq!(
+        sum(&e.scrape(), "strait_tunnel_state", &["state=\"up\""]),
+        1.0
+    );
+    drop(rt);
+}
