@@ -171,6 +171,9 @@ pub struct TunnelSettings {
     /// that established tunnels need.
     pub handshake_retry_above: usize,
     pub max_handshakes: usize,
+    /// Failed handshakes from one address within 10 s after which it is
+    /// refused for 10 s without handshake work (0: never).
+    pub handshake_strikes: u32,
 }
 
 /// QUIC congestion controller. BBR is the default: through netsim at 80 ms
@@ -205,6 +208,7 @@ impl Default for TunnelSettings {
             discover: true,
             handshake_retry_above: strait_core::handshake::GateConfig::default().retry_above,
             max_handshakes: strait_core::handshake::GateConfig::default().max_in_flight,
+            handshake_strikes: strait_core::handshake::GateConfig::default().strikes,
         }
     }
 }
@@ -344,6 +348,7 @@ struct RawTunnel {
     discover: Option<bool>,
     handshake_retry_above: Option<usize>,
     max_handshakes: Option<Spanned<usize>>,
+    handshake_strikes: Option<u32>,
 }
 
 struct Source<'a> {
@@ -894,6 +899,9 @@ impl GatewayConfig {
             }
             if let Some(v) = t.handshake_retry_above {
                 tunnel.handshake_retry_above = v;
+            }
+            if let Some(v) = t.handshake_strikes {
+                tunnel.handshake_strikes = v;
             }
             if let Some(v) = &t.max_handshakes {
                 if *v.get_ref() == 0 {

@@ -228,6 +228,8 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
     let gate = Arc::new(std::sync::Mutex::new(HandshakeGate::new(GateConfig {
         retry_above: drivers.settings.handshake_retry_above,
         max_in_flight: drivers.settings.max_handshakes,
+        strikes: drivers.settings.handshake_strikes,
+        ..GateConfig::default()
     })));
     let region = drivers.handle.region().to_owned();
     while let Some(incoming) = endpoint.accept().await {
@@ -235,7 +237,12 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
         let admit = gate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .handle_incoming(incoming.remote_address_validated(), incoming.may_retry());
+            .handle_incoming(
+                remote.ip(),
+                incoming.remote_address_validated(),
+                incoming.may_retry(),
+                std::time::Instant::now(),
+            );
         metrics::counter!(
             crate::metrics::HANDSHAKES,
             "region" => region.clone(),
@@ -250,22 +257,42 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
                     e.into_incoming().ignore();
                 }
             }
-            Admit::Refuse => {
+            Admit::RefuseBusy | Admit::RefuseStrikes => {
                 incoming.refuse();
+                let (stage, reason) = if admit == Admit::RefuseBusy {
+                    let n = drivers.settings.max_handshakes;
+                    (
+                        "busy",
+                        format!("{n} handshakes in flight ([tunnel] max_handshakes)"),
+                    )
+                } else {
+                    let c = GateConfig::default();
+                    let reason = format!(
+                        "{} failed handshakes from {} within {:?}: refused for {:?}",
+                        drivers.settings.handshake_strikes,
+                        remote.ip(),
+                        c.strike_window,
+                        c.penalty
+                    );
+                    ("strikes", reason)
+                };
                 let _ = drivers.notes.send(Note::PeerRefused {
                     addr: remote,
-                    stage: "busy",
-                    reason: format!(
-                        "{} handshakes in flight ([tunnel] max_handshakes)",
-                        drivers.settings.max_handshakes
-                    ),
+                    stage,
+                    reason,
                 });
             }
             Admit::Accept => {
                 let drivers = drivers.clone();
-                let in_flight = InFlight(gate.clone());
+                let gate = gate.clone();
                 tokio::spawn(async move {
+                    let mut in_flight = InFlight {
+                        gate,
+                        source: remote.ip(),
+                        failed: true,
+                    };
                     let result = incoming.await;
+                    in_flight.failed = result.is_err();
                     drop(in_flight);
                     match result {
                         Ok(conn) => {
@@ -285,15 +312,20 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
     }
 }
 
-/// One accepted handshake in flight, until it ends either way.
-struct InFlight(Arc<std::sync::Mutex<strait_core::handshake::HandshakeGate>>);
+/// One accepted handshake in flight, until it ends either way (a task
+/// dropped mid-handshake counts as failed).
+struct InFlight {
+    gate: Arc<std::sync::Mutex<strait_core::handshake::HandshakeGate>>,
+    source: std::net::IpAddr,
+    failed: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
+        self.gate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .handle_done();
+            .handle_done(self.source, self.failed, std::time::Instant::now());
     }
 }
 

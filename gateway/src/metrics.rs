@@ -137,12 +137,12 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (
         PEERS_REFUSED,
         "counter",
-        "Handshakes refused by reason (handshake: certificate or TLS; hello: identity or HELLO; busy: max_handshakes in flight).",
+        "Handshakes refused by reason (handshake: certificate or TLS; hello: identity or HELLO; busy: max_handshakes in flight; strikes: its address failed 20 handshakes within 10 s, refused for 10 s).",
     ),
     (
         HANDSHAKES,
         "counter",
-        "New QUIC handshakes by the gate's decision (accept; retry: asked to prove its address first; refuse: max_handshakes in flight).",
+        "New QUIC handshakes by the gate's decision (accept; retry: asked to prove its address first; refuse: max_handshakes in flight or an address that keeps failing).",
     ),
     (
         CERT_REMAINING,
