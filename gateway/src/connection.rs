@@ -241,7 +241,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
                 remote.ip(),
                 incoming.remote_address_validated(),
                 incoming.may_retry(),
-                std::time::Instant::now(),
+                tokio::time::Instant::now().into_std(),
             );
         metrics::counter!(
             crate::metrics::HANDSHAKES,
@@ -325,7 +325,11 @@ impl Drop for InFlight {
         self.gate
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .handle_done(self.source, self.failed, std::time::Instant::now());
+            .handle_done(
+                self.source,
+                self.failed,
+                tokio::time::Instant::now().into_std(),
+            );
     }
 }
 
