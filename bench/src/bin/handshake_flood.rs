@@ -202,12 +202,11 @@ async fn run(
         let (endpoint, stop, done) = (endpoint.clone(), stop.clone(), done.clone());
         flood.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(connecting) = endpoint.connect(wq, "gateway") {
-                    if let Ok(Ok(conn)) =
+                if let Ok(connecting) = endpoint.connect(wq, "gateway")
+                    && let Ok(Ok(conn)) =
                         tokio::time::timeout(Duration::from_secs(2), connecting).await
-                    {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-                    }
+                {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
                 }
                 done.fetch_add(1, Ordering::Relaxed);
             }
