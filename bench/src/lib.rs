@@ -20,6 +20,15 @@ pub fn seconds_arg(default: f64) -> f64 {
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The value after `--name` on the command line, if given.
+pub fn arg_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 /// A child process killed and reaped when dropped.
 pub struct Proc(pub Child);
 
@@ -69,38 +78,42 @@ pub fn run_strait(strait: &Path, args: &[&str]) {
     assert!(ok, "strait {} failed", args.join(" "));
 }
 
-/// A CA in `dir/ca` and two gateway identities made by `strait` itself:
-/// `dir/w` (gw-w in eu-west) and `dir/e` (gw-e in us-east).
-pub fn make_certs(strait: &Path, dir: &Path) {
-    let d = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+/// `strait ca init` of example.org into `dir`.
+pub fn init_ca(strait: &Path, dir: &Path) {
+    let dir = dir.to_str().unwrap();
+    run_strait(
+        strait,
+        &["ca", "init", "--trust-domain", "example.org", "--dir", dir],
+    );
+}
+
+/// `strait cert issue --gateway` by the CA in `ca` into `out`.
+pub fn issue_gateway(strait: &Path, ca: &Path, region: &str, name: &str, out: &Path) {
+    let (ca, out) = (ca.to_str().unwrap(), out.to_str().unwrap());
     run_strait(
         strait,
         &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "example.org",
-            "--dir",
-            &d("ca"),
+            "cert",
+            "issue",
+            "--ca",
+            ca,
+            "--gateway",
+            "--region",
+            region,
+            "--name",
+            name,
+            "--out",
+            out,
         ],
     );
+}
+
+/// A CA in `dir/ca` and two gateway identities made by `strait` itself:
+/// `dir/w` (gw-w in eu-west) and `dir/e` (gw-e in us-east).
+pub fn make_certs(strait: &Path, dir: &Path) {
+    init_ca(strait, &dir.join("ca"));
     for (region, name, out) in [("eu-west", "gw-w", "w"), ("us-east", "gw-e", "e")] {
-        run_strait(
-            strait,
-            &[
-                "cert",
-                "issue",
-                "--ca",
-                &d("ca"),
-                "--gateway",
-                "--region",
-                region,
-                "--name",
-                name,
-                "--out",
-                &d(out),
-            ],
-        );
+        issue_gateway(strait, &dir.join("ca"), region, name, &dir.join(out));
     }
 }
 

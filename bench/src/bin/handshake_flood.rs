@@ -28,20 +28,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
-use strait_bench::{Proc, free_tcp, free_udp, run_strait, spawn_logged, strait_binary};
+use strait_bench::{Proc, free_tcp, free_udp, spawn_logged, strait_binary};
 use strait_ca::tls::{SvidVerifier, client_config};
 use strait_ca::{Identity, PeerRequirement, TrustBundle, TrustDomain};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = strait_bench::arg_value;
     let seconds: f64 = value("--seconds").map_or(10.0, |v| v.parse().expect("--seconds S"));
     let concurrency: usize =
         value("--concurrency").map_or(64, |v| v.parse().expect("--concurrency N"));
@@ -119,33 +113,13 @@ struct Row {
 /// of another CA of the same trust domain.
 fn certificates(strait: &Path, dir: &Path) {
     strait_bench::make_certs(strait, dir);
-    let d = |p: &str| dir.join(p).to_str().unwrap().to_owned();
-    run_strait(
+    strait_bench::init_ca(strait, &dir.join("other"));
+    strait_bench::issue_gateway(
         strait,
-        &[
-            "ca",
-            "init",
-            "--trust-domain",
-            "example.org",
-            "--dir",
-            &d("other"),
-        ],
-    );
-    run_strait(
-        strait,
-        &[
-            "cert",
-            "issue",
-            "--ca",
-            &d("other"),
-            "--gateway",
-            "--region",
-            "us-east",
-            "--name",
-            "gw-x",
-            "--out",
-            &d("x"),
-        ],
+        &dir.join("other"),
+        "us-east",
+        "gw-x",
+        &dir.join("x"),
     );
 }
 

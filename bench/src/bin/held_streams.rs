@@ -39,13 +39,7 @@ use tokio::net::{TcpListener, TcpStream};
 const PER_SERVICE: usize = 8_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = strait_bench::arg_value;
     if let Some(k) = value("--targets") {
         let _ = rlimit::increase_nofile_limit(u64::MAX);
         let rt = tokio::runtime::Builder::new_multi_thread()

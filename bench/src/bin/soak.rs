@@ -1,0 +1,782 @@
+//! A fault soak: real gateways (eu-west x 2 importing, us-east x 2 and
+//! ap-south x 2 exporting) joined only through netsim, a client mix, and a
+//! fault schedule drawn from a seed. Clients: short non-idempotent
+//! requests, each with an id the targets record (a request delivered twice
+//! is a failure of strait's promise), bulk transfers checked by SHA-256 at
+//! both ends, and idle long-lived streams touched every few seconds.
+//! Faults: bursts of 30% loss, 2% loss, a black hole 5 s on / 2 s off,
+//! 750 ms RTT, reordering and duplication, pairwise and one-way partitions,
+//! an exporting gateway killed with SIGKILL and restarted, one frozen with
+//! SIGSTOP and thawed, and configuration reloads.
+//!
+//! ```text
+//! cargo build --release -p strait -p strait-bench
+//! target/release/soak --duration 30m [--seed 7] [--no-faults]
+//! ```
+//!
+//! It prints the schedule as it runs, then bytes checked, streams by kind
+//! and outcome, every failure attributed to the fault that was active on
+//! its path (or "unattributed"), requests delivered twice, and each
+//! gateway's open files and memory at the start and the end. It exits 1 on
+//! a request delivered twice, a transfer whose bytes changed, or a failure
+//! no fault explains. `--no-faults` runs the same load with no fault and
+//! prints p50/p99 of the requests minute by minute instead. The same seed
+//! draws the same schedule.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use strait_bench::{free_tcp, free_udp, strait_binary};
+use strait_netsim::{LinkChange, LinkConfig, Network, UdpRelay};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const EXPORTERS: [(&str, &str); 4] = [
+    ("gw-u1", "us-east"),
+    ("gw-u2", "us-east"),
+    ("gw-a1", "ap-south"),
+    ("gw-a2", "ap-south"),
+];
+const IMPORTERS: [&str; 2] = ["gw-e1", "gw-e2"];
+
+/// A tiny deterministic generator (xorshift64*), so a seed is a schedule.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Link {
+        region: &'static str,
+        what: &'static str,
+        change: LinkChange,
+        oneway: bool,
+    },
+    BlackHole {
+        region: &'static str,
+    },
+    Partition {
+        region: &'static str,
+        oneway: bool,
+    },
+    Kill {
+        gateway: usize,
+    },
+    Freeze {
+        gateway: usize,
+    },
+    Reload {
+        importer: usize,
+    },
+}
+
+impl Fault {
+    fn draw(d: &mut Draw) -> Fault {
+        let region = ["us-east", "ap-south"][d.below(2) as usize];
+        match d.below(9) {
+            0 => Fault::Link {
+                region,
+                what: "handshake-size loss bursts 30%",
+                change: LinkChange {
+                    burst: Some((0.3, 8.0)),
+                    ..Default::default()
+                },
+                oneway: false,
+            },
+            1 => Fault::Link {
+                region,
+                what: "loss 2%",
+                change: LinkChange {
+                    loss: Some(0.02),
+                    ..Default::default()
+                },
+                oneway: false,
+            },
+            2 => Fault::Link {
+                region,
+                what: "RTT 750 ms",
+                change: LinkChange {
+                    latency: Some(Duration::from_millis(375)),
+                    ..Default::default()
+                },
+                oneway: false,
+            },
+            3 => Fault::Link {
+                region,
+                what: "reordering 5%, duplication 2%",
+                change: LinkChange {
+                    reorder: Some(0.05),
+                    duplicate: Some(0.02),
+                    ..Default::default()
+                },
+                oneway: false,
+            },
+            4 => Fault::BlackHole { region },
+            5 => Fault::Partition {
+                region,
+                oneway: d.below(2) == 0,
+            },
+            6 => Fault::Kill {
+                gateway: d.below(4) as usize,
+            },
+            7 => Fault::Freeze {
+                gateway: d.below(4) as usize,
+            },
+            _ => Fault::Reload {
+                importer: d.below(2) as usize,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Fault::Link { region, what, .. } => format!("{what} eu-west<->{region}"),
+            Fault::BlackHole { region } => {
+                format!("black hole 5 s on / 2 s off eu-west<->{region}")
+            }
+            Fault::Partition { region, oneway } => format!(
+                "partition eu-west{}{region}",
+                if *oneway { "->" } else { "<->" }
+            ),
+            Fault::Kill { gateway } => format!("SIGKILL {} and restart", EXPORTERS[*gateway].0),
+            Fault::Freeze { gateway } => format!("SIGSTOP {} for 3 s", EXPORTERS[*gateway].0),
+            Fault::Reload { importer } => format!("reload {}", IMPORTERS[*importer]),
+        }
+    }
+
+    /// Whether a failed stream may be this fault's doing: streams on a
+    /// killed or frozen gateway, and non-idempotent streams caught in
+    /// flight on a path that was cut or nearly so (they may have been
+    /// delivered, so strait does not replay them).
+    fn explains(&self, target: Option<usize>) -> bool {
+        match self {
+            Fault::Kill { gateway } | Fault::Freeze { gateway } => {
+                target.is_none_or(|t| t == *gateway)
+            }
+            Fault::BlackHole { .. } | Fault::Partition { .. } => true,
+            Fault::Link { what, .. } => {
+                what.starts_with("handshake-size") || what.starts_with("RTT")
+            }
+            Fault::Reload { .. } => false,
+        }
+    }
+}
+
+/// A failure and when it happened.
+struct Failure {
+    kind: &'static str,
+    at: Instant,
+    /// The exporting gateway that last served this client, if known.
+    target: Option<usize>,
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: HashMap<&'static str, u64>,
+    failures: Vec<Failure>,
+    bytes_checked: u64,
+    corrupted: u64,
+    /// Request latencies (ms) by minute of the run.
+    latency: HashMap<u64, Vec<f64>>,
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = strait_bench::arg_value;
+    let duration = value("--duration")
+        .map(|v| parse_duration(&v))
+        .unwrap_or(Duration::from_secs(60));
+    let seed: u64 = value("--seed").map_or(7, |v| v.parse().expect("--seed N"));
+    let faults = !args.iter().any(|a| a == "--no-faults");
+    let strait = std::fs::canonicalize(strait_binary()).expect("the strait binary");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let code = rt.block_on(soak(&strait, dir.path(), duration, seed, faults));
+    drop(rt);
+    std::process::exit(code);
+}
+
+fn parse_duration(v: &str) -> Duration {
+    let (n, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = n.parse().unwrap_or_else(|_| {
+        eprintln!("--duration takes 60s, 10m, 1h");
+        std::process::exit(2)
+    });
+    match unit {
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            eprintln!("--duration takes 60s, 10m, 1h");
+            std::process::exit(2)
+        }
+    }
+}
+
+struct Gateway {
+    name: &'static str,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    fn new(name: &'static str, config: PathBuf, dir: &Path) -> Gateway {
+        Gateway {
+            name,
+            config,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        }
+    }
+
+    fn start(&mut self, strait: &Path) {
+        let mut c = Command::new(strait);
+        c.args(["gateway", "run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            );
+        self.child = Some(c.spawn().expect("strait gateway"));
+    }
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: bool) -> i32 {
+    strait_bench::init_ca(strait, &dir.join("ca"));
+    for (name, region) in EXPORTERS
+        .iter()
+        .copied()
+        .chain(IMPORTERS.map(|n| (n, "eu-west")))
+    {
+        strait_bench::issue_gateway(strait, &dir.join("ca"), region, name, &dir.join(name));
+    }
+    let regions = ["eu-west", "us-east", "ap-south"].map(String::from);
+    let base = |to: &str| if to == "us-east" { 20 } else { 40 };
+    let net = Arc::new(Network::new(&regions, seed, |from, to| LinkConfig {
+        latency: Duration::from_millis(base(if from == "eu-west" { to } else { from })),
+        ..Default::default()
+    }));
+    let delivered: Shared<HashMap<u64, u32>> = Arc::default();
+    let mut gateways = Vec::new();
+    let mut admins = Vec::new();
+    let mut quic = Vec::new();
+    for (i, (name, region)) in EXPORTERS.iter().enumerate() {
+        let target = target(i, delivered.clone()).await;
+        let (q, a) = (free_udp(), free_tcp());
+        quic.push(q);
+        admins.push(a);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nname = \"{name}\"\nregion = \"{region}\"\nlisten = \"{q}\"\nadmin = \"{a}\"\n\n{}\
+                 [tunnel]\ndiscover = false\n\n[[export]]\nservice = \"kv\"\ntarget = \"{target}\"\n\n\
+                 [[export]]\nservice = \"bulk\"\ntarget = \"{target}\"\n\n[[export]]\nservice = \"idle\"\ntarget = \"{target}\"\n",
+                identity(dir, name)
+            ),
+        )
+        .unwrap();
+        gateways.push(Gateway::new(name, config, dir));
+    }
+    let mut relays = Vec::new();
+    let mut imports = Vec::new();
+    for name in IMPORTERS {
+        let mut peers = String::new();
+        for region in ["us-east", "ap-south"] {
+            let mut addrs = Vec::new();
+            for (i, (_, r)) in EXPORTERS.iter().enumerate() {
+                if *r != region {
+                    continue;
+                }
+                let relay = UdpRelay::bind(
+                    "127.0.0.1:0".parse().unwrap(),
+                    quic[i],
+                    net.link("eu-west", region).unwrap(),
+                    net.link(region, "eu-west").unwrap(),
+                )
+                .await
+                .unwrap();
+                addrs.push(format!("\"{}\"", relay.local_addr()));
+                relays.push(relay);
+            }
+            peers += &format!(
+                "\n[[peer]]\nregion = \"{region}\"\naddresses = [{}]\n",
+                addrs.join(", ")
+            );
+        }
+        let (kv, bulk, idle, a) = (free_tcp(), free_tcp(), free_tcp(), free_tcp());
+        imports.push((kv, bulk, idle));
+        admins.push(a);
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nname = \"{name}\"\nregion = \"eu-west\"\nlisten = \"{}\"\nadmin = \"{a}\"\n\n{}\
+                 [tunnel]\ndiscover = false\n{peers}\n\
+                 [[import]]\nservice = \"kv\"\nlisten = \"{kv}\"\nprefer = [\"us-east\", \"ap-south\"]\n\n\
+                 [[import]]\nservice = \"bulk\"\nlisten = \"{bulk}\"\nprefer = [\"us-east\", \"ap-south\"]\n\n\
+                 [[import]]\nservice = \"idle\"\nlisten = \"{idle}\"\nprefer = [\"us-east\", \"ap-south\"]\n",
+                free_udp(),
+                identity(dir, name)
+            ),
+        )
+        .unwrap();
+        gateways.push(Gateway::new(name, config, dir));
+    }
+    for g in gateways.iter_mut() {
+        g.start(strait);
+    }
+    for a in &admins[4..] {
+        wait_ready(*a).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let start_figures: Vec<(usize, u64)> = gateways
+        .iter()
+        .map(|g| (fds(g.pid()), strait_bench::rss_kib(g.pid())))
+        .collect();
+
+    let start = Instant::now();
+    let end = start + duration;
+    let tally: Shared<Tally> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(AtomicU64::new(1));
+    let mut clients = Vec::new();
+    for w in 0..4 {
+        let (kv, _, _) = imports[w % 2];
+        clients.push(tokio::spawn(kv_client(
+            kv,
+            ids.clone(),
+            tally.clone(),
+            stop.clone(),
+            start,
+        )));
+    }
+    for (w, (_, bulk, _)) in imports.iter().enumerate() {
+        clients.push(tokio::spawn(bulk_client(
+            *bulk,
+            seed + w as u64,
+            tally.clone(),
+            stop.clone(),
+        )));
+    }
+    for w in 0..20 {
+        let (_, _, idle) = imports[w % 2];
+        clients.push(tokio::spawn(idle_client(idle, tally.clone(), stop.clone())));
+    }
+
+    let mut draw = Draw(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut schedule: Vec<(Instant, Instant, Fault)> = Vec::new();
+    while faults && Instant::now() + Duration::from_secs(12) < end {
+        tokio::time::sleep(Duration::from_secs(3 + draw.below(4))).await;
+        let fault = Fault::draw(&mut draw);
+        let began = Instant::now();
+        println!(
+            "{:>6.1}s  {}",
+            start.elapsed().as_secs_f64(),
+            fault.describe()
+        );
+        match &fault {
+            Fault::Link {
+                region,
+                change,
+                oneway,
+                ..
+            } => {
+                net.set("eu-west", region, *oneway, change).unwrap();
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                restore(&net, region, base(region));
+            }
+            Fault::BlackHole { region } => {
+                for _ in 0..2 {
+                    net.partition("eu-west", region, false).unwrap();
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    net.heal(Some(("eu-west", region))).unwrap();
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+            Fault::Partition { region, oneway } => {
+                net.partition("eu-west", region, *oneway).unwrap();
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                net.heal(Some(("eu-west", region))).unwrap();
+            }
+            Fault::Kill { gateway } => {
+                gateways[*gateway].signal("-KILL");
+                if let Some(mut c) = gateways[*gateway].child.take() {
+                    let _ = c.wait();
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                gateways[*gateway].start(strait);
+            }
+            Fault::Freeze { gateway } => {
+                gateways[*gateway].signal("-STOP");
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                gateways[*gateway].signal("-CONT");
+            }
+            Fault::Reload { importer } => gateways[4 + importer].signal("-HUP"),
+        }
+        schedule.push((began, Instant::now(), fault));
+        // Let the mesh settle (probes, hold-downs) before the next fault.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    tokio::time::sleep_until(end.into()).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let end_figures: Vec<(usize, u64)> = gateways
+        .iter()
+        .map(|g| (fds(g.pid()), strait_bench::rss_kib(g.pid())))
+        .collect();
+
+    let tally = tally.lock().unwrap();
+    let twice = delivered
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|n| **n > 1)
+        .count();
+    let mut by_fault: HashMap<String, u64> = HashMap::new();
+    let mut unattributed = Vec::new();
+    let grace = Duration::from_secs(10);
+    for f in &tally.failures {
+        let cause = schedule
+            .iter()
+            .filter(|(b, e, _)| f.at + Duration::from_secs(1) >= *b && f.at <= *e + grace)
+            .find(|(_, _, fault)| fault.explains(f.target));
+        match cause {
+            Some((_, _, fault)) => {
+                *by_fault
+                    .entry(format!("{} ({})", fault.describe(), f.kind))
+                    .or_default() += 1
+            }
+            None => unattributed.push(f),
+        }
+    }
+    println!(
+        "\nsoak of {duration:?}, seed {seed}, {} faults",
+        schedule.len()
+    );
+    println!(
+        "bytes checked by SHA-256: {} MiB, transfers whose bytes changed: {}",
+        tally.bytes_checked >> 20,
+        tally.corrupted
+    );
+    for kind in ["request", "bulk", "idle touch"] {
+        let failed = tally.failures.iter().filter(|f| f.kind == kind).count();
+        println!(
+            "{kind:<11} ok {:>8}  failed {failed:>5}",
+            tally.ok.get(kind).copied().unwrap_or(0)
+        );
+    }
+    let mut causes: Vec<_> = by_fault.into_iter().collect();
+    causes.sort();
+    for (cause, n) in causes {
+        println!("  failed during {cause}: {n}");
+    }
+    println!(
+        "  failed with no fault to explain it: {}",
+        unattributed.len()
+    );
+    for f in unattributed.iter().take(10) {
+        println!(
+            "    {} at {:.1}s",
+            f.kind,
+            f.at.duration_since(start).as_secs_f64()
+        );
+    }
+    println!("requests delivered twice: {twice}");
+    println!(
+        "\n{:<7} {:>9} {:>9} {:>11} {:>11}",
+        "gateway", "fds start", "fds end", "RSS start", "RSS end"
+    );
+    for (g, (s, e)) in gateways.iter().zip(start_figures.iter().zip(&end_figures)) {
+        println!(
+            "{:<7} {:>9} {:>9} {:>8} MiB {:>8} MiB",
+            g.name,
+            s.0,
+            e.0,
+            s.1 >> 10,
+            e.1 >> 10
+        );
+    }
+    if !faults {
+        println!("\nminute  requests  p50 ms  p99 ms");
+        let mut minutes: Vec<_> = tally.latency.keys().copied().collect();
+        minutes.sort();
+        for m in minutes {
+            let mut v = tally.latency[&m].clone();
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+            println!("{m:>6} {:>9} {:>7.1} {:>7.1}", v.len(), at(0.5), at(0.99));
+        }
+    }
+    drop(relays);
+    i32::from(twice > 0 || tally.corrupted > 0 || !unattributed.is_empty())
+}
+
+fn identity(dir: &Path, name: &str) -> String {
+    let id = dir.join(name);
+    format!(
+        "[identity]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nbundle = \"{0}/bundle.pem\"\n\n",
+        id.display()
+    )
+}
+
+fn restore(net: &Network, region: &str, one_way_ms: u64) {
+    let change = LinkChange {
+        latency: Some(Duration::from_millis(one_way_ms)),
+        loss: Some(0.0),
+        burst: Some((0.0, 1.0)),
+        duplicate: Some(0.0),
+        reorder: Some(0.0),
+        ..Default::default()
+    };
+    net.set("eu-west", region, false, &change).unwrap();
+}
+
+async fn wait_ready(admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(admin).await {
+            let _ = s.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body).await;
+            if ["kv", "bulk", "idle"]
+                .iter()
+                .all(|s| body.contains(&format!("\"name\": \"{s}\"")))
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the gateways never connected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The target behind exporting gateway `index`: `K<id>\n` records a
+/// delivery of request `id` and answers `OK <index>\n`; `B` then bytes
+/// until EOF answers their SHA-256; `I` echoes each byte (idle streams).
+async fn target(index: usize, delivered: Shared<HashMap<u64, u32>>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let delivered = delivered.clone();
+            tokio::spawn(async move {
+                let mut s = BufReader::new(s);
+                let mut kind = [0u8; 1];
+                if s.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
+                match kind[0] {
+                    b'K' => {
+                        let mut line = String::new();
+                        if s.read_line(&mut line).await.is_ok()
+                            && let Ok(id) = line.trim().parse::<u64>()
+                        {
+                            *delivered.lock().unwrap().entry(id).or_default() += 1;
+                            let _ = s
+                                .get_mut()
+                                .write_all(format!("OK {index}\n").as_bytes())
+                                .await;
+                        }
+                    }
+                    b'B' => {
+                        let mut h = Sha256::new();
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) => break,
+                                Ok(n) => h.update(&buf[..n]),
+                                Err(_) => return,
+                            }
+                        }
+                        let _ = s.get_mut().write_all(&h.finalize()).await;
+                    }
+                    _ => {
+                        let _ = s.get_mut().write_all(format!("{index}\n").as_bytes()).await;
+                        let mut b = [0u8; 1];
+                        while s.read_exact(&mut b).await.is_ok() {
+                            if s.get_mut().write_all(&b).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn fail(tally: &Shared<Tally>, kind: &'static str, target: Option<usize>) {
+    tally.lock().unwrap().failures.push(Failure {
+        kind,
+        at: Instant::now(),
+        target,
+    });
+}
+
+fn ok(tally: &Shared<Tally>, kind: &'static str) {
+    *tally.lock().unwrap().ok.entry(kind).or_default() += 1;
+}
+
+async fn kv_client(
+    import: SocketAddr,
+    ids: Arc<AtomicU64>,
+    tally: Shared<Tally>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+) {
+    let mut last: Option<usize> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(15), async {
+            let s = TcpStream::connect(import).await?;
+            let mut s = BufReader::new(s);
+            s.get_mut().write_all(format!("K{id}\n").as_bytes()).await?;
+            let mut line = String::new();
+            s.read_line(&mut line).await?;
+            std::io::Result::Ok(line)
+        })
+        .await;
+        match answer {
+            Ok(Ok(line)) if line.starts_with("OK ") => {
+                last = line[3..].trim().parse().ok();
+                ok(&tally, "request");
+                let minute = began.duration_since(start).as_secs() / 60;
+                tally
+                    .lock()
+                    .unwrap()
+                    .latency
+                    .entry(minute)
+                    .or_default()
+                    .push(began.elapsed().as_secs_f64() * 1e3);
+            }
+            _ => fail(&tally, "request", last),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bulk_client(import: SocketAddr, seed: u64, tally: Shared<Tally>, stop: Arc<AtomicBool>) {
+    let mut draw = Draw(seed | 1);
+    while !stop.load(Ordering::Relaxed) {
+        let len = (256 << 10) + draw.below(4 << 20) as usize;
+        let data: Vec<u8> = (0..len).map(|_| draw.next() as u8).collect();
+        let want = Sha256::digest(&data).to_vec();
+        let result = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut s = TcpStream::connect(import).await?;
+            s.write_all(b"B").await?;
+            s.write_all(&data).await?;
+            s.shutdown().await?;
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await?;
+            std::io::Result::Ok(got)
+        })
+        .await;
+        match result {
+            Ok(Ok(got)) if got.len() == 32 => {
+                let mut t = tally.lock().unwrap();
+                if got == want {
+                    t.bytes_checked += len as u64;
+                    *t.ok.entry("bulk").or_default() += 1;
+                } else {
+                    t.corrupted += 1;
+                }
+            }
+            _ => fail(&tally, "bulk", None),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn idle_client(import: SocketAddr, tally: Shared<Tally>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(import)).await
+        else {
+            fail(&tally, "idle touch", None);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let mut s = BufReader::new(s);
+        let mut line = String::new();
+        let served_by = async {
+            s.get_mut().write_all(b"I").await?;
+            s.read_line(&mut line).await?;
+            std::io::Result::Ok(())
+        };
+        let target = match tokio::time::timeout(Duration::from_secs(15), served_by).await {
+            Ok(Ok(())) => line.trim().parse::<usize>().ok(),
+            _ => {
+                fail(&tally, "idle touch", None);
+                continue;
+            }
+        };
+        // Held and touched every 3 s until it fails or the soak ends.
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let touch = async {
+                s.get_mut().write_all(b"x").await?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await?;
+                std::io::Result::Ok(())
+            };
+            match tokio::time::timeout(Duration::from_secs(10), touch).await {
+                Ok(Ok(())) => ok(&tally, "idle touch"),
+                _ => {
+                    fail(&tally, "idle touch", target);
+                    break;
+                }
+            }
+        }
+    }
+}
