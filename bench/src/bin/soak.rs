@@ -178,9 +178,10 @@ impl Fault {
     }
 }
 
-/// A failure and when it happened.
+/// A failure, when its stream began and when it failed.
 struct Failure {
     kind: &'static str,
+    began: Instant,
     at: Instant,
     /// The exporting gateway that last served this client, if known.
     target: Option<usize>,
@@ -487,7 +488,9 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
     for f in &tally.failures {
         let cause = schedule
             .iter()
-            .filter(|(b, e, _)| f.at + Duration::from_secs(1) >= *b && f.at <= *e + grace)
+            // Any fault on the stream's path during its life (and a little
+            // after a fault ended: probes, hold-downs, redials).
+            .filter(|(b, e, _)| f.at + Duration::from_secs(1) >= *b && f.began <= *e + grace)
             .find(|(_, _, fault)| fault.explains(f.target));
         match cause {
             Some((_, _, fault)) => {
@@ -655,9 +658,10 @@ async fn target(index: usize, delivered: Shared<HashMap<u64, u32>>) -> SocketAdd
     addr
 }
 
-fn fail(tally: &Shared<Tally>, kind: &'static str, target: Option<usize>) {
+fn fail(tally: &Shared<Tally>, kind: &'static str, began: Instant, target: Option<usize>) {
     tally.lock().unwrap().failures.push(Failure {
         kind,
+        began,
         at: Instant::now(),
         target,
     });
@@ -700,7 +704,7 @@ async fn kv_client(
                     .or_default()
                     .push(began.elapsed().as_secs_f64() * 1e3);
             }
-            _ => fail(&tally, "request", last),
+            _ => fail(&tally, "request", began, last),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -712,6 +716,7 @@ async fn bulk_client(import: SocketAddr, seed: u64, tally: Shared<Tally>, stop: 
         let len = (256 << 10) + draw.below(4 << 20) as usize;
         let data: Vec<u8> = (0..len).map(|_| draw.next() as u8).collect();
         let want = Sha256::digest(&data).to_vec();
+        let began = Instant::now();
         let result = tokio::time::timeout(Duration::from_secs(60), async {
             let mut s = TcpStream::connect(import).await?;
             s.write_all(b"B").await?;
@@ -732,7 +737,7 @@ async fn bulk_client(import: SocketAddr, seed: u64, tally: Shared<Tally>, stop: 
                     t.corrupted += 1;
                 }
             }
-            _ => fail(&tally, "bulk", None),
+            _ => fail(&tally, "bulk", began, None),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -740,10 +745,11 @@ async fn bulk_client(import: SocketAddr, seed: u64, tally: Shared<Tally>, stop: 
 
 async fn idle_client(import: SocketAddr, tally: Shared<Tally>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
+        let began = Instant::now();
         let Ok(Ok(s)) =
             tokio::time::timeout(Duration::from_secs(15), TcpStream::connect(import)).await
         else {
-            fail(&tally, "idle touch", None);
+            fail(&tally, "idle touch", began, None);
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
@@ -757,13 +763,14 @@ async fn idle_client(import: SocketAddr, tally: Shared<Tally>, stop: Arc<AtomicB
         let target = match tokio::time::timeout(Duration::from_secs(15), served_by).await {
             Ok(Ok(())) => line.trim().parse::<usize>().ok(),
             _ => {
-                fail(&tally, "idle touch", None);
+                fail(&tally, "idle touch", began, None);
                 continue;
             }
         };
         // Held and touched every 3 s until it fails or the soak ends.
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_secs(3)).await;
+            let began = Instant::now();
             let touch = async {
                 s.get_mut().write_all(b"x").await?;
                 let mut b = [0u8; 1];
@@ -773,7 +780,7 @@ async fn idle_client(import: SocketAddr, tally: Shared<Tally>, stop: Arc<AtomicB
             match tokio::time::timeout(Duration::from_secs(10), touch).await {
                 Ok(Ok(())) => ok(&tally, "idle touch"),
                 _ => {
-                    fail(&tally, "idle touch", target);
+                    fail(&tally, "idle touch", began, target);
                     break;
                 }
             }
