@@ -181,9 +181,12 @@ impl Fault {
 /// A failure, when its stream began and when it failed.
 struct Failure {
     kind: &'static str,
+    /// The request's id, for a failed request: where it was delivered (if
+    /// it was) tells which exporter it was on.
+    request: Option<u64>,
     began: Instant,
     at: Instant,
-    /// The exporting gateway that last served this client, if known.
+    /// The exporting gateway the stream was on, if known.
     target: Option<usize>,
 }
 
@@ -302,7 +305,8 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
         latency: Duration::from_millis(base(if from == "eu-west" { to } else { from })),
         ..Default::default()
     }));
-    let delivered: Shared<HashMap<u64, u32>> = Arc::default();
+    // Request id -> (deliveries, the exporter that took the last one).
+    let delivered: Shared<HashMap<u64, (u32, usize)>> = Arc::default();
     let mut gateways = Vec::new();
     let mut admins = Vec::new();
     let mut quic = Vec::new();
@@ -476,12 +480,8 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
         .collect();
 
     let tally = tally.lock().unwrap();
-    let twice = delivered
-        .lock()
-        .unwrap()
-        .values()
-        .filter(|n| **n > 1)
-        .count();
+    let delivered = delivered.lock().unwrap();
+    let twice = delivered.values().filter(|(n, _)| *n > 1).count();
     let mut by_fault: HashMap<String, u64> = HashMap::new();
     let mut unattributed = Vec::new();
     let grace = Duration::from_secs(10);
@@ -491,7 +491,13 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
             // Any fault on the stream's path during its life (and a little
             // after a fault ended: probes, hold-downs, redials).
             .filter(|(b, e, _)| f.at + Duration::from_secs(1) >= *b && f.began <= *e + grace)
-            .find(|(_, _, fault)| fault.explains(f.target));
+            .find(|(_, _, fault)| {
+                let target = f
+                    .request
+                    .and_then(|id| delivered.get(&id).map(|(_, i)| *i))
+                    .or(f.target);
+                fault.explains(target)
+            });
         match cause {
             Some((_, _, fault)) => {
                 *by_fault
@@ -605,7 +611,7 @@ async fn wait_ready(admin: SocketAddr) {
 /// The target behind exporting gateway `index`: `K<id>\n` records a
 /// delivery of request `id` and answers `OK <index>\n`; `B` then bytes
 /// until EOF answers their SHA-256; `I` echoes each byte (idle streams).
-async fn target(index: usize, delivered: Shared<HashMap<u64, u32>>) -> SocketAddr {
+async fn target(index: usize, delivered: Shared<HashMap<u64, (u32, usize)>>) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -623,7 +629,11 @@ async fn target(index: usize, delivered: Shared<HashMap<u64, u32>>) -> SocketAdd
                         if s.read_line(&mut line).await.is_ok()
                             && let Ok(id) = line.trim().parse::<u64>()
                         {
-                            *delivered.lock().unwrap().entry(id).or_default() += 1;
+                            {
+                                let mut d = delivered.lock().unwrap();
+                                let e = d.entry(id).or_insert((0, index));
+                                *e = (e.0 + 1, index);
+                            }
                             let _ = s
                                 .get_mut()
                                 .write_all(format!("OK {index}\n").as_bytes())
@@ -659,8 +669,19 @@ async fn target(index: usize, delivered: Shared<HashMap<u64, u32>>) -> SocketAdd
 }
 
 fn fail(tally: &Shared<Tally>, kind: &'static str, began: Instant, target: Option<usize>) {
+    fail_request(tally, kind, None, began, target);
+}
+
+fn fail_request(
+    tally: &Shared<Tally>,
+    kind: &'static str,
+    request: Option<u64>,
+    began: Instant,
+    target: Option<usize>,
+) {
     tally.lock().unwrap().failures.push(Failure {
         kind,
+        request,
         began,
         at: Instant::now(),
         target,
@@ -678,7 +699,6 @@ async fn kv_client(
     stop: Arc<AtomicBool>,
     start: Instant,
 ) {
-    let mut last: Option<usize> = None;
     while !stop.load(Ordering::Relaxed) {
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
@@ -693,7 +713,6 @@ async fn kv_client(
         .await;
         match answer {
             Ok(Ok(line)) if line.starts_with("OK ") => {
-                last = line[3..].trim().parse().ok();
                 ok(&tally, "request");
                 let minute = began.duration_since(start).as_secs() / 60;
                 tally
@@ -704,7 +723,8 @@ async fn kv_client(
                     .or_default()
                     .push(began.elapsed().as_secs_f64() * 1e3);
             }
-            _ => fail(&tally, "request", began, last),
+            // Where it went is known only if it was delivered.
+            _ => fail_request(&tally, "request", Some(id), began, None),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
