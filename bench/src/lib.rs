@@ -145,3 +145,38 @@ pub fn free_udp() -> std::net::SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// GET `path` from a gateway's admin address; the whole answer (status
+/// line, headers and body), or empty when nothing answered.
+pub async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(admin).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+        .await;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body).await;
+    body
+}
+
+/// Waits (up to 30 s) until the gateway at `admin` lists every one of
+/// `services` offered by a peer in `/status`.
+pub async fn wait_for_services(admin: std::net::SocketAddr, services: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = admin_get(admin, "/status").await;
+        if services
+            .iter()
+            .all(|s| status.contains(&format!("\"name\": \"{s}\"")))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateways never connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

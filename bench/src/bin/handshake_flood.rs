@@ -164,7 +164,7 @@ async fn run(
     }
     let west_pid = procs[0].0.id();
     let west_log = dir.join("west.log");
-    wait_ready(ea).await;
+    strait_bench::wait_for_services(ea, &["echo".to_owned()]).await;
 
     let before = latencies(import, duration).await;
     let log_before = refusal_lines(&west_log);
@@ -195,7 +195,7 @@ async fn run(
     for f in flood {
         let _ = f.await;
     }
-    let metrics = get(wa, "/metrics").await;
+    let metrics = strait_bench::admin_get(wa, "/metrics").await;
     let decision = |d: &str| {
         metrics
             .lines()
@@ -280,26 +280,6 @@ async fn echo_target() -> SocketAddr {
         }
     });
     addr
-}
-
-async fn get(admin: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(admin).await else {
-        return String::new();
-    };
-    let _ = s
-        .write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
-        .await;
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body).await;
-    body
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !get(admin, "/status").await.contains("\"name\": \"echo\"") {
-        assert!(Instant::now() < deadline, "the gateways never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn refusal_lines(log: &Path) -> usize {

@@ -247,23 +247,6 @@ fn gateways(
     (export, import, imports, ea)
 }
 
-/// Waits until the importing gateway's /status lists every service.
-async fn wait_ready(admin: SocketAddr, services: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(admin).await {
-            let _ = s.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body).await;
-            if (0..services).all(|i| body.contains(&format!("\"name\": \"echo{i}\""))) {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the gateways never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Connects `n` clients at once, spread over `addrs`; returns the
 /// connections and how many connects failed.
 async fn open_all(addrs: &[SocketAddr], n: usize) -> (Vec<TcpStream>, usize) {
@@ -295,7 +278,8 @@ async fn one_run(strait: &Path, n: usize, touch: usize, extra: &str) {
     let t = Targets::start(2 * k, dir.path());
     let (strait_targets, direct_targets) = t.addrs.split_at(k);
     let (export, import, listens, admin) = gateways(strait, dir.path(), strait_targets, n, extra);
-    wait_ready(admin, k).await;
+    let services: Vec<String> = (0..k).map(|i| format!("echo{i}")).collect();
+    strait_bench::wait_for_services(admin, &services).await;
     // Let the target checks, probes and lanes settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pids = [("export", export.0.id()), ("import", import.0.id())];

@@ -377,7 +377,7 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
         g.start(strait);
     }
     for a in &admins[4..] {
-        wait_ready(*a).await;
+        strait_bench::wait_for_services(*a, &["kv", "bulk", "idle"].map(String::from)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let start_figures: Vec<(usize, u64)> = gateways
@@ -587,25 +587,6 @@ fn restore(net: &Network, region: &str, one_way_ms: u64) {
         ..Default::default()
     };
     net.set("eu-west", region, false, &change).unwrap();
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(admin).await {
-            let _ = s.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body).await;
-            if ["kv", "bulk", "idle"]
-                .iter()
-                .all(|s| body.contains(&format!("\"name\": \"{s}\"")))
-            {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the gateways never connected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The target behind exporting gateway `index`: `K<id>\n` records a
