@@ -157,57 +157,30 @@ impl Lab {
     /// that namespace's kernel.
     fn cut(&self, ns: &str, peer: Ipv4Addr) {
         let p = peer.to_string();
-        sh(
-            "ip",
-            &["netns", "exec", ns, "nft", "add", "table", "inet", "lab"],
-        );
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
+        nft(ns, &["add", "table", "inet", "lab"]);
+        for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
+            let spec = format!("{{ type filter hook {hook} priority 0 ; }}");
+            nft(ns, &["add", "chain", "inet", "lab", chain, &spec]);
+            nft(
                 ns,
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "lab",
-                "in",
-                "{ type filter hook input priority 0 ; }",
-            ],
-        );
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "lab",
-                "out",
-                "{ type filter hook output priority 0 ; }",
-            ],
-        );
-        for (chain, dir) in [("in", "saddr"), ("out", "daddr")] {
-            sh(
-                "ip",
                 &[
-                    "netns", "exec", ns, "nft", "add", "rule", "inet", "lab", chain, "ip", dir, &p,
-                    "meta", "l4proto", "udp", "drop",
+                    "add", "rule", "inet", "lab", chain, "ip", dir, &p, "meta", "l4proto", "udp",
+                    "drop",
                 ],
             );
         }
     }
 
     fn heal(&self, ns: &str) {
-        sh(
-            "ip",
-            &["netns", "exec", ns, "nft", "delete", "table", "inet", "lab"],
-        );
+        nft(ns, &["delete", "table", "inet", "lab"]);
     }
+}
+
+/// `nft ARGS` inside namespace `ns`.
+fn nft(ns: &str, args: &[&str]) {
+    let mut all = vec!["netns", "exec", ns, "nft"];
+    all.extend_from_slice(args);
+    sh("ip", &all);
 }
 
 impl Drop for Lab {
