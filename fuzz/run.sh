@@ -28,6 +28,11 @@ trap 'rm -f "$log"' EXIT
 failed=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
+  if [ -z "$(ls -A "fuzz/seeds/$t" 2>/dev/null)" ]; then
+    echo "== $t: no seeds in fuzz/seeds/$t (every target starts from committed seeds)"
+    failed=1
+    continue
+  fi
   echo "== $t ($limit)"
   if cargo +nightly fuzz run -O "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- "$limit" >"$log" 2>&1; then
     grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1
