@@ -121,6 +121,15 @@ impl Discovery {
         }
     }
 
+    /// The resolved addresses of the seeds configured for `region`.
+    pub fn seed_addresses(&self, region: &str) -> Vec<String> {
+        self.seeds
+            .values()
+            .filter(|(r, _)| r.as_deref() == Some(region))
+            .flat_map(|(_, addresses)| addresses.iter().cloned())
+            .collect()
+    }
+
     /// Seeds no longer configured.
     pub fn retain_seeds(&mut self, seeds: &[String]) {
         self.seeds.retain(|s, _| seeds.contains(s));
@@ -299,6 +308,8 @@ mod tests {
         );
         d.handle_seed("east.example:15443", Some("us-east"), vec![]);
         assert_eq!(d.targets(t0).len(), 2);
+        assert_eq!(d.seed_addresses("us-east").len(), 2);
+        assert!(d.seed_addresses("ap-south").is_empty());
         d.retain_seeds(&[]);
         assert!(d.targets(t0).is_empty());
     }

@@ -19,6 +19,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod discovery;
+pub mod drill;
 pub mod enroll;
 pub mod frame;
 pub mod handshake;

@@ -23,6 +23,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// What the admin endpoint reports.
 #[derive(Debug)]
 pub struct AdminState {
+    /// Drills in force, and what starts and ends them.
+    pub drills: Arc<crate::drill::DrillControl>,
     pub exports_state: Arc<crate::export::Exports>,
     pub id: String,
     pub name: String,
@@ -71,6 +73,8 @@ struct Status<'a> {
     events: Vec<crate::events::Event>,
     /// Every gateway heard of, this one first, with the age of its figures.
     mesh: Vec<crate::telemetry::MeshEntry>,
+    /// Drills in force (black holes to a region), ending by themselves.
+    drills: Vec<crate::drill::DrillStatus>,
 }
 
 #[derive(Serialize)]
@@ -226,6 +230,7 @@ impl AdminState {
                 self.mesh.own_report(&self.handle, &self.exports_state),
                 tokio::time::Instant::now(),
             ),
+            drills: self.drills.status(),
         };
         serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".into())
     }
@@ -248,6 +253,7 @@ impl AdminState {
             crate::scrape::mesh_ages(&self.region, &mesh),
         ];
         families.extend(crate::transport::families(&self.handle));
+        families.extend(self.drills.families());
         families
     }
 
@@ -313,6 +319,72 @@ pub async fn serve_admin(listener: TcpListener, state: Arc<AdminState>) {
     }
 }
 
+/// The value of `key` in a query string.
+fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `POST /drill/blackhole?region=R&direction=out|in|both&duration=30s` and
+/// `POST /drill/end[?id=N]`: (code, body).
+fn drill(state: &AdminState, path: &str, query: &str) -> (u16, String) {
+    let bad = |m: String| (400, m + "\n");
+    match path {
+        "/drill/blackhole" => {
+            let Some(region) = param(query, "region").filter(|r| !r.is_empty()) else {
+                return bad("region= is missing: POST /drill/blackhole?region=R&direction=both&duration=30s".into());
+            };
+            let direction = match param(query, "direction").unwrap_or("both").parse() {
+                Ok(d) => d,
+                Err(e) => return bad(format!("direction: {e}")),
+            };
+            let Some(duration) = param(query, "duration") else {
+                return bad("duration= is missing: a drill ends by itself (e.g. duration=30s)".into());
+            };
+            let duration = match humantime::parse_duration(duration) {
+                Ok(d) => d,
+                Err(e) => return bad(format!("duration: {duration:?} is not a duration ({e}); write e.g. 30s, 2m")),
+            };
+            match state.drills.start(region, direction, duration) {
+                Ok(hole) => (
+                    200,
+                    serde_json::json!({
+                        "id": hole.id,
+                        "kind": "blackhole",
+                        "region": hole.region,
+                        "direction": hole.direction.as_str(),
+                        "duration_ms": duration.as_millis() as u64,
+                    })
+                    .to_string()
+                        + "\n",
+                ),
+                Err(e) => bad(e.to_string()),
+            }
+        }
+        "/drill/end" => {
+            let id = match param(query, "id").map(str::parse::<u64>) {
+                None => None,
+                Some(Ok(id)) => Some(id),
+                Some(Err(_)) => return bad("id= takes a drill's number from /status".into()),
+            };
+            match state.drills.end(id) {
+                Ok(ended) => (
+                    200,
+                    serde_json::json!({ "ended": ended.iter().map(|h| h.id).collect::<Vec<_>>() })
+                        .to_string()
+                        + "\n",
+                ),
+                Err(e) => (404, e.to_string() + "\n"),
+            }
+        }
+        _ => (
+            404,
+            "not found: POST /drill/blackhole?region=R&direction=out|in|both&duration=30s or /drill/end[?id=N]\n".into(),
+        ),
+    }
+}
+
 async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()> {
     let mut req = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -366,15 +438,36 @@ async fn answer(mut stream: TcpStream, state: &AdminState) -> std::io::Result<()
                 "metrics are not enabled in this process\n".to_owned(),
             ),
         },
+        ("POST", p) if p.starts_with("/drill/") => {
+            // A drill cuts tunnels: only someone on this host (or in this
+            // pod, through kubectl exec or port-forward) may start one.
+            let local = stream.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+            if local {
+                let (code, body) = drill(state, p, query);
+                (code, "text/plain", body)
+            } else {
+                (
+                    403,
+                    "text/plain",
+                    "drills are taken only from loopback: run them on the gateway's host or through kubectl exec / port-forward\n".to_owned(),
+                )
+            }
+        }
         ("GET", _) => (
             404,
             "text/plain",
             "not found: try /healthz, /readyz, /status, /why?service=NAME or /metrics\n".to_owned(),
         ),
-        _ => (405, "text/plain", "only GET\n".to_owned()),
+        _ => (
+            405,
+            "text/plain",
+            "only GET, and POST to /drill/...\n".to_owned(),
+        ),
     };
     let reason = match code {
         200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Service Unavailable",

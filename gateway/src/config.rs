@@ -351,23 +351,24 @@ struct RawTunnel {
     handshake_strikes: Option<u32>,
 }
 
-struct Source<'a> {
-    path: &'a Path,
-    text: &'a str,
+/// A TOML file being validated: what turns a span into "file:line: key:".
+pub(crate) struct Source<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) text: &'a str,
     /// Whether named files must exist (not when checking a config meant
     /// for another machine, such as a Kubernetes ConfigMap).
-    files_must_exist: bool,
+    pub(crate) files_must_exist: bool,
 }
 
 impl Source<'_> {
-    fn line(&self, offset: usize) -> usize {
+    pub(crate) fn line(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
             .matches('\n')
             .count()
             + 1
     }
 
-    fn err(
+    pub(crate) fn err(
         &self,
         span: std::ops::Range<usize>,
         key: &str,
@@ -381,7 +382,7 @@ impl Source<'_> {
         }
     }
 
-    fn name(&self, v: &Spanned<String>, key: &str) -> Result<String, GatewayError> {
+    pub(crate) fn name(&self, v: &Spanned<String>, key: &str) -> Result<String, GatewayError> {
         check_name(v.get_ref()).map_err(|m| self.err(v.span(), key, m))?;
         Ok(v.get_ref().clone())
     }
@@ -415,7 +416,11 @@ impl Source<'_> {
         }
     }
 
-    fn duration(&self, v: &Spanned<String>, key: &str) -> Result<Duration, GatewayError> {
+    pub(crate) fn duration(
+        &self,
+        v: &Spanned<String>,
+        key: &str,
+    ) -> Result<Duration, GatewayError> {
         humantime::parse_duration(v.get_ref()).map_err(|e| {
             self.err(
                 v.span(),

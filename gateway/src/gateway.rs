@@ -156,7 +156,8 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     tls.require_gateway(&config.name, &config.region)?;
     let settings = Arc::new(config.tunnel.clone());
     raise_fd_limit(&config);
-    let endpoint = endpoint(config.listen, &tls, &settings)?;
+    let packet_filter = Arc::new(crate::drill::PacketFilter::default());
+    let endpoint = endpoint(config.listen, &tls, &settings, packet_filter.clone())?;
     let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
         what: "the QUIC listener",
         addr: config.listen,
@@ -254,7 +255,16 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
                 source,
             })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin);
+    let drills = Arc::new(crate::drill::DrillControl::new(
+        &config.region,
+        packet_filter,
+        handle.clone(),
+        directory.clone(),
+        events.clone(),
+    ));
+    tasks.push(tokio::spawn(drills.clone().run()));
     let admin = Arc::new(AdminState {
+        drills,
         exports_state: exports.clone(),
         id: tls.id().to_string(),
         name: config.name.clone(),
@@ -545,11 +555,13 @@ impl RunningGateway {
     }
 }
 
-/// The QUIC endpoint on a UDP socket with enlarged buffers.
+/// The QUIC endpoint on a UDP socket with enlarged buffers, behind the
+/// drills' packet filter.
 fn endpoint(
     listen: SocketAddr,
     tls: &TlsIdentity,
     settings: &TunnelSettings,
+    filter: Arc<crate::drill::PacketFilter>,
 ) -> Result<quinn::Endpoint, GatewayError> {
     let bind_err = |source| GatewayError::Bind {
         what: "the QUIC listener",
@@ -582,11 +594,13 @@ fn endpoint(
     endpoint_config
         .max_udp_payload_size(crate::tls::MTU_PROBE_CEILING)
         .map_err(|e| GatewayError::Quic(e.to_string()))?;
-    let mut endpoint = quinn::Endpoint::new(
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket.into()).map_err(bind_err)?;
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(server),
-        socket.into(),
-        Arc::new(quinn::TokioRuntime),
+        Arc::new(crate::drill::FilteredSocket::new(socket, filter)),
+        runtime,
     )
     .map_err(bind_err)?;
     endpoint.set_default_client_config(tls.client_config(None, settings)?);

@@ -39,6 +39,9 @@ pub const BUNDLE_REFRESHES: &str = "strait_bundle_refreshes_total";
 pub const HANDSHAKES: &str = "strait_handshakes_total";
 pub const PEER_REGION_GATEWAYS: &str = "strait_peer_region_gateways";
 pub const MESH_REPORT_AGE: &str = "strait_mesh_report_age_seconds";
+pub const DRILLS: &str = "strait_drills_total";
+pub const DRILL_ACTIVE: &str = "strait_drill_active";
+pub const DRILL_DROPPED: &str = "strait_drill_dropped_packets_total";
 pub const QUIC_RTT: &str = "strait_quic_rtt_seconds";
 pub const QUIC_MIN_RTT: &str = "strait_quic_min_rtt_seconds";
 pub const QUIC_CWND: &str = "strait_quic_congestion_window_bytes";
@@ -140,6 +143,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "Handshakes refused by reason (handshake: certificate or TLS; hello: identity or HELLO; busy: max_handshakes in flight; strikes: its address failed 20 handshakes within 10 s, refused for 10 s).",
     ),
     (
+        DRILLS,
+        "counter",
+        "Drills started through the admin endpoint (kind=blackhole), by the region cut and direction.",
+    ),
+    (
         HANDSHAKES,
         "counter",
         "New QUIC handshakes by the gate's decision (accept; retry: asked to prove its address first; refuse: max_handshakes in flight or an address that keeps failing).",
@@ -170,6 +178,16 @@ pub const ALL: &[(&str, &str, &str)] = &[
 /// is scraped (`crate::scrape`), so that their series go with the tunnel
 /// or gateway they describe.
 pub const LIVE: &[(&str, &str, &str)] = &[
+    (
+        DRILL_ACTIVE,
+        "gauge",
+        "1 for each drill in force: tunnels to peer_region black-holed (direction=out|in|both); absent when none is.",
+    ),
+    (
+        DRILL_DROPPED,
+        "counter",
+        "UDP datagrams dropped by drills, by direction (out: to the cut region; in: from it).",
+    ),
     (
         TUNNEL_STATE,
         "gauge",
