@@ -50,6 +50,51 @@ pub enum Command {
     /// rank, tier, class and RTT) and the one the routing plane would take.
     /// The gateway's own routing code answers, not a second copy of it.
     Why(Why),
+    /// Rehearse faults against running gateways, through their admin
+    /// endpoints: a scenario file (the fault soak's format) of regional
+    /// partitions and black holes that the gateways end by themselves.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Play a scenario against live gateways and report, for each step,
+    /// how long traffic took to leave the cut region, the streams that
+    /// failed and were replayed, and how long the mesh took to return to
+    /// where it was. Each cut is a black hole the gateways are told to
+    /// keep for the step's duration and end by themselves (so a drill
+    /// whose runner dies still ends). Admin endpoints take drills only
+    /// from loopback: run this on the gateways' hosts, or through
+    /// `kubectl port-forward`. Exits 1 if traffic did not leave a cut
+    /// region or the mesh did not return within `[drill] settle`.
+    Run(DrillRun),
+    /// End every drill in force on a gateway (or the one given) now.
+    End {
+        /// The gateway's admin address.
+        #[arg(long, default_value = "http://127.0.0.1:15000", env = "STRAIT_ADMIN")]
+        admin: String,
+        /// The drill's number, from `strait status --json` (all when absent).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillRun {
+    /// The scenario file (TOML; see `docs/drills.md`). Against live
+    /// gateways it may hold `partition` and `flap` steps.
+    pub scenario: PathBuf,
+    /// The admin address of every gateway taking part (repeat the flag);
+    /// each gateway's region is read from its `/status`.
+    #[arg(long = "admin", required = true)]
+    pub admins: Vec<String>,
+    /// Check the scenario and the gateways, print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -200,7 +200,8 @@ pub struct RouteKey {
 /// route and tunnel was back as it was before.
 #[derive(Debug)]
 pub struct FailoverWatch {
-    cut: Vec<String>,
+    /// The regions each gateway is cut from.
+    cut: BTreeMap<String, Vec<String>>,
     baseline: BTreeMap<RouteKey, Option<String>>,
     baseline_tunnels_up: usize,
     started: Instant,
@@ -223,10 +224,11 @@ pub struct FailoverReport {
 }
 
 impl FailoverWatch {
-    /// `baseline`: where each route went just before the cut, and how many
-    /// tunnels were up.
+    /// `cut`: the regions each gateway (by name) is cut from; `baseline`:
+    /// where each route went just before the cut, and how many tunnels
+    /// were up.
     pub fn new(
-        cut: Vec<String>,
+        cut: BTreeMap<String, Vec<String>>,
         baseline: BTreeMap<RouteKey, Option<String>>,
         baseline_tunnels_up: usize,
         started: Instant,
@@ -249,8 +251,14 @@ impl FailoverWatch {
 
     fn routes_through_cut(&self, routes: &BTreeMap<RouteKey, Option<String>>) -> usize {
         routes
-            .values()
-            .filter(|r| r.as_ref().is_some_and(|r| self.cut.contains(r)))
+            .iter()
+            .filter(|(k, r)| {
+                r.as_ref().is_some_and(|r| {
+                    self.cut
+                        .get(&k.gateway)
+                        .is_some_and(|regions| regions.contains(r))
+                })
+            })
             .count()
     }
 
@@ -375,7 +383,11 @@ mod tests {
             ("e2", "kv", Some("us-east")),
             ("e1", "web", Some("ap-south")),
         ]);
-        let mut w = FailoverWatch::new(vec!["us-east".into()], before.clone(), 4, now);
+        let cut = [("e1", "us-east"), ("e2", "us-east")]
+            .iter()
+            .map(|(g, r)| (g.to_string(), vec![r.to_string()]))
+            .collect();
+        let mut w = FailoverWatch::new(cut, before.clone(), 4, now);
         assert_eq!(w.report().routes_through_cut, 2);
         let half = routes(&[
             ("e1", "kv", Some("ap-south")),

@@ -4,6 +4,7 @@
 mod ca;
 mod cert;
 mod demo;
+mod drill;
 mod gateway;
 mod status;
 mod token;
@@ -12,7 +13,7 @@ mod why;
 use std::process::ExitCode;
 
 use crate::args::{
-    CaCommand, CertCommand, Cli, Command, GatewayCommand, TokenCommand, TunnelCommand,
+    CaCommand, CertCommand, Cli, Command, DrillCommand, GatewayCommand, TokenCommand, TunnelCommand,
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -37,6 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),
         Command::Why(args) => why::run(args),
+        Command::Drill(DrillCommand::Run(args)) => drill::run(args),
+        Command::Drill(DrillCommand::End { admin, id }) => drill::end(&admin, id),
     }
 }
 

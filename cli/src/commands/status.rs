@@ -35,6 +35,13 @@ pub fn run(args: Status) -> anyhow::Result<ExitCode> {
 /// GET `path` as JSON from an admin address (`http://host:port` or
 /// `host:port`).
 pub(crate) fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
+    let body = admin_request(admin, "GET", path)?;
+    serde_json::from_str(&body).with_context(|| format!("{admin}{path} is not JSON"))
+}
+
+/// Sends `method path` to an admin address and returns the body of a 200
+/// answer; any other answer is an error that quotes it.
+pub(crate) fn admin_request(admin: &str, method: &str, path: &str) -> anyhow::Result<String> {
     if let Some((scheme, _)) = admin.split_once("://") {
         anyhow::ensure!(
             scheme == "http",
@@ -61,7 +68,7 @@ pub(crate) fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -74,7 +81,7 @@ pub(crate) fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
         head.lines().next().unwrap_or_default(),
         body.trim()
     );
-    serde_json::from_str(body).with_context(|| format!("{addr}{path} is not JSON"))
+    Ok(body.to_owned())
 }
 
 /// QUIC packets lost over packets sent on the connection, or "-" from a
