@@ -7,6 +7,8 @@
 //!   last whole block before it in the same file (tables key by key, arrays
 //!   of tables replaced) and the result must pass the same check.
 //! - ```` ```toml netsim ````: a netsim topology; it must load.
+//! - ```` ```toml scenario ````: a fault scenario (`strait drill run`, the
+//!   soak); it must parse.
 
 mod support;
 
@@ -102,6 +104,10 @@ fn every_toml_block_in_the_readme_and_docs_checks() {
             "toml netsim" => {
                 strait_netsim::Topology::parse(Path::new("topology.toml"), &body)
                     .unwrap_or_else(|e| panic!("{what} is not a netsim topology: {e}"));
+            }
+            "toml scenario" => {
+                strait_gateway::scenario::Scenario::parse(Path::new("drill.toml"), &body)
+                    .unwrap_or_else(|e| panic!("{what} is not a fault scenario: {e}"));
             }
             other => panic!("{what}: unknown info string {other:?}"),
         }

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use strait_bench::{free_tcp, free_udp, strait_binary};
+use strait_gateway::scenario::{Fault, LinkFault, Scenario, Step};
 use strait_netsim::{LinkChange, LinkConfig, Network, UdpRelay};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,122 +61,148 @@ impl Draw {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Fault {
-    Link {
-        region: &'static str,
-        what: &'static str,
-        change: LinkChange,
-        oneway: bool,
-    },
-    BlackHole {
-        region: &'static str,
-    },
-    Partition {
-        region: &'static str,
-        oneway: bool,
-    },
-    Kill {
-        gateway: usize,
-    },
-    Freeze {
-        gateway: usize,
-    },
-    Reload {
-        importer: usize,
-    },
+/// Draws the schedule of a run from its seed: a fault every 3-6 s after
+/// the mesh settled (4 s) from the one before, until `duration` is nearly
+/// up.
+fn drawn(seed: u64, duration: Duration) -> Scenario {
+    let mut d = Draw(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut steps = Vec::new();
+    let mut at = Duration::ZERO;
+    loop {
+        at += Duration::from_secs(3 + d.below(4));
+        let fault = draw(&mut d);
+        if at + fault.duration() + Duration::from_secs(6) > duration {
+            break;
+        }
+        let next = at + fault.duration() + Duration::from_secs(4);
+        steps.push(Step { line: 0, at, fault });
+        at = next;
+    }
+    Scenario {
+        name: Some(format!("soak seed {seed}, {}", humantime(duration))),
+        settle: strait_gateway::scenario::DEFAULT_SETTLE,
+        steps,
+    }
 }
 
-impl Fault {
-    fn draw(d: &mut Draw) -> Fault {
-        let region = ["us-east", "ap-south"][d.below(2) as usize];
-        match d.below(9) {
-            0 => Fault::Link {
-                region,
-                what: "handshake-size loss bursts 30%",
-                change: LinkChange {
-                    burst: Some((0.3, 8.0)),
-                    ..Default::default()
-                },
-                oneway: false,
-            },
-            1 => Fault::Link {
-                region,
-                what: "loss 2%",
-                change: LinkChange {
-                    loss: Some(0.02),
-                    ..Default::default()
-                },
-                oneway: false,
-            },
-            2 => Fault::Link {
-                region,
-                what: "RTT 750 ms",
-                change: LinkChange {
-                    latency: Some(Duration::from_millis(375)),
-                    ..Default::default()
-                },
-                oneway: false,
-            },
-            3 => Fault::Link {
-                region,
-                what: "reordering 5%, duplication 2%",
-                change: LinkChange {
-                    reorder: Some(0.05),
-                    duplicate: Some(0.02),
-                    ..Default::default()
-                },
-                oneway: false,
-            },
-            4 => Fault::BlackHole { region },
-            5 => Fault::Partition {
-                region,
-                oneway: d.below(2) == 0,
-            },
-            6 => Fault::Kill {
-                gateway: d.below(4) as usize,
-            },
-            7 => Fault::Freeze {
-                gateway: d.below(4) as usize,
-            },
-            _ => Fault::Reload {
-                importer: d.below(2) as usize,
-            },
-        }
-    }
+fn humantime(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
 
-    fn describe(&self) -> String {
-        match self {
-            Fault::Link { region, what, .. } => format!("{what} eu-west<->{region}"),
-            Fault::BlackHole { region } => {
-                format!("black hole 5 s on / 2 s off eu-west<->{region}")
-            }
-            Fault::Partition { region, oneway } => format!(
-                "partition eu-west{}{region}",
-                if *oneway { "->" } else { "<->" }
-            ),
-            Fault::Kill { gateway } => format!("SIGKILL {} and restart", EXPORTERS[*gateway].0),
-            Fault::Freeze { gateway } => format!("SIGSTOP {} for 3 s", EXPORTERS[*gateway].0),
-            Fault::Reload { importer } => format!("reload {}", IMPORTERS[*importer]),
-        }
+fn draw(d: &mut Draw) -> Fault {
+    let region = ["us-east", "ap-south"][d.below(2) as usize].to_owned();
+    let link = |region: String, change: LinkFault| Fault::Link {
+        from: "eu-west".into(),
+        to: region,
+        one_way: false,
+        duration: Duration::from_secs(6),
+        change,
+    };
+    match d.below(9) {
+        0 => link(
+            region,
+            LinkFault {
+                burst: Some((0.3, 8.0)),
+                ..Default::default()
+            },
+        ),
+        1 => link(
+            region,
+            LinkFault {
+                loss: Some(0.02),
+                ..Default::default()
+            },
+        ),
+        2 => link(
+            region,
+            LinkFault {
+                rtt: Some(Duration::from_millis(750)),
+                ..Default::default()
+            },
+        ),
+        3 => link(
+            region,
+            LinkFault {
+                reorder: Some(0.05),
+                duplicate: Some(0.02),
+                ..Default::default()
+            },
+        ),
+        4 => Fault::Flap {
+            from: "eu-west".into(),
+            to: region,
+            on: Duration::from_secs(5),
+            off: Duration::from_secs(2),
+            cycles: 2,
+        },
+        5 => Fault::Partition {
+            from: "eu-west".into(),
+            to: region,
+            one_way: d.below(2) == 0,
+            duration: Duration::from_secs(6),
+        },
+        6 => Fault::Kill {
+            gateway: EXPORTERS[d.below(4) as usize].0.into(),
+            down: Duration::from_secs(3),
+        },
+        7 => Fault::Freeze {
+            gateway: EXPORTERS[d.below(4) as usize].0.into(),
+            duration: Duration::from_secs(3),
+        },
+        _ => Fault::Reload {
+            gateway: IMPORTERS[d.below(2) as usize].into(),
+        },
     }
+}
 
-    /// Whether a failed stream may be this fault's doing: streams on a
-    /// killed or frozen gateway, and non-idempotent streams caught in
-    /// flight on a path that was cut or nearly so (they may have been
-    /// delivered, so strait does not replay them).
-    fn explains(&self, target: Option<usize>) -> bool {
-        match self {
-            Fault::Kill { gateway } | Fault::Freeze { gateway } => {
-                target.is_none_or(|t| t == *gateway)
+/// Whether a failed stream may be `fault`'s doing: streams on a killed or
+/// frozen gateway, and non-idempotent streams caught in flight on a path
+/// that was cut or nearly so (they may have been delivered, so strait does
+/// not replay them). `target`: the exporter the stream was on, if known.
+fn explains(fault: &Fault, target: Option<usize>) -> bool {
+    match fault {
+        Fault::Kill { gateway, .. } | Fault::Freeze { gateway, .. } => {
+            target.is_none_or(|t| EXPORTERS[t].0 == gateway)
+        }
+        Fault::Flap { .. } | Fault::Partition { .. } => true,
+        Fault::Link { change, .. } => change.burst.is_some() || change.rtt.is_some(),
+        Fault::Reload { .. } => false,
+    }
+}
+
+/// Why the soak cannot play `scenario`: a region, link or gateway its
+/// mesh does not have.
+fn check(scenario: &Scenario, path: &Path) -> Result<(), String> {
+    let regions = ["eu-west", "us-east", "ap-south"];
+    let names: Vec<&str> = EXPORTERS.iter().map(|(n, _)| *n).chain(IMPORTERS).collect();
+    for step in &scenario.steps {
+        let at = format!("{}:{}", path.display(), step.line);
+        match &step.fault {
+            Fault::Partition { from, to, .. }
+            | Fault::Flap { from, to, .. }
+            | Fault::Link { from, to, .. } => {
+                for r in [from, to] {
+                    if !regions.contains(&r.as_str()) {
+                        return Err(format!(
+                            "{at}: region {r:?} is not in the soak's mesh ({})",
+                            regions.join(", ")
+                        ));
+                    }
+                }
             }
-            Fault::BlackHole { .. } | Fault::Partition { .. } => true,
-            Fault::Link { what, .. } => {
-                what.starts_with("handshake-size") || what.starts_with("RTT")
+            Fault::Kill { gateway, .. }
+            | Fault::Freeze { gateway, .. }
+            | Fault::Reload { gateway } => {
+                if !names.contains(&gateway.as_str()) {
+                    return Err(format!(
+                        "{at}: gateway {gateway:?} is not in the soak's mesh ({})",
+                        names.join(", ")
+                    ));
+                }
             }
-            Fault::Reload { .. } => false,
         }
     }
+    Ok(())
 }
 
 /// A failure, when its stream began and when it failed.
@@ -210,10 +237,30 @@ fn main() {
         .unwrap_or(Duration::from_secs(60));
     let seed: u64 = value("--seed").map_or(7, |v| v.parse().expect("--seed N"));
     let faults = !args.iter().any(|a| a == "--no-faults");
+    let scenario = match value("--scenario") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let scenario = Scenario::load(&path).unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(2)
+            });
+            if let Err(e) = check(&scenario, &path) {
+                eprintln!("{e}");
+                std::process::exit(2)
+            }
+            scenario
+        }
+        None => drawn(seed, duration),
+    };
+    if args.iter().any(|a| a == "--print-scenario") {
+        print!("{}", scenario.to_toml());
+        return;
+    }
+    let scenario = faults.then_some(scenario);
     let strait = std::fs::canonicalize(strait_binary()).expect("the strait binary");
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let code = rt.block_on(soak(&strait, dir.path(), duration, seed, faults));
+    let code = rt.block_on(soak(&strait, dir.path(), duration, seed, scenario));
     drop(rt);
     std::process::exit(code);
 }
@@ -290,7 +337,14 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: bool) -> i32 {
+async fn soak(
+    strait: &Path,
+    dir: &Path,
+    duration: Duration,
+    seed: u64,
+    scenario: Option<Scenario>,
+) -> i32 {
+    let faults = scenario.is_some();
     strait_bench::init_ca(strait, &dir.join("ca"));
     for (name, region) in EXPORTERS
         .iter()
@@ -300,9 +354,13 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
         strait_bench::issue_gateway(strait, &dir.join("ca"), region, name, &dir.join(name));
     }
     let regions = ["eu-west", "us-east", "ap-south"].map(String::from);
-    let base = |to: &str| if to == "us-east" { 20 } else { 40 };
+    // One-way latency (ms) of each link as the run begins.
+    let base = |from: &str, to: &str| {
+        let far = if from == "eu-west" { to } else { from };
+        if far == "us-east" { 20 } else { 40 }
+    };
     let net = Arc::new(Network::new(&regions, seed, |from, to| LinkConfig {
-        latency: Duration::from_millis(base(if from == "eu-west" { to } else { from })),
+        latency: Duration::from_millis(base(from, to)),
         ..Default::default()
     }));
     // Request id -> (deliveries, the exporter that took the last one).
@@ -414,59 +472,83 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
         clients.push(tokio::spawn(idle_client(idle, tally.clone(), stop.clone())));
     }
 
-    let mut draw = Draw(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut schedule: Vec<(Instant, Instant, Fault)> = Vec::new();
-    while faults && Instant::now() + Duration::from_secs(12) < end {
-        tokio::time::sleep(Duration::from_secs(3 + draw.below(4))).await;
-        let fault = Fault::draw(&mut draw);
+    for step in scenario.map(|s| s.steps).unwrap_or_default() {
+        let at = start + step.at;
+        if at >= end {
+            break;
+        }
+        tokio::time::sleep_until(at.into()).await;
+        let fault = step.fault;
         let began = Instant::now();
         println!(
             "{:>6.1}s  {}",
             start.elapsed().as_secs_f64(),
             fault.describe()
         );
+        let index = |name: &str| gateways.iter().position(|g| g.name == name).unwrap();
         match &fault {
             Fault::Link {
-                region,
+                from,
+                to,
+                one_way,
+                duration,
                 change,
-                oneway,
-                ..
             } => {
-                net.set("eu-west", region, *oneway, change).unwrap();
-                tokio::time::sleep(Duration::from_secs(6)).await;
-                restore(&net, region, base(region));
+                let change = LinkChange {
+                    loss: change.loss,
+                    burst: change.burst,
+                    latency: change.rtt.map(|rtt| rtt / 2),
+                    reorder: change.reorder,
+                    duplicate: change.duplicate,
+                    ..Default::default()
+                };
+                net.set(from, to, *one_way, &change).unwrap();
+                tokio::time::sleep(*duration).await;
+                restore(&net, from, to, base);
             }
-            Fault::BlackHole { region } => {
-                for _ in 0..2 {
-                    net.partition("eu-west", region, false).unwrap();
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    net.heal(Some(("eu-west", region))).unwrap();
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+            Fault::Flap {
+                from,
+                to,
+                on,
+                off,
+                cycles,
+            } => {
+                for _ in 0..*cycles {
+                    net.partition(from, to, false).unwrap();
+                    tokio::time::sleep(*on).await;
+                    net.heal(Some((from, to))).unwrap();
+                    tokio::time::sleep(*off).await;
                 }
             }
-            Fault::Partition { region, oneway } => {
-                net.partition("eu-west", region, *oneway).unwrap();
-                tokio::time::sleep(Duration::from_secs(6)).await;
-                net.heal(Some(("eu-west", region))).unwrap();
+            Fault::Partition {
+                from,
+                to,
+                one_way,
+                duration,
+            } => {
+                net.partition(from, to, *one_way).unwrap();
+                tokio::time::sleep(*duration).await;
+                net.heal(Some((from, to))).unwrap();
             }
-            Fault::Kill { gateway } => {
-                gateways[*gateway].signal("-KILL");
-                if let Some(mut c) = gateways[*gateway].child.take() {
+            Fault::Kill { gateway, down } => {
+                let g = index(gateway);
+                gateways[g].signal("-KILL");
+                if let Some(mut c) = gateways[g].child.take() {
                     let _ = c.wait();
                 }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                gateways[*gateway].start(strait);
+                tokio::time::sleep(*down).await;
+                gateways[g].start(strait);
             }
-            Fault::Freeze { gateway } => {
-                gateways[*gateway].signal("-STOP");
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                gateways[*gateway].signal("-CONT");
+            Fault::Freeze { gateway, duration } => {
+                let g = index(gateway);
+                gateways[g].signal("-STOP");
+                tokio::time::sleep(*duration).await;
+                gateways[g].signal("-CONT");
             }
-            Fault::Reload { importer } => gateways[4 + importer].signal("-HUP"),
+            Fault::Reload { gateway } => gateways[index(gateway)].signal("-HUP"),
         }
         schedule.push((began, Instant::now(), fault));
-        // Let the mesh settle (probes, hold-downs) before the next fault.
-        tokio::time::sleep(Duration::from_secs(4)).await;
     }
     tokio::time::sleep_until(end.into()).await;
     stop.store(true, Ordering::SeqCst);
@@ -496,7 +578,7 @@ async fn soak(strait: &Path, dir: &Path, duration: Duration, seed: u64, faults: 
                     .request
                     .and_then(|id| delivered.get(&id).map(|(_, i)| *i))
                     .or(f.target);
-                fault.explains(target)
+                explains(fault, target)
             });
         match cause {
             Some((_, _, fault)) => {
@@ -577,16 +659,17 @@ fn identity(dir: &Path, name: &str) -> String {
     )
 }
 
-fn restore(net: &Network, region: &str, one_way_ms: u64) {
+/// The link between `from` and `to` as the run began, both ways.
+fn restore(net: &Network, from: &str, to: &str, base: impl Fn(&str, &str) -> u64) {
     let change = LinkChange {
-        latency: Some(Duration::from_millis(one_way_ms)),
+        latency: Some(Duration::from_millis(base(from, to))),
         loss: Some(0.0),
         burst: Some((0.0, 1.0)),
         duplicate: Some(0.0),
         reorder: Some(0.0),
         ..Default::default()
     };
-    net.set("eu-west", region, false, &change).unwrap();
+    net.set(from, to, false, &change).unwrap();
 }
 
 /// The target behind exporting gateway `index`: `K<id>\n` records a
