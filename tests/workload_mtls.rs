@@ -210,3 +210,91 @@ async fn curl_and_openssl_pass_an_mtls_import() {
         gateways.1.log_text()
     );
 }
+
+/// The certificate an mTLS import presents to a workload (its leaf, DER).
+async fn presented_leaf(addr: SocketAddr, workload: &std::path::Path) -> Vec<u8> {
+    let td = TrustDomain::parse("example.org").unwrap();
+    let verifier = Arc::new(SvidVerifier::new(
+        TrustBundle::load(&workload.join("bundle.pem")).unwrap(),
+        PeerRequirement::Gateway(td),
+    ));
+    let id = Identity::load(&workload.join("cert.pem"), &workload.join("key.pem")).unwrap();
+    let config = client_config(&id, verifier, &[]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("gateway").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// A renewed (or reloaded) gateway certificate is what an mTLS import
+/// presents from then on: the import's listener used to keep the
+/// certificate the gateway started with, and workloads were refused with
+/// "certificate expired" once it ran out (found by the fault soak, whose
+/// certificates live 45 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_import_presents_the_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let (ca, mut west, mut east) = support::mesh::west_east(&d);
+    support::strait(
+        &d,
+        &format!(
+            "cert issue --ca {} --spiffe-id spiffe://example.org/ns/shop/sa/web --out wl",
+            ca.dir.display()
+        ),
+    )
+    .ok();
+    west.exports.push(("web".into(), echo_server(), vec![]));
+    let import = free_tcp();
+    east.imports.push(("web".into(), import));
+    east.service_lines
+        .push(("web".into(), "mtls = true".into()));
+    let east_identity = east.identity.clone();
+    let (_w, e) = tokio::task::spawn_blocking({
+        let d = d.clone();
+        move || {
+            let w = GatewayProcess::start(&d, &west);
+            let e = GatewayProcess::start(&d, &east);
+            e.wait_for_service("web");
+            (w, e)
+        }
+    })
+    .await
+    .unwrap();
+    let before = presented_leaf(import, &d.join("wl")).await;
+    support::strait(
+        &d,
+        &format!(
+            "cert issue --ca {} --gateway --region us-east --name gw-e --force --out {}",
+            ca.dir.display(),
+            east_identity.display()
+        ),
+    )
+    .ok();
+    let e = tokio::task::spawn_blocking(move || {
+        e.wait_for_log("identity reloaded");
+        e
+    })
+    .await
+    .unwrap();
+    let renewed = pem::parse(std::fs::read(east_identity.join("cert.pem")).unwrap()).unwrap();
+    let after = presented_leaf(import, &d.join("wl")).await;
+    assert_ne!(
+        after, before,
+        "the import still presents the old certificate"
+    );
+    assert_eq!(
+        after,
+        renewed.contents(),
+        "the import presents the certificate in force:\n{}",
+        e.log_text()
+    );
+    assert_eq!(
+        request(import, Some(&d.join("wl")), &d.join("wl/bundle.pem"))
+            .await
+            .unwrap(),
+        b"hello"
+    );
+}

@@ -401,19 +401,13 @@ fn spawn_import(
     config: &GatewayConfig,
     handle: &Arc<PlaneHandle>,
     settings: &Arc<TunnelSettings>,
-    identity: &crate::reload::CurrentIdentity,
+    identity: &Arc<crate::reload::CurrentIdentity>,
     notes: &crate::note::NoteSender,
 ) -> Result<JoinHandle<()>, GatewayError> {
     let mtls = if import.mtls {
-        // Workloads of our trust domain, verified by strait-ca; the
-        // gateway's own certificate serves as the listener's.
-        let tls = identity.get();
-        let verifier = Arc::new(strait_ca::tls::SvidVerifier::new(
-            tls.bundle.clone(),
-            strait_ca::PeerRequirement::AnyInTrustDomain(tls.trust_domain().clone()),
-        ));
-        let server = strait_ca::tls::server_config(&tls.identity, verifier, &[])?;
-        Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        Some(Arc::new(crate::tls::WorkloadAcceptor::new(
+            identity.clone(),
+        )?))
     } else {
         None
     };

@@ -122,7 +122,7 @@ pub async fn run_import(
     route: Route,
     handle: Arc<PlaneHandle>,
     settings: Arc<TunnelSettings>,
-    mtls: Option<tokio_rustls::TlsAcceptor>,
+    mtls: Option<Arc<crate::tls::WorkloadAcceptor>>,
     notes: NoteSender,
 ) {
     let state = Arc::new(RouteState::new(route));
@@ -158,7 +158,7 @@ pub async fn run_import(
                 ));
             }
             Some(acceptor) => {
-                let acceptor = acceptor.clone();
+                let acceptor = acceptor.current();
                 tokio::spawn(async move {
                     // The workload's certificate is verified by strait-ca in
                     // the handshake; its SPIFFE ID travels in OPEN.
