@@ -2,26 +2,36 @@
 //! ap-south x 2 exporting) joined only through netsim, a client mix, and a
 //! fault schedule drawn from a seed. Clients: short non-idempotent
 //! requests, each with an id the targets record (a request delivered twice
-//! is a failure of strait's promise), bulk transfers checked by SHA-256 at
-//! both ends, and idle long-lived streams touched every few seconds.
-//! Faults: bursts of 30% loss, 2% loss, a black hole 5 s on / 2 s off,
-//! 750 ms RTT, reordering and duplication, pairwise and one-way partitions,
-//! an exporting gateway killed with SIGKILL and restarted, one frozen with
-//! SIGSTOP and thawed, and configuration reloads.
+//! is a failure of strait's promise), the same requests from a workload
+//! presenting an X.509-SVID to an mTLS import, bulk transfers checked by
+//! SHA-256 at both ends, and idle long-lived streams touched every few
+//! seconds. Faults: bursts of 30% loss, 2% loss, a black hole 5 s on / 2 s
+//! off, 750 ms RTT, reordering and duplication, pairwise and one-way
+//! partitions, an exporting gateway killed with SIGKILL and restarted, one
+//! frozen with SIGSTOP and thawed, and configuration reloads. Underneath,
+//! every certificate lives 45 s and is renewed through a CA service every
+//! 30 s, and runs of 150 s and more rotate the CA under the load (a fifth
+//! of the way in).
 //!
 //! ```text
 //! cargo build --release -p strait -p strait-bench
 //! target/release/soak --duration 30m [--seed 7] [--no-faults]
+//! target/release/soak --duration 30m --seed 7 --print-scenario > drill.toml
+//! target/release/soak --duration 30m --scenario drill.toml
 //! ```
 //!
+//! The schedule is a scenario file, the format `strait drill run` plays
+//! against live gateways (docs/drills.md): `--print-scenario` writes the
+//! one a seed draws and stops, `--scenario FILE` plays a file instead.
 //! It prints the schedule as it runs, then bytes checked, streams by kind
 //! and outcome, every failure attributed to the fault that was active on
-//! its path (or "unattributed"), requests delivered twice, and each
-//! gateway's open files and memory at the start and the end. It exits 1 on
-//! a request delivered twice, a transfer whose bytes changed, or a failure
-//! no fault explains. `--no-faults` runs the same load with no fault and
-//! prints p50/p99 of the requests minute by minute instead. The same seed
-//! draws the same schedule.
+//! its path (or "unattributed"), requests delivered twice, renewals and
+//! the rotation, and each gateway's open files and memory at the start and
+//! the end. It exits 1 on a request delivered twice, a transfer whose bytes
+//! changed, a failure no fault explains or a rotation that did not
+//! complete. `--no-faults` runs the same load with no fault and prints
+//! p50/p99 of the requests minute by minute instead. The same seed draws
+//! the same schedule.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,10 +43,14 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use strait_bench::{free_tcp, free_udp, strait_binary};
+use strait_ca::tls::{SvidVerifier, client_config};
+use strait_ca::{Identity, PeerRequirement, TrustBundle, TrustDomain};
 use strait_gateway::scenario::{Fault, LinkFault, Scenario, Step};
 use strait_netsim::{LinkChange, LinkConfig, Network, UdpRelay};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 const EXPORTERS: [(&str, &str); 4] = [
     ("gw-u1", "us-east"),
@@ -351,8 +365,27 @@ async fn soak(
         .copied()
         .chain(IMPORTERS.map(|n| (n, "eu-west")))
     {
-        strait_bench::issue_gateway(strait, &dir.join("ca"), region, name, &dir.join(name));
+        issue(
+            strait,
+            dir,
+            "ca",
+            &["--gateway", "--region", region, "--name", name],
+            name,
+            CERT_TTL,
+        );
     }
+    // The workload's certificate is not renewed by anyone: a day.
+    issue(
+        strait,
+        dir,
+        "ca",
+        &["--spiffe-id", WORKLOAD],
+        "workload",
+        "24h",
+    );
+    std::fs::copy(dir.join("ca/ca.pem"), dir.join("client-bundle.pem")).unwrap();
+    let ca_addr = free_udp();
+    let ca_service = CaService::start(strait, dir, "ca", ca_addr);
     let regions = ["eu-west", "us-east", "ap-south"].map(String::from);
     // One-way latency (ms) of each link as the run begins.
     let base = |from: &str, to: &str| {
@@ -379,8 +412,9 @@ async fn soak(
             format!(
                 "[gateway]\nname = \"{name}\"\nregion = \"{region}\"\nlisten = \"{q}\"\nadmin = \"{a}\"\n\n{}\
                  [tunnel]\ndiscover = false\n\n[[export]]\nservice = \"kv\"\ntarget = \"{target}\"\n\n\
-                 [[export]]\nservice = \"bulk\"\ntarget = \"{target}\"\n\n[[export]]\nservice = \"idle\"\ntarget = \"{target}\"\n",
-                identity(dir, name)
+                 [[export]]\nservice = \"bulk\"\ntarget = \"{target}\"\n\n[[export]]\nservice = \"idle\"\ntarget = \"{target}\"\n\n\
+                 [[export]]\nservice = \"secure\"\ntarget = \"{target}\"\nallow_workloads = [\"{WORKLOAD}\"]\n",
+                identity(dir, name, ca_addr)
             ),
         )
         .unwrap();
@@ -388,6 +422,7 @@ async fn soak(
     }
     let mut relays = Vec::new();
     let mut imports = Vec::new();
+    let mut secure_imports = Vec::new();
     for name in IMPORTERS {
         let mut peers = String::new();
         for region in ["us-east", "ap-south"] {
@@ -413,7 +448,9 @@ async fn soak(
             );
         }
         let (kv, bulk, idle, a) = (free_tcp(), free_tcp(), free_tcp(), free_tcp());
+        let secure = free_tcp();
         imports.push((kv, bulk, idle));
+        secure_imports.push(secure);
         admins.push(a);
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
@@ -423,9 +460,10 @@ async fn soak(
                  [tunnel]\ndiscover = false\n{peers}\n\
                  [[import]]\nservice = \"kv\"\nlisten = \"{kv}\"\nprefer = [\"us-east\", \"ap-south\"]\n\n\
                  [[import]]\nservice = \"bulk\"\nlisten = \"{bulk}\"\nprefer = [\"us-east\", \"ap-south\"]\n\n\
-                 [[import]]\nservice = \"idle\"\nlisten = \"{idle}\"\nprefer = [\"us-east\", \"ap-south\"]\n",
+                 [[import]]\nservice = \"idle\"\nlisten = \"{idle}\"\nprefer = [\"us-east\", \"ap-south\"]\n\n\
+                 [[import]]\nservice = \"secure\"\nlisten = \"{secure}\"\nmtls = true\nprefer = [\"us-east\", \"ap-south\"]\n",
                 free_udp(),
-                identity(dir, name)
+                identity(dir, name, ca_addr)
             ),
         )
         .unwrap();
@@ -435,7 +473,8 @@ async fn soak(
         g.start(strait);
     }
     for a in &admins[4..] {
-        strait_bench::wait_for_services(*a, &["kv", "bulk", "idle"].map(String::from)).await;
+        strait_bench::wait_for_services(*a, &["kv", "bulk", "idle", "secure"].map(String::from))
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let start_figures: Vec<(usize, u64)> = gateways
@@ -453,12 +492,46 @@ async fn soak(
         let (kv, _, _) = imports[w % 2];
         clients.push(tokio::spawn(kv_client(
             kv,
+            None,
             ids.clone(),
             tally.clone(),
             stop.clone(),
             start,
         )));
     }
+    let workload = Arc::new(Workload {
+        dir: dir.join("workload"),
+        bundle: dir.join("client-bundle.pem"),
+    });
+    for secure in &secure_imports {
+        clients.push(tokio::spawn(kv_client(
+            *secure,
+            Some(workload.clone()),
+            ids.clone(),
+            tally.clone(),
+            stop.clone(),
+            start,
+        )));
+    }
+    // The CA rotates under the load when the run is long enough for one.
+    let rotation = {
+        let (strait, dir) = (strait.to_owned(), dir.to_owned());
+        let identities: Vec<PathBuf> = gateways.iter().map(|g| dir.join(g.name)).collect();
+        let at = rotate_at(duration);
+        tokio::spawn(async move {
+            match at {
+                Some(at) => {
+                    tokio::time::sleep_until((start + at).into()).await;
+                    rotate_ca(&strait, &dir, ca_service, &identities, start).await
+                }
+                None => Rotation {
+                    service: Some(ca_service),
+                    window: None,
+                    failed: None,
+                },
+            }
+        })
+    };
     for (w, (_, bulk, _)) in imports.iter().enumerate() {
         clients.push(tokio::spawn(bulk_client(
             *bulk,
@@ -555,7 +628,23 @@ async fn soak(
     for c in clients {
         let _ = c.await;
     }
+    let rotation = rotation.await.expect("the rotation task");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut renewals = Vec::new();
+    for a in &admins {
+        let metrics = strait_bench::admin_get(*a, "/metrics").await;
+        let count = |result: &str| -> u64 {
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("strait_certificate_renewals_total{")
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        };
+        renewals.push((count("ok"), count("error")));
+    }
     let end_figures: Vec<(usize, u64)> = gateways
         .iter()
         .map(|g| (fds(g.pid()), strait_bench::rss_kib(g.pid())))
@@ -598,10 +687,10 @@ async fn soak(
         tally.bytes_checked >> 20,
         tally.corrupted
     );
-    for kind in ["request", "bulk", "idle touch"] {
+    for kind in ["request", "mtls request", "bulk", "idle touch"] {
         let failed = tally.failures.iter().filter(|f| f.kind == kind).count();
         println!(
-            "{kind:<11} ok {:>8}  failed {failed:>5}",
+            "{kind:<12} ok {:>8}  failed {failed:>5}",
             tally.ok.get(kind).copied().unwrap_or(0)
         );
     }
@@ -622,18 +711,39 @@ async fn soak(
         );
     }
     println!("requests delivered twice: {twice}");
+    let (renewed, renewal_errors) = renewals
+        .iter()
+        .fold((0, 0), |(a, b), (ok, err)| (a + ok, b + err));
     println!(
-        "\n{:<7} {:>9} {:>9} {:>11} {:>11}",
-        "gateway", "fds start", "fds end", "RSS start", "RSS end"
+        "certificate renewals ({CERT_TTL} certificates, renewed every 30 s): {renewed} ok, {renewal_errors} failed and retried"
     );
-    for (g, (s, e)) in gateways.iter().zip(start_figures.iter().zip(&end_figures)) {
+    match (&rotation.window, &rotation.failed) {
+        (None, _) => println!("CA rotation: none (runs of 150 s and more rotate the CA)"),
+        (Some((b, e)), None) => println!(
+            "CA rotation: completed under load, {:.1}s to {:.1}s",
+            b.duration_since(start).as_secs_f64(),
+            e.duration_since(start).as_secs_f64()
+        ),
+        (Some(_), Some(why)) => println!("CA rotation: FAILED: {why}"),
+    }
+    drop(rotation.service);
+    println!(
+        "\n{:<7} {:>9} {:>9} {:>11} {:>11} {:>9}",
+        "gateway", "fds start", "fds end", "RSS start", "RSS end", "renewals"
+    );
+    for ((g, (s, e)), (renewed, _)) in gateways
+        .iter()
+        .zip(start_figures.iter().zip(&end_figures))
+        .zip(&renewals)
+    {
         println!(
-            "{:<7} {:>9} {:>9} {:>8} MiB {:>8} MiB",
+            "{:<7} {:>9} {:>9} {:>8} MiB {:>8} MiB {:>9}",
             g.name,
             s.0,
             e.0,
             s.1 >> 10,
-            e.1 >> 10
+            e.1 >> 10,
+            renewed
         );
     }
     if !faults {
@@ -648,15 +758,203 @@ async fn soak(
         }
     }
     drop(relays);
-    i32::from(twice > 0 || tally.corrupted > 0 || !unattributed.is_empty())
+    i32::from(
+        twice > 0 || tally.corrupted > 0 || !unattributed.is_empty() || rotation.failed.is_some(),
+    )
 }
 
-fn identity(dir: &Path, name: &str) -> String {
+/// The `[identity]` of gateway `name`: its files, renewed through the CA
+/// service at `ca` (certificates of 45 s: a renewal every 30 s).
+fn identity(dir: &Path, name: &str, ca: SocketAddr) -> String {
     let id = dir.join(name);
     format!(
-        "[identity]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nbundle = \"{0}/bundle.pem\"\n\n",
+        "[identity]\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\nbundle = \"{0}/bundle.pem\"\n\
+         ca_service = \"{ca}\"\nrefresh = \"5s\"\n\n",
         id.display()
     )
+}
+
+/// The SPIFFE ID of the mTLS clients.
+const WORKLOAD: &str = "spiffe://example.org/ns/soak/sa/client";
+/// Lifetime of every certificate the soak's CA issues: renewed at 2/3, so
+/// every 30 s.
+const CERT_TTL: &str = "45s";
+
+/// `strait cert issue` by the CA in `dir/ca` into `dir/out`, for `ttl`.
+fn issue(strait: &Path, dir: &Path, ca: &str, what: &[&str], out: &str, ttl: &str) {
+    let (ca, out) = (dir.join(ca), dir.join(out));
+    let mut args = vec!["cert", "issue", "--ca", ca.to_str().unwrap()];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["--ttl", ttl, "--force", "--out", out.to_str().unwrap()]);
+    strait_bench::run_strait(strait, &args);
+}
+
+/// `strait ca serve` of `dir/ca` on `addr`, issuing 45 s certificates.
+struct CaService(Child, SocketAddr);
+
+impl CaService {
+    fn start(strait: &Path, dir: &Path, ca: &str, addr: SocketAddr) -> CaService {
+        let log = dir.join(format!("{ca}-serve.log"));
+        let child = Command::new(strait)
+            .args(["ca", "serve", "--ca"])
+            .arg(dir.join(ca))
+            .args(["--validity", CERT_TTL, "--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("strait ca serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("CA service ready")
+        {
+            assert!(Instant::now() < deadline, "the CA service did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        CaService(child, addr)
+    }
+}
+
+impl Drop for CaService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// When the CA rotates: a fifth into runs of 150 s and more (a rotation
+/// takes about 70 s: bundles, one certificate lifetime, bundles again).
+fn rotate_at(duration: Duration) -> Option<Duration> {
+    (duration >= Duration::from_secs(150)).then(|| duration / 5)
+}
+
+fn certificates_in(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches("BEGIN CERTIFICATE")
+        .count()
+}
+
+/// Waits up to `patience` for `done`; false if it never held.
+async fn until(patience: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
+}
+
+/// A CA rotation as README.md describes it, through the CA service: a new
+/// CA; both roots in the bundle the service hands out (and the workload's);
+/// the service moves to the new CA, so renewals (every 30 s) move every
+/// gateway to it, and the workload gets a certificate of it; then the old
+/// root leaves the bundle.
+async fn rotate_ca(
+    strait: &Path,
+    dir: &Path,
+    old: CaService,
+    identities: &[PathBuf],
+    start: Instant,
+) -> Rotation {
+    let began = Instant::now();
+    let ca_addr = old.1;
+    let say = |what: &str| {
+        println!(
+            "{:>6.1}s  CA rotation: {what}",
+            start.elapsed().as_secs_f64()
+        )
+    };
+    let run = async {
+        let td = ["--trust-domain", "example.org", "--dir"];
+        let ca2 = dir.join("ca2");
+        let mut args = vec!["ca", "init"];
+        args.extend_from_slice(&td);
+        args.push(ca2.to_str().unwrap());
+        strait_bench::run_strait(strait, &args);
+        let both = std::fs::read_to_string(dir.join("ca/ca.pem")).unwrap()
+            + &std::fs::read_to_string(ca2.join("ca.pem")).unwrap();
+        for bundle in [
+            dir.join("ca/bundle.pem"),
+            ca2.join("bundle.pem"),
+            dir.join("client-bundle.pem"),
+        ] {
+            std::fs::write(bundle, &both).unwrap();
+        }
+        say("a new CA; both roots in every bundle");
+        if !until(Duration::from_secs(30), || {
+            identities
+                .iter()
+                .all(|i| certificates_in(&i.join("bundle.pem")) == 2)
+        })
+        .await
+        {
+            return Err("a gateway never fetched the bundle with both roots".to_owned());
+        }
+        drop(old);
+        let service = CaService::start(strait, dir, "ca2", ca_addr);
+        issue(
+            strait,
+            dir,
+            "ca2",
+            &["--spiffe-id", WORKLOAD],
+            "workload",
+            "24h",
+        );
+        say("the CA service issues from the new CA; the workload has its certificate");
+        let root2 = std::fs::read_to_string(ca2.join("ca.pem")).unwrap();
+        std::fs::write(dir.join("root2.pem"), &root2).unwrap();
+        if !until(Duration::from_secs(90), || {
+            identities.iter().all(|i| {
+                Command::new(strait)
+                    .args(["cert", "verify", "--bundle"])
+                    .arg(dir.join("root2.pem"))
+                    .arg(i.join("cert.pem"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+        })
+        .await
+        {
+            return Err("a gateway never renewed into the new CA".to_owned());
+        }
+        say("every gateway holds a certificate of the new CA");
+        for bundle in [ca2.join("bundle.pem"), dir.join("client-bundle.pem")] {
+            std::fs::write(bundle, &root2).unwrap();
+        }
+        if !until(Duration::from_secs(30), || {
+            identities
+                .iter()
+                .all(|i| certificates_in(&i.join("bundle.pem")) == 1)
+        })
+        .await
+        {
+            return Err("a gateway never dropped the old root".to_owned());
+        }
+        say("the old root is gone from every bundle");
+        Ok(service)
+    };
+    let (service, failed) = match run.await {
+        Ok(service) => (Some(service), None),
+        Err(e) => (None, Some(e)),
+    };
+    Rotation {
+        service,
+        window: Some((began, Instant::now())),
+        failed,
+    }
+}
+
+/// How a CA rotation went; `service` is the CA service that serves on
+/// (kept until the run ends).
+struct Rotation {
+    service: Option<CaService>,
+    window: Option<(Instant, Instant)>,
+    failed: Option<String>,
 }
 
 /// The link between `from` and `to` as the run began, both ways.
@@ -756,41 +1054,95 @@ fn ok(tally: &Shared<Tally>, kind: &'static str) {
     *tally.lock().unwrap().ok.entry(kind).or_default() += 1;
 }
 
+/// Short non-idempotent requests, each with an id the targets record; over
+/// workload mTLS (an X.509-SVID of `WORKLOAD`) when `tls` is given.
 async fn kv_client(
     import: SocketAddr,
+    tls: Option<Arc<Workload>>,
     ids: Arc<AtomicU64>,
     tally: Shared<Tally>,
     stop: Arc<AtomicBool>,
     start: Instant,
 ) {
+    let kind = if tls.is_some() {
+        "mtls request"
+    } else {
+        "request"
+    };
     while !stop.load(Ordering::Relaxed) {
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(15), async {
             let s = TcpStream::connect(import).await?;
-            let mut s = BufReader::new(s);
-            s.get_mut().write_all(format!("K{id}\n").as_bytes()).await?;
-            let mut line = String::new();
-            s.read_line(&mut line).await?;
+            let line = match &tls {
+                None => request(s, id).await?,
+                Some(w) => {
+                    let tls = w
+                        .connector()
+                        .connect(ServerName::try_from("gateway").unwrap(), s)
+                        .await?;
+                    request(tls, id).await?
+                }
+            };
             std::io::Result::Ok(line)
         })
         .await;
         match answer {
             Ok(Ok(line)) if line.starts_with("OK ") => {
-                ok(&tally, "request");
-                let minute = began.duration_since(start).as_secs() / 60;
-                tally
-                    .lock()
-                    .unwrap()
-                    .latency
-                    .entry(minute)
-                    .or_default()
-                    .push(began.elapsed().as_secs_f64() * 1e3);
+                ok(&tally, kind);
+                if tls.is_none() {
+                    let minute = began.duration_since(start).as_secs() / 60;
+                    tally
+                        .lock()
+                        .unwrap()
+                        .latency
+                        .entry(minute)
+                        .or_default()
+                        .push(began.elapsed().as_secs_f64() * 1e3);
+                }
             }
             // Where it went is known only if it was delivered.
-            _ => fail_request(&tally, "request", Some(id), began, None),
+            other => {
+                if std::env::var("SOAK_DEBUG").is_ok() {
+                    eprintln!(
+                        "{kind} failed at {:.1}s: {other:?}",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                fail_request(&tally, kind, Some(id), began, None)
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn request(
+    s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    id: u64,
+) -> std::io::Result<String> {
+    let mut s = BufReader::new(s);
+    s.get_mut().write_all(format!("K{id}\n").as_bytes()).await?;
+    let mut line = String::new();
+    s.read_line(&mut line).await?;
+    Ok(line)
+}
+
+/// The workload the mTLS clients are: its SVID (renewed by the rotation)
+/// and the roots it trusts gateways by, read for each connection.
+struct Workload {
+    dir: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Workload {
+    fn connector(&self) -> TlsConnector {
+        let td = TrustDomain::parse("example.org").unwrap();
+        let verifier = Arc::new(SvidVerifier::new(
+            TrustBundle::load(&self.bundle).unwrap(),
+            PeerRequirement::Gateway(td),
+        ));
+        let id = Identity::load(&self.dir.join("cert.pem"), &self.dir.join("key.pem")).unwrap();
+        TlsConnector::from(Arc::new(client_config(&id, verifier, &[]).unwrap()))
     }
 }
 
