@@ -369,7 +369,9 @@ fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
         config(
             "gw-a",
             "eu-west",
-            admin(a),
+            // On every address: the host reaches it on the bridge, and a
+            // drill inside the namespace on loopback.
+            "0.0.0.0:15000".parse().unwrap(),
             d,
             &format!(
                 "\n[[peer]]\nregion = \"us-east\"\naddresses = [\"{b}:15443\"]\n\n\
@@ -472,6 +474,68 @@ fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
         back >= Duration::from_secs(2),
         "failback before the hold-down: {back:?}"
     );
+
+    // A drill is refused from anywhere but loopback: the host reaches
+    // gw-a's admin over the bridge.
+    let mut s = TcpStream::connect(admin(a)).unwrap();
+    s.write_all(
+        b"POST /drill/blackhole?region=us-east&duration=5s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 403")
+            && answer.contains("drills are taken only from loopback"),
+        "{answer}"
+    );
+    // From inside gw-a's namespace, on loopback, `strait drill run` cuts
+    // us-east in gw-a itself; traffic moves and comes back.
+    let scenario = d.join("drill.toml");
+    std::fs::write(
+        &scenario,
+        "[drill]\nsettle = \"30s\"\n\n[[step]]\nat = \"0s\"\nfault = \"partition\"\n\
+         from = \"eu-west\"\nto = \"us-east\"\nfor = \"5s\"\n",
+    )
+    .unwrap();
+    let drill = Command::new("ip")
+        .args(["netns", "exec", &na])
+        .arg(support::strait_bin())
+        .args(["drill", "run"])
+        .arg(&scenario)
+        .args(["--admin", "http://127.0.0.1:15000", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let during = Instant::now();
+    let mut served_by_c = false;
+    let mut drill_failed = 0;
+    while during.elapsed() < Duration::from_secs(4) {
+        match ask() {
+            Some(b'C') => served_by_c = true,
+            Some(_) => {}
+            None => drill_failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = drill.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    eprintln!("drill inside the lab: {}", report[0]);
+    assert!(report[0]["failover_s"].as_f64().is_some(), "{report}");
+    assert!(served_by_c, "ap-south served during the drill");
+    assert_eq!(
+        drill_failed, 0,
+        "idempotent requests caught by the drill are replayed"
+    );
+    assert_eq!(ask(), Some(b'B'), "us-east serves again after the drill");
+
     stop.store(true, Ordering::SeqCst);
     drop((gw_a, gw_b, gw_c));
     drop(lab);

@@ -31,7 +31,7 @@
 //! changed, a failure no fault explains or a rotation that did not
 //! complete. `--no-faults` runs the same load with no fault and prints
 //! p50/p99 of the requests minute by minute instead. The same seed draws
-//! the same schedule.
+//! the same schedule. `SOAK_DEBUG=1` prints why each request failed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
