@@ -275,6 +275,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let code = rt.block_on(soak(&strait, dir.path(), duration, seed, scenario));
+    if std::env::var("SOAK_DEBUG").is_ok() {
+        eprintln!("logs and certificates kept in {}", dir.keep().display());
+    }
     drop(rt);
     std::process::exit(code);
 }
