@@ -678,13 +678,14 @@ fn strait_why_shows_the_cut_peer_excluded_with_its_reason() {
     assert!(row(&before, "ap-south").contains("rank 2"), "{before}");
 
     d.net.partition("eu-west", "us-east", false).unwrap();
+    // Every connection (lane) to us-east: the probes of each decide.
     d.gateway().wait_for("us-east excluded as down", |s| {
         s["routes"].as_array().is_some_and(|r| {
             r.iter().any(|r| {
                 r["service"] == "svc"
                     && r["candidates"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["region"] == "us-east" && c["reason"] == "down")
+                        let east: Vec<_> = c.iter().filter(|c| c["region"] == "us-east").collect();
+                        !east.is_empty() && east.iter().all(|c| c["reason"] == "down")
                     })
             })
         })

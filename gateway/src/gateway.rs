@@ -183,7 +183,10 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         &config.region,
     );
     plane.hold_down = config.hold_down;
-    plane.dead_after = config.health.interval * config.health.down_after;
+    // A cut that heals within the QUIC idle timeout costs new streams a
+    // failover and established ones nothing: a Down tunnel is given up
+    // (its streams reset) only when QUIC would give it up anyway.
+    plane.dead_after = settings.idle_timeout;
     let (handle, plane_events) = PlaneHandle::new(plane);
     let (notes, notes_rx) = tokio::sync::mpsc::unbounded_channel();
     let events = Arc::new(EventLog::default());

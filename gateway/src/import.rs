@@ -375,7 +375,14 @@ async fn serve_client<C: ClientConn>(
                 "no direct route works; asking a gateway of a third region to relay");
         }
         let outcome = attempt(
-            &tunnel, &handle, &trace, &open, &mut cr, &mut early, &settings,
+            &tunnel,
+            &handle,
+            &trace,
+            &open,
+            &mut cr,
+            &mut early,
+            &settings,
+            route.idempotent,
         )
         .await;
         match outcome {
@@ -605,6 +612,7 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
     cr: &mut R,
     early: &mut Early,
     settings: &TunnelSettings,
+    idempotent: bool,
 ) -> Tried {
     let service = open.service.as_str();
     let mut a = Attempt::new();
@@ -688,9 +696,11 @@ async fn attempt<R: tokio::io::AsyncRead + Unpin>(
                 }
             }
             _ = tokio::time::sleep(HEALTH_POLL) => {
-                // A silent path: give up on this peer once the plane knows
-                // its tunnel Down (or closed), not on a guess.
-                if handle.is_down(tunnel.id) || tunnel.is_closed() {
+                // A silent path: an attempt that may be replayed moves on
+                // once the plane knows its tunnel Down, not on a guess; one
+                // that may not waits on (the cut may heal) until the tunnel
+                // closes or the open timeout.
+                if tunnel.is_closed() || (idempotent && handle.is_down(tunnel.id)) {
                     let _ = send.reset(code::RESET);
                     return Tried::Failed(a.handle_ambiguous(Ambiguity::TunnelDown), "tunnel went down before the answer".into());
                 }
