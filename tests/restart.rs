@@ -134,10 +134,12 @@ fn a_restarted_importing_gateway_is_served_again_without_flapping() {
 }
 
 #[test]
-fn streams_on_a_dead_tunnel_are_reset_once_it_is_found_down() {
+fn streams_on_a_silent_tunnel_are_kept_until_the_idle_timeout_then_reset() {
     // No restart: nothing answers the old connection (no stateless reset),
-    // so only the probes can tell; the import resets its client when the
-    // plane finds the tunnel Down and silent, not at the idle timeout.
+    // so a dead peer looks like a cut. The tunnel is found Down at once
+    // (new streams would go elsewhere) but its streams are kept, since a
+    // cut may heal, until the QUIC idle timeout (5 s in tests); then the
+    // import resets its client.
     let dir = tempfile::tempdir().unwrap();
     let (west, east, import) = pair(dir.path());
     let west_gw = GatewayProcess::start(dir.path(), &west);
@@ -151,13 +153,12 @@ fn streams_on_a_dead_tunnel_are_reset_once_it_is_found_down() {
     let ended = killed_at.elapsed();
     eprintln!("the stream on the dead tunnel ended {ended:?} after the kill");
     assert!(
-        ended < Duration::from_secs(3),
-        "the stream hung for {ended:?}:\n{}",
+        ended > Duration::from_secs(2) && ended < Duration::from_secs(9),
+        "the stream ended {ended:?} after the kill, not at the 5 s idle timeout:\n{}",
         west_gw.log_text()
     );
-    // Found dead by the probes, or lost by QUIC first (the kernel may
-    // answer the dead port): either ends the stream long before the idle
-    // timeout. The log line can trail the reset by a moment.
+    // Closed as dead by the plane, or lost by QUIC's own idle timeout:
+    // either says so. The log line can trail the reset by a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let log = west_gw.log_text();

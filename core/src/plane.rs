@@ -120,6 +120,11 @@ pub struct PlaneConfig {
     /// A Down connection on which nothing arrived this long is closed and
     /// its streams reset: the peer is gone, not slow.
     pub dead_after: Duration,
+    /// A Down connection on which nothing arrived this long is replaced
+    /// (its streams reset) by a new connection to the same peer and lane:
+    /// the peer restarted. One that still hears something is superseded
+    /// instead, keeping its streams: the cut is healing.
+    pub replace_after: Duration,
     /// A peer left without a connection is still shown (excluded, with the
     /// reason) for this long.
     pub forget_after: Duration,
@@ -134,6 +139,7 @@ impl PlaneConfig {
             breaker: BreakerConfig::default(),
             drain_idle: Duration::from_secs(1),
             dead_after: Duration::from_millis(750),
+            replace_after: Duration::from_millis(750),
             forget_after: Duration::from_secs(600),
         }
     }
@@ -480,17 +486,31 @@ impl Plane {
             .map(|(id, _)| *id)
             .collect();
         for other in others {
-            let (other_dialed, other_down) = {
+            let (other_dialed, other_down, other_quiet) = {
                 let c = &self.conns[&other];
-                (c.dialed, c.health.state == TunnelHealth::Down)
+                (
+                    c.dialed,
+                    c.health.state == TunnelHealth::Down,
+                    c.health.quiet,
+                )
             };
-            if other_down || other_dialed == dialed {
+            let silent = other_down && other_quiet >= self.config.replace_after;
+            // Silent, or dialed by the peer again while it still looked
+            // fine: the peer restarted, the old connection is dead.
+            if silent || (!other_down && other_dialed == dialed && !dialed) {
                 self.close(other, CloseReason::Replaced);
+                continue;
+            }
+            // Down but still hearing the peer (a cut that is healing), or
+            // our own redial beside a connection that recovered: the new
+            // one takes new streams, the old one keeps its own.
+            if other_down || other_dialed == dialed {
+                self.supersede(other, now);
                 continue;
             }
             let preferred_dialer_is_me = self.config.me < peer.key;
             if dialed == preferred_dialer_is_me {
-                self.supersede(other);
+                self.supersede(other, now);
             } else {
                 superseded_new = true;
             }
@@ -525,14 +545,17 @@ impl Plane {
         id
     }
 
-    fn supersede(&mut self, conn: ConnId) {
+    fn supersede(&mut self, conn: ConnId, now: Instant) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         if c.state != ConnState::Active {
             return;
         }
-        c.state = ConnState::Superseded { idle_since: None };
+        // One that carries nothing drains from now.
+        c.state = ConnState::Superseded {
+            idle_since: (c.active == 0).then_some(now),
+        };
         let peer = c.peer.clone();
         self.events.push_back(PlaneEvent::TunnelDown {
             conn,
@@ -1092,6 +1115,17 @@ impl Plane {
     /// The peer of a connection.
     pub fn peer(&self, conn: ConnId) -> Option<&PeerInfo> {
         self.conns.get(&conn).map(|c| &c.peer)
+    }
+
+    /// Whether a connection to `peer` on `lane` takes new streams and is
+    /// not Down: a dialer with one has nothing to dial.
+    pub fn has_live(&self, peer: &str, lane: u16) -> bool {
+        self.conns.values().any(|c| {
+            c.peer.key == peer
+                && c.peer.lane == lane
+                && c.state == ConnState::Active
+                && c.health.state != TunnelHealth::Down
+        })
     }
 
     /// Whether `conn` was found Down (or is closing).

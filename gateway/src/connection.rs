@@ -343,6 +343,9 @@ pub struct Lane {
     pub gate: Arc<watch::Sender<bool>>,
 }
 
+/// How often a dialer looks whether its tunnel was found Down.
+const DOWN_CHECK: Duration = Duration::from_millis(250);
+
 /// Dials `address` and keeps a tunnel to it on `lane`, redialing with
 /// capped, jittered backoff, until `stop`, or until `retire` is set while it
 /// holds no tunnel (a tunnel it holds is never cut for that).
@@ -418,12 +421,34 @@ async fn dial_once(
             .map_err(|e| e.to_string())?;
         match connecting.await {
             Ok(conn) => {
-                let peer = run_connection(conn, Some(lane), drivers.clone()).await?;
+                let mut run = Box::pin({
+                    let (conn, lane, drivers) = (conn.clone(), lane.clone(), drivers.clone());
+                    async move { run_connection(conn, Some(&lane), drivers).await }
+                });
+                let peer = loop {
+                    tokio::select! {
+                        peer = &mut run => break peer?,
+                        _ = tokio::time::sleep(DOWN_CHECK) => {
+                            // Found Down: the connection keeps its streams
+                            // (a cut may heal), and a new one is dialed
+                            // beside it. If the cut heals first the old one
+                            // drains; if the peer restarted the new one
+                            // replaces it.
+                            if drivers.handle.quic_conn_down(&conn) {
+                                tokio::spawn(async move {
+                                    let _ = run.await;
+                                });
+                                return Ok(());
+                            }
+                        }
+                    }
+                };
                 // Ours was replaced or superseded by another connection to
                 // the same peer and lane: redial only once that one is gone
-                // too, or two dialers to one gateway would replace each other.
+                // or Down too, or two dialers to one gateway would replace
+                // each other.
                 let mut changed = drivers.handle.subscribe();
-                while drivers.handle.has_active(&peer, lane.lane) {
+                while drivers.handle.has_live(&peer, lane.lane) {
                     tokio::select! {
                         r = changed.changed() => if r.is_err() { break },
                         _ = stop.changed() => break,

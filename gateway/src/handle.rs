@@ -275,6 +275,22 @@ impl PlaneHandle {
         inner.plane.has_active(peer, lane)
     }
 
+    /// Whether a connection to `peer` on `lane` takes new streams and is
+    /// not Down.
+    pub fn has_live(&self, peer: &str, lane: u16) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.plane.has_live(peer, lane)
+    }
+
+    /// Whether the tunnel on quinn connection `conn` was found Down.
+    pub fn quic_conn_down(&self, conn: &quinn::Connection) -> bool {
+        let id = conn.stable_id();
+        self.tunnels()
+            .iter()
+            .find(|t| t.conn.stable_id() == id)
+            .is_some_and(|t| self.is_down(t.id))
+    }
+
     pub fn tunnel(&self, conn: ConnId) -> Option<Arc<Tunnel>> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.tunnels.get(&conn).cloned()

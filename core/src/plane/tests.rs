@@ -258,7 +258,9 @@ fn a_restarted_peer_replaces_its_old_connection_at_once() {
     // The peer was killed: its old connection is still Up here (not yet
     // found Down), and the restarted process dials in again.
     let t0 = Instant::now();
-    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let mut config = PlaneConfig::new(ME, "eu-west");
+    config.dead_after = Duration::from_secs(10);
+    let mut plane = Plane::new(config);
     let b = peer("us-east", "gw-b");
     let old = plane.handle_connection_up(b.clone(), false, vec![svc("pay", true)], t0);
     let new = plane.handle_connection_up(b.clone(), false, vec![svc("pay", true)], t0);
@@ -272,8 +274,9 @@ fn a_restarted_peer_replaces_its_old_connection_at_once() {
     assert!(plane.has_active(&b.id, 0));
     let d = plane.plan("pay", &[], &[], t0, (0, 0));
     assert!(matches!(verdict(&d, new), Verdict::Ranked { .. }));
-    // A Down connection is replaced whatever the direction.
-    plane.handle_health(new, down(0), t0);
+    // A Down connection that hears nothing any more is replaced whatever
+    // the direction.
+    plane.handle_health(new, down(750), t0);
     let newer = plane.handle_connection_up(b, true, vec![svc("pay", true)], t0);
     assert_eq!(
         plane.poll_action(),
@@ -282,6 +285,45 @@ fn a_restarted_peer_replaces_its_old_connection_at_once() {
             reason: CloseReason::Replaced
         })
     );
+    assert_eq!(plane.plan("pay", &[], &[], t0, (0, 0)).chosen, Some(newer));
+}
+
+#[test]
+fn a_connection_down_but_still_heard_is_superseded_and_keeps_its_streams() {
+    // A cut that is healing: the old connection hears the peer again while
+    // a redial beside it completes. Its streams must not be reset.
+    let t0 = Instant::now();
+    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let b = peer("us-east", "gw-b");
+    let old = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
+    plane.handle_stream_opened(old);
+    plane.handle_health(old, down(200), t0);
+    assert!(
+        !plane.has_live(&b.id, 0),
+        "a Down connection is no reason not to dial"
+    );
+    let new = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
+    assert_eq!(plane.poll_action(), None, "nothing is closed");
+    assert!(plane.has_live(&b.id, 0));
+    let role = |p: &Plane, c: ConnId| p.view().conns.iter().find(|v| v.conn == c).unwrap().role;
+    assert_eq!(role(&plane, old), "superseded");
+    assert_eq!(plane.plan("pay", &[], &[], t0, (0, 0)).chosen, Some(new));
+    // It drains: closed once its last stream ended and drain_idle passed.
+    plane.handle_stream_closed(old, t0 + Duration::from_secs(30));
+    plane.handle_timeout(t0 + Duration::from_secs(31));
+    assert_eq!(
+        plane.poll_action(),
+        Some(Action::Close {
+            conn: old,
+            reason: CloseReason::Duplicate
+        })
+    );
+    // Our own redial beside a connection that had recovered meanwhile
+    // supersedes it too, rather than resetting its streams.
+    plane.handle_stream_opened(new);
+    let newer = plane.handle_connection_up(b, true, vec![svc("pay", true)], t0);
+    assert_eq!(plane.poll_action(), None);
+    assert_eq!(role(&plane, new), "superseded");
     assert_eq!(plane.plan("pay", &[], &[], t0, (0, 0)).chosen, Some(newer));
 }
 
@@ -560,17 +602,23 @@ fn lanes_of_one_peer_all_carry_streams_and_share_its_tried_entry() {
     assert_eq!(d.chosen, None);
     assert_eq!(verdict(&d, lane1), excluded(Exclusion::Tried));
 
-    // A newer connection on a lane replaces that lane's connection only.
+    // A newer connection on a lane supersedes that lane's connection only
+    // (its streams go on).
     let again =
         plane.handle_connection_up(b.clone().with_lane(1), true, vec![svc("pay", true)], later);
-    assert_eq!(
-        plane.poll_action(),
-        Some(Action::Close {
-            conn: lane1,
-            reason: CloseReason::Replaced
-        })
-    );
     assert_eq!(plane.poll_action(), None);
+    let role = |c: ConnId| {
+        plane
+            .view()
+            .conns
+            .iter()
+            .find(|v| v.conn == c)
+            .unwrap()
+            .role
+    };
+    assert_eq!(role(lane1), "superseded");
+    assert_eq!(role(lane0), "active");
+    assert_eq!(role(again), "active");
     // Losing one lane does not lose the peer.
     plane.handle_connection_closed(lane1, later);
     plane.handle_connection_closed(again, later);
