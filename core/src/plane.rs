@@ -120,10 +120,10 @@ pub struct PlaneConfig {
     /// A Down connection on which nothing arrived this long is closed and
     /// its streams reset: the peer is gone, not slow.
     pub dead_after: Duration,
-    /// A Down connection on which nothing arrived this long is replaced
-    /// (its streams reset) by a new connection to the same peer and lane:
-    /// the peer restarted. One that still hears something is superseded
-    /// instead, keeping its streams: the cut is healing.
+    /// A connection superseded by a new one to the same peer and lane on
+    /// which nothing arrives within this long is closed (its streams
+    /// reset): the peer restarted. One that hears its peer keeps its
+    /// streams and drains: the cut healed.
     pub replace_after: Duration,
     /// A peer left without a connection is still shown (excluded, with the
     /// reason) for this long.
@@ -387,6 +387,10 @@ struct Conn {
     relayable: Vec<RelayRoute>,
     draining: bool,
     active: usize,
+    /// Superseded by a new connection to the same peer: unless something
+    /// arrives on this one by then, it is dead (the peer restarted) and is
+    /// closed at this time, its streams reset.
+    probation: Option<Instant>,
 }
 
 /// A read-only copy of the plane for `/status` and telemetry.
@@ -486,33 +490,28 @@ impl Plane {
             .map(|(id, _)| *id)
             .collect();
         for other in others {
-            let (other_dialed, other_down, other_quiet) = {
+            let (other_dialed, other_down) = {
                 let c = &self.conns[&other];
-                (
-                    c.dialed,
-                    c.health.state == TunnelHealth::Down,
-                    c.health.quiet,
-                )
+                (c.dialed, c.health.state == TunnelHealth::Down)
             };
-            let silent = other_down && other_quiet >= self.config.replace_after;
-            // Silent, or dialed by the peer again while it still looked
-            // fine: the peer restarted, the old connection is dead.
-            if silent || (!other_down && other_dialed == dialed && !dialed) {
-                self.close(other, CloseReason::Replaced);
+            // Both gateways dialed each other and both connections work:
+            // both keep the one the lower ID dialed.
+            if !other_down && other_dialed != dialed {
+                let preferred_dialer_is_me = self.config.me < peer.key;
+                if dialed == preferred_dialer_is_me {
+                    self.supersede(other, now);
+                } else {
+                    superseded_new = true;
+                }
                 continue;
             }
-            // Down but still hearing the peer (a cut that is healing), or
-            // our own redial beside a connection that recovered: the new
-            // one takes new streams, the old one keeps its own.
-            if other_down || other_dialed == dialed {
-                self.supersede(other, now);
-                continue;
-            }
-            let preferred_dialer_is_me = self.config.me < peer.key;
-            if dialed == preferred_dialer_is_me {
-                self.supersede(other, now);
-            } else {
-                superseded_new = true;
+            // The peer dialed again, or we did beside a Down connection: the
+            // new one takes new streams. The old one keeps its own if it
+            // still hears the peer within `replace_after` (a cut that
+            // healed); if not, the peer restarted and it is closed.
+            self.supersede(other, now);
+            if let Some(c) = self.conns.get_mut(&other) {
+                c.probation = Some(now + self.config.replace_after);
             }
         }
         self.conns.insert(
@@ -533,6 +532,7 @@ impl Plane {
                 relayable: Vec::new(),
                 draining: false,
                 active: 0,
+                probation: None,
             },
         );
         if !superseded_new {
@@ -660,6 +660,12 @@ impl Plane {
         let from = c.health.state;
         if from == TunnelHealth::Down && health.state != TunnelHealth::Down {
             c.up_since = now;
+        }
+        // Heard from the peer since it was put on probation: alive.
+        if let Some(deadline) = c.probation
+            && health.quiet < now.saturating_duration_since(deadline - self.config.replace_after)
+        {
+            c.probation = None;
         }
         c.health = health;
         if from != health.state {
@@ -1157,8 +1163,10 @@ impl Plane {
             .filter_map(|c| match c.state {
                 ConnState::Superseded {
                     idle_since: Some(t),
-                } => Some(t + self.config.drain_idle),
-                _ => None,
+                } => Some(c.probation.map_or(t + self.config.drain_idle, |p| {
+                    p.min(t + self.config.drain_idle)
+                })),
+                _ => c.probation,
             })
             .min()
     }
@@ -1180,6 +1188,15 @@ impl Plane {
             .collect();
         for conn in idle {
             self.close(conn, CloseReason::Duplicate);
+        }
+        let dead: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.probation.is_some_and(|p| now >= p))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in dead {
+            self.close(conn, CloseReason::Replaced);
         }
     }
 

@@ -263,7 +263,13 @@ fn a_restarted_peer_replaces_its_old_connection_at_once() {
     let mut plane = Plane::new(config);
     let b = peer("us-east", "gw-b");
     let old = plane.handle_connection_up(b.clone(), false, vec![svc("pay", true)], t0);
+    plane.handle_stream_opened(old);
     let new = plane.handle_connection_up(b.clone(), false, vec![svc("pay", true)], t0);
+    // Nothing arrives on the old one within replace_after: it is dead.
+    assert_eq!(plane.poll_action(), None);
+    assert_eq!(plane.poll_timeout(), Some(t0 + Duration::from_millis(750)));
+    plane.handle_health(old, down(400), t0 + Duration::from_millis(400));
+    plane.handle_timeout(t0 + Duration::from_millis(750));
     assert_eq!(
         plane.poll_action(),
         Some(Action::Close {
@@ -276,8 +282,10 @@ fn a_restarted_peer_replaces_its_old_connection_at_once() {
     assert!(matches!(verdict(&d, new), Verdict::Ranked { .. }));
     // A Down connection that hears nothing any more is replaced whatever
     // the direction.
+    plane.handle_stream_opened(new);
     plane.handle_health(new, down(750), t0);
     let newer = plane.handle_connection_up(b, true, vec![svc("pay", true)], t0);
+    plane.handle_timeout(t0 + Duration::from_secs(1));
     assert_eq!(
         plane.poll_action(),
         Some(Action::Close {
@@ -304,6 +312,10 @@ fn a_connection_down_but_still_heard_is_superseded_and_keeps_its_streams() {
     );
     let new = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
     assert_eq!(plane.poll_action(), None, "nothing is closed");
+    // The old one hears its peer again within replace_after: alive.
+    plane.handle_health(old, down(100), t0 + Duration::from_millis(500));
+    plane.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(plane.poll_action(), None, "its streams are kept");
     assert!(plane.has_live(&b.id, 0));
     let role = |p: &Plane, c: ConnId| p.view().conns.iter().find(|v| v.conn == c).unwrap().role;
     assert_eq!(role(&plane, old), "superseded");
