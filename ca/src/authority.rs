@@ -26,6 +26,12 @@ pub const INTERMEDIATE_CERT: &str = "intermediate.pem";
 pub const INTERMEDIATE_KEY: &str = "intermediate-key.pem";
 pub const CA_BUNDLE: &str = "bundle.pem";
 
+/// The URI SAN that makes an intermediate the regional CA of a region
+/// (`urn:strait:ca-region:eu-west`): it may issue gateway identities of that
+/// region only, and strait's verifier refuses a gateway certificate it
+/// issued for another.
+pub const REGION_URN_PREFIX: &str = "urn:strait:ca-region:";
+
 /// Default validity of a new CA.
 pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -68,6 +74,8 @@ pub struct CertificateAuthority {
     /// The root this CA's chains end in.
     root: CertificateDer<'static>,
     bundle: TrustBundle,
+    /// For a regional CA, the only region it issues gateway identities of.
+    region: Option<String>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -142,6 +150,7 @@ impl CertificateAuthority {
                 intermediates: Vec::new(),
                 root: root_cert.der().clone(),
                 bundle,
+                region: None,
             };
             return Ok((ca, files));
         }
@@ -163,8 +172,121 @@ impl CertificateAuthority {
             intermediates: vec![int_cert.der().clone()],
             root: root_cert.der().clone(),
             bundle,
+            region: None,
         };
         Ok((ca, files))
+    }
+
+    /// Makes the regional CA of `region` in `dir`: an intermediate signed by
+    /// the root in `root_dir` (whose key is needed only now and can then go
+    /// offline), which issues gateway identities of `region` only.
+    /// `dir` gets the root certificate, the intermediate and its key, and
+    /// the root's bundle; nothing is written if `dir` already holds a CA.
+    pub fn init_regional(
+        root_dir: &Path,
+        dir: &Path,
+        region: &str,
+        validity: Duration,
+        key_type: KeyType,
+        now: SystemTime,
+    ) -> Result<Self, CaError> {
+        for name in [
+            ROOT_CERT,
+            ROOT_KEY,
+            INTERMEDIATE_CERT,
+            INTERMEDIATE_KEY,
+            CA_BUNDLE,
+        ] {
+            let existing = dir.join(name);
+            if existing.exists() {
+                return Err(CaError::CaExists {
+                    dir: dir.to_owned(),
+                    existing,
+                });
+            }
+        }
+        let root_path = root_dir.join(ROOT_CERT);
+        if !root_path.exists() {
+            return Err(CaError::NoCa {
+                dir: root_dir.to_owned(),
+                missing: root_path,
+            });
+        }
+        let root_pem = std::fs::read_to_string(&root_path).map_err(|source| CaError::Io {
+            path: root_path.clone(),
+            source,
+        })?;
+        let root = first(files::read_certificates(&root_path)?);
+        let root_key_path = root_dir.join(ROOT_KEY);
+        let root_key = files::read_key_pair(&root_key_path)?;
+        if !key_matches(&root_key, &root) {
+            return Err(CaError::KeyMismatch {
+                key: root_key_path,
+                cert: root_path,
+            });
+        }
+        let (td, root_not_after) = read_ca_facts(&root_path, &root)?;
+        // The region must be one a gateway identity can name.
+        crate::SpiffeId::gateway(&td, region, "regional-ca")?;
+        {
+            let (_, cert) = x509_parser::parse_x509_certificate(&root).map_err(|e| {
+                CaError::BadCertificate {
+                    path: root_path.clone(),
+                    index: 1,
+                    reason: e.to_string(),
+                }
+            })?;
+            let path_len = cert
+                .basic_constraints()
+                .ok()
+                .flatten()
+                .and_then(|bc| bc.value.path_len_constraint);
+            if path_len == Some(0) {
+                return Err(CaError::RootCannotSignCas { path: root_path });
+            }
+        }
+        let root_issuer =
+            Issuer::from_ca_cert_der(&root, root_key).map_err(|e| CaError::BadCertificate {
+                path: root_path.clone(),
+                index: 1,
+                reason: e.to_string(),
+            })?;
+        let not_after = (now + validity).min(root_not_after);
+        let key = key_type.generate()?;
+        let mut params = ca_params(
+            &td,
+            format!("strait regional CA {region} {td}"),
+            0,
+            now - BACKDATE,
+            not_after,
+        )?;
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            format!("{REGION_URN_PREFIX}{region}").try_into()?,
+        ));
+        let cert = params.signed_by(&key, &root_issuer)?;
+        let bundle_path = root_dir.join(CA_BUNDLE);
+        let bundle_pem = if bundle_path.exists() {
+            std::fs::read_to_string(&bundle_path).map_err(|source| CaError::Io {
+                path: bundle_path.clone(),
+                source,
+            })?
+        } else {
+            root_pem.clone()
+        };
+        files::create_dir(dir)?;
+        let write = |name: &str, contents: &str, mode| {
+            files::write(&dir.join(name), contents.as_bytes(), mode, Overwrite::Never)
+        };
+        write(INTERMEDIATE_KEY, &key.serialize_pem(), KEY_MODE)?;
+        write(INTERMEDIATE_CERT, &cert.pem(), PUBLIC_MODE)?;
+        write(ROOT_CERT, &root_pem, PUBLIC_MODE)?;
+        write(CA_BUNDLE, &bundle_pem, PUBLIC_MODE)?;
+        Self::load(dir)
+    }
+
+    /// For a regional CA, the region whose gateway identities it issues.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
     }
 
     /// Creates a CA and writes it into `dir`. An existing CA is never
@@ -226,6 +348,7 @@ impl CertificateAuthority {
             });
         }
         let (trust_domain, signer_not_after) = read_ca_facts(&signer_path, &signer_der)?;
+        let region = ca_region(&signer_der);
         let bundle_path = dir.join(CA_BUNDLE);
         let bundle = if bundle_path.exists() {
             TrustBundle::load(&bundle_path)?
@@ -251,6 +374,7 @@ impl CertificateAuthority {
             intermediates,
             root,
             bundle,
+            region,
         })
     }
 
@@ -321,6 +445,15 @@ impl CertificateAuthority {
                 trust_domain: self.trust_domain.to_string(),
             });
         }
+        if let (Some(ca_region), crate::IdentityKind::Gateway { region, .. }) =
+            (&self.region, req.id.kind())
+            && region != ca_region
+        {
+            return Err(CaError::OutsideRegion {
+                id: req.id.to_string(),
+                ca_region: ca_region.clone(),
+            });
+        }
         if req.ttl.is_zero() {
             return Err(CaError::ZeroLifetime);
         }
@@ -364,6 +497,16 @@ fn first(mut certs: Vec<CertificateDer<'static>>) -> CertificateDer<'static> {
 
 /// The trust domain (from the CA certificate's `spiffe://<td>` URI SAN) and
 /// expiry of a signing certificate.
+/// The region a CA certificate is the regional CA of, if it is one.
+pub fn ca_region(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    uri_sans(&cert)
+        .ok()?
+        .iter()
+        .find_map(|u| u.strip_prefix(REGION_URN_PREFIX))
+        .map(str::to_owned)
+}
+
 fn read_ca_facts(path: &Path, der: &[u8]) -> Result<(TrustDomain, SystemTime), CaError> {
     let bad = |reason: String| CaError::BadCertificate {
         path: path.to_owned(),

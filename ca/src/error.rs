@@ -80,6 +80,15 @@ pub enum CaError {
     },
     #[error("bad token: {0}")]
     BadTokenPolicy(String),
+    #[error(
+        "this is the regional CA of {ca_region}: it issues gateway identities of {ca_region} only, not {id}"
+    )]
+    OutsideRegion { id: String, ca_region: String },
+    #[error(
+        "{}: this root was made without --intermediate, so its path length allows no CA below it; make the root with `strait ca init --intermediate`",
+        path.display()
+    )]
+    RootCannotSignCas { path: PathBuf },
     #[error("the system random number generator failed")]
     Random,
     #[error("certificate generation failed: {0}")]
@@ -138,6 +147,10 @@ pub enum VerifyError {
     NotAGateway { id: String },
     #[error("{id} is not a gateway of region {expected}")]
     WrongRegion { id: String, expected: String },
+    #[error(
+        "{id} was issued by the regional CA of {ca_region}, which may issue identities of {ca_region} only"
+    )]
+    IssuedOutsideRegion { id: String, ca_region: String },
     #[error("{id} is not {expected}")]
     NotExpected { id: String, expected: String },
     #[error("{id} is revoked (deny list entry `{entry}`)")]

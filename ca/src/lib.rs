@@ -29,7 +29,7 @@ mod verify;
 
 pub use authority::{
     CA_BUNDLE, CaFiles, CaOptions, CertificateAuthority, DEFAULT_CA_VALIDITY, INTERMEDIATE_CERT,
-    INTERMEDIATE_KEY, ROOT_CERT, ROOT_KEY,
+    INTERMEDIATE_KEY, REGION_URN_PREFIX, ROOT_CERT, ROOT_KEY, ca_region,
 };
 pub use bundle::{TrustBundle, fingerprint};
 pub use deny::{DENY_FILE, DenyEntry, DenyList, certificate_serial, normalize_serial};

@@ -88,8 +88,42 @@ pub fn verify_chain(
     let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::EmptyChain)?;
     let id = check_leaf(leaf, now)?;
     verify_path(leaf, intermediates, bundle, role, now)?;
+    check_issuing_region(leaf, intermediates, &id)?;
     requirement.check(&id)?;
     Ok(id)
+}
+
+/// A gateway certificate issued by a regional CA must name that CA's
+/// region: a regional CA's key compromised mints identities of its own
+/// region only.
+fn check_issuing_region(
+    leaf: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    id: &SpiffeId,
+) -> Result<(), VerifyError> {
+    let IdentityKind::Gateway { region, .. } = id.kind() else {
+        return Ok(());
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let issuer = cert.issuer().as_raw();
+    for der in intermediates {
+        let Ok((_, ca)) = x509_parser::parse_x509_certificate(der) else {
+            continue;
+        };
+        if ca.subject().as_raw() != issuer {
+            continue;
+        }
+        if let Some(ca_region) = crate::authority::ca_region(der)
+            && ca_region != region
+        {
+            return Err(VerifyError::IssuedOutsideRegion {
+                id: id.to_string(),
+                ca_region,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the SVID rules and validity window of a leaf on its own, without

@@ -322,6 +322,18 @@ pub enum CaCommand {
     /// trust). Keys are written with mode 0600. An existing CA is never
     /// overwritten.
     Init(CaInit),
+    /// Make the regional CA of one region: an intermediate signed by the
+    /// root, which issues (and serves joins and renewals for) gateway
+    /// identities of that region only; every strait verifier refuses a
+    /// gateway certificate it issued for another region. The root key is
+    /// needed only now: afterwards the root can go offline, and a region
+    /// cut off from the others keeps renewing from its own CA service
+    /// (`strait ca serve --ca DIR`). The root must have been made with
+    /// `strait ca init --intermediate`.
+    ///
+    /// Writes intermediate.pem and intermediate-key.pem (0600), and the
+    /// root's ca.pem and bundle.pem, into --dir; never the root's key.
+    Intermediate(CaIntermediate),
     /// Serve the CA over QUIC with mutual TLS (ALPN strait-ca/1): sign
     /// CSRs of gateways that present a join token or their current
     /// certificate, and hand out the trust bundle and deny list. Runs until
@@ -393,6 +405,25 @@ pub struct CaInit {
     pub key_type: KeyTypeArg,
     /// How long the CA is valid (e.g. 10y, 90d, 1h).
     #[arg(long, default_value = "10y", value_parser = parse_duration)]
+    pub validity: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CaIntermediate {
+    /// The root CA's directory (ca.pem and ca-key.pem).
+    #[arg(long)]
+    pub root: PathBuf,
+    /// The region whose gateway identities the new CA issues.
+    #[arg(long)]
+    pub region: String,
+    /// Directory to create the regional CA in.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Key type of the regional CA's key.
+    #[arg(long, value_enum, default_value_t = KeyTypeArg::P256)]
+    pub key_type: KeyTypeArg,
+    /// How long the regional CA is valid (at most as long as the root).
+    #[arg(long, default_value = "1y", value_parser = parse_duration)]
     pub validity: Duration,
 }
 

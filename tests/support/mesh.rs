@@ -248,7 +248,12 @@ impl GatewayProcess {
 
     /// Waits (up to 10 s) until the log contains `needle`; returns the log.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_log_within(needle, Duration::from_secs(10))
+    }
+
+    /// Waits up to `patience` until the log contains `needle`.
+    pub fn wait_for_log_within(&self, needle: &str, patience: Duration) -> String {
+        let deadline = Instant::now() + patience;
         loop {
             let log = self.log_text();
             if log.contains(needle) {

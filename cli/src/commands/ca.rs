@@ -7,7 +7,7 @@ use anyhow::Context;
 use strait_ca::{CaOptions, CertificateAuthority, DENY_FILE, DenyEntry, DenyList};
 use strait_enroll::CaServiceOptions;
 
-use crate::args::{CaInit, CaRevoke, CaServe};
+use crate::args::{CaInit, CaIntermediate, CaRevoke, CaServe};
 
 pub fn init(args: CaInit) -> anyhow::Result<ExitCode> {
     let mut opts = CaOptions::new(args.trust_domain.clone());
@@ -34,6 +34,41 @@ pub fn init(args: CaInit) -> anyhow::Result<ExitCode> {
     for fp in ca.bundle().fingerprints() {
         println!("root SHA-256 fingerprint: {fp}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn intermediate(args: CaIntermediate) -> anyhow::Result<ExitCode> {
+    let ca = CertificateAuthority::init_regional(
+        &args.root,
+        &args.dir,
+        &args.region,
+        args.validity,
+        args.key_type.into(),
+        SystemTime::now(),
+    )
+    .with_context(|| {
+        format!(
+            "cannot make the regional CA of {} in {}",
+            args.region,
+            args.dir.display()
+        )
+    })?;
+    println!(
+        "created the regional CA of {} for trust domain {} in {} (valid until {})",
+        args.region,
+        ca.trust_domain(),
+        args.dir.display(),
+        strait_ca::time::rfc3339(ca.not_after())
+    );
+    println!("  intermediate.pem      regional CA certificate, signed by the root");
+    println!("  intermediate-key.pem  regional CA private key (0600)");
+    println!("  ca.pem, bundle.pem    the root and the bundle peers trust");
+    println!(
+        "it issues gateway identities of {} only; serve it in that region with `strait ca serve --ca {}`, and keep {} offline",
+        args.region,
+        args.dir.display(),
+        args.root.join("ca-key.pem").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

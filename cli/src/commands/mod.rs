@@ -19,6 +19,7 @@ use crate::args::{
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ca(CaCommand::Init(args)) => ca::init(args),
+        Command::Ca(CaCommand::Intermediate(args)) => ca::intermediate(args),
         Command::Ca(CaCommand::Serve(args)) => ca::serve(args),
         Command::Ca(CaCommand::Revoke(args)) => ca::revoke(args),
         Command::Token(TokenCommand::Create(args)) => token::create(args),

@@ -10,6 +10,14 @@ use crate::args::TokenCreate;
 
 pub fn create(args: TokenCreate) -> anyhow::Result<ExitCode> {
     let ca = CertificateAuthority::load(&args.ca)?;
+    if let Some(ca_region) = ca.region() {
+        anyhow::ensure!(
+            ca_region == args.region,
+            "{} is the regional CA of {ca_region}: it issues join tokens for {ca_region} only, not {}",
+            args.ca.display(),
+            args.region
+        );
+    }
     let addresses = if args.ca_address.is_empty() {
         let recorded = args.ca.join(SERVICE_ADDRESS_FILE);
         let text = std::fs::read_to_string(&recorded).with_context(|| {
