@@ -289,6 +289,17 @@ impl CertificateAuthority {
         self.region.as_deref()
     }
 
+    /// `list` as text signed by this CA's signing key (see
+    /// [`crate::signed_deny`]): what gateways pass to each other.
+    pub fn sign_deny_list(
+        &self,
+        list: &crate::DenyList,
+        now: SystemTime,
+    ) -> Result<String, CaError> {
+        let signer = self.intermediates.first().unwrap_or(&self.root);
+        crate::signed_deny::sign(&list.to_text(), signer, self.signer.key(), now)
+    }
+
     /// Creates a CA and writes it into `dir`. An existing CA is never
     /// overwritten: if any CA file is present, nothing is written.
     pub fn init(dir: &Path, opts: &CaOptions, now: SystemTime) -> Result<Self, CaError> {

@@ -21,6 +21,7 @@ mod identity;
 mod inspect;
 mod issue;
 mod key;
+pub mod signed_deny;
 mod spiffe;
 pub mod time;
 pub mod tls;

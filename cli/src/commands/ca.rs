@@ -150,14 +150,17 @@ pub fn revoke(args: CaRevoke) -> anyhow::Result<ExitCode> {
             println!("already revoked: {entry}");
         }
     }
+    // Signed, so that gateways can pass it on to each other and a gateway
+    // cut off from this CA still learns of it from its peers.
+    let signed = ca.sign_deny_list(&deny, SystemTime::now())?;
     strait_ca::files::write(
         &path,
-        deny.to_text().as_bytes(),
+        signed.as_bytes(),
         strait_ca::files::PUBLIC_MODE,
         strait_ca::Overwrite::Replace,
     )?;
     println!(
-        "{} now holds {} entr{}; gateways get it at their next bundle refresh",
+        "{} now holds {} entr{}, signed by this CA; gateways get it at their next bundle refresh, and from each other",
         path.display(),
         deny.len(),
         if deny.len() == 1 { "y" } else { "ies" }
