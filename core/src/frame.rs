@@ -38,8 +38,9 @@ pub mod kind {
     pub const OPEN: u64 = 3;
     pub const STATUS: u64 = 4;
     pub const TELEMETRY: u64 = 5;
+    pub const DENY: u64 = 6;
     /// Kinds this version knows.
-    pub const KNOWN: [u64; 6] = [HELLO, UPDATE, GOAWAY, OPEN, STATUS, TELEMETRY];
+    pub const KNOWN: [u64; 7] = [HELLO, UPDATE, GOAWAY, OPEN, STATUS, TELEMETRY, DENY];
 }
 
 /// Everything that travels on strait streams.
@@ -58,6 +59,10 @@ pub enum Message {
     /// A compact summary of the sender and of what it last heard from
     /// others, sent on the control stream every second.
     Telemetry(Telemetry),
+    /// The newest deny list the sender holds, signed by the CA that issued
+    /// it, on the control stream: revocations travel through any path.
+    /// Older gateways skip it as an unknown kind.
+    Deny(Deny),
     /// A frame of a kind this version does not know (from a newer one);
     /// its body is skipped. Encoding one sends the kind with an empty body.
     Unknown { kind: u64 },
@@ -73,6 +78,7 @@ impl Message {
             Message::Open(_) => kind::OPEN,
             Message::Status(_) => kind::STATUS,
             Message::Telemetry(_) => kind::TELEMETRY,
+            Message::Deny(_) => kind::DENY,
             Message::Unknown { kind } => *kind,
         }
     }
@@ -189,6 +195,12 @@ pub struct GoAway {
     pub reason: String,
 }
 
+/// A signed deny list, as text (see `strait_ca::signed_deny`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deny {
+    pub signed_list: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Open {
     pub service: String,
@@ -265,6 +277,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) -> Result<(), FrameError> {
         Message::Open(m) => m.put(&mut w),
         Message::Status(m) => m.put(&mut w),
         Message::Telemetry(m) => m.put(&mut w),
+        Message::Deny(m) => m.put(&mut w),
         Message::Unknown { kind } if kind::KNOWN.contains(kind) => {
             return Err(FrameError::Malformed(format!(
                 "kind {kind} is known; it cannot be sent as unknown"
@@ -320,6 +333,7 @@ fn decode_body(body: &[u8]) -> Result<Message, FrameError> {
         kind::OPEN => Message::Open(Open::take(&mut r.into_record("OPEN"))?),
         kind::STATUS => Message::Status(Status::take(&mut r.into_record("STATUS"))?),
         kind::TELEMETRY => Message::Telemetry(Telemetry::take(&mut r.into_record("TELEMETRY"))?),
+        kind::DENY => Message::Deny(Deny::take(&mut r.into_record("DENY"))?),
         kind => Message::Unknown { kind },
     };
     Ok(msg)
@@ -420,6 +434,7 @@ mod tests {
             prop::collection::vec(ad.clone(), 0..8)
                 .prop_map(|services| Message::Update(Update { services })),
             ".{0,50}".prop_map(|reason| Message::GoAway(GoAway { reason })),
+            ".{0,200}".prop_map(|signed_list| Message::Deny(Deny { signed_list })),
             (
                 ".{0,40}",
                 any::<[u8; 16]>(),

@@ -116,6 +116,13 @@ fn frames() -> Vec<(&'static str, &'static str, Message)> {
             }),
         ),
         (
+            "deny.hex",
+            "DENY: a signed deny list of one entry (signature shortened)",
+            Message::Deny(frame::Deny {
+                signed_list: "id spiffe://example.org/region/us-east/gateway/gw-3\n#! strait-signature issued=1764888000 signer=AA== sig=AA==\n".into(),
+            }),
+        ),
+        (
             "goaway.hex",
             "GOAWAY: draining",
             Message::GoAway(GoAway {

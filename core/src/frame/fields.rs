@@ -5,7 +5,7 @@
 
 use super::record::{Reader, Record, Writer};
 use super::{
-    FrameError, GatewayReport, GoAway, Hello, Open, RelayRoute, ServiceAd, Status, StatusCode,
+    Deny, FrameError, GatewayReport, GoAway, Hello, Open, RelayRoute, ServiceAd, Status, StatusCode,
     Telemetry, TunnelReport, Update, VersionRange,
 };
 
@@ -70,6 +70,18 @@ impl Record for GoAway {
     fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
         Ok(GoAway {
             reason: r.string("reason")?,
+        })
+    }
+}
+
+impl Record for Deny {
+    fn put(&self, w: &mut Writer) {
+        w.str(&self.signed_list);
+    }
+
+    fn take(r: &mut Reader<'_>) -> Result<Self, FrameError> {
+        Ok(Deny {
+            signed_list: r.string("signed_list")?,
         })
     }
 }
