@@ -124,6 +124,12 @@ impl DenyList {
         }
     }
 
+    /// Adds every entry of `other`.
+    pub fn extend(&mut self, other: &DenyList) {
+        self.serials.extend(other.serials.iter().cloned());
+        self.ids.extend(other.ids.iter().cloned());
+    }
+
     pub fn is_empty(&self) -> bool {
         self.serials.is_empty() && self.ids.is_empty()
     }

@@ -224,7 +224,7 @@ impl CaService {
         remote: SocketAddr,
     ) -> CaResponse {
         let now = SystemTime::now();
-        let (bundle_pem, deny) = match self.bundle_and_deny() {
+        let (bundle_pem, deny, deny_text) = match self.bundle_and_deny() {
             Ok(b) => b,
             Err(e) => return refuse(remote, "any", format!("the CA cannot read its files: {e}")),
         };
@@ -267,7 +267,7 @@ impl CaService {
                 CaResponse::Issued {
                     chain_pem: issued.chain_pem(),
                     bundle_pem,
-                    deny: deny.to_text(),
+                    deny: deny_text.clone(),
                 }
             }
             CaRequest::Renew { csr_pem } => {
@@ -283,28 +283,33 @@ impl CaService {
                 CaResponse::Issued {
                     chain_pem: issued.chain_pem(),
                     bundle_pem,
-                    deny: deny.to_text(),
+                    deny: deny_text.clone(),
                 }
             }
             CaRequest::Bundle => match self.authenticate(chain, &deny, now) {
                 Ok(_) => CaResponse::Bundle {
                     bundle_pem,
-                    deny: deny.to_text(),
+                    deny: deny_text.clone(),
                 },
                 Err(e) => refuse(remote, "bundle", e),
             },
         }
     }
 
-    fn bundle_and_deny(&self) -> Result<(String, DenyList), strait_ca::CaError> {
+    /// The bundle, the deny list, and the deny list's text as the CA
+    /// wrote it: a signed list must reach gateways with its signature, so
+    /// they can pass it on to each other.
+    fn bundle_and_deny(&self) -> Result<(String, DenyList, String), strait_ca::CaError> {
         let bundle_path = self.dir.join(strait_ca::CA_BUNDLE);
         let bundle = if bundle_path.exists() {
             TrustBundle::load(&bundle_path)?
         } else {
             self.ca.bundle().clone()
         };
-        let deny = DenyList::load(&self.dir.join(strait_ca::DENY_FILE))?;
-        Ok((bundle.to_pem(), deny))
+        let deny_path = self.dir.join(strait_ca::DENY_FILE);
+        let deny = DenyList::load(&deny_path)?;
+        let text = std::fs::read_to_string(&deny_path).unwrap_or_else(|_| deny.to_text());
+        Ok((bundle.to_pem(), deny, text))
     }
 
     /// Who the connection's client certificate says it is: a gateway of

@@ -36,6 +36,8 @@ pub struct Drivers {
     pub exports: Arc<Exports>,
     pub settings: Arc<TunnelSettings>,
     pub notes: NoteSender,
+    /// Signed deny lists held and passed on.
+    pub revocations: Arc<crate::revocation::Revocations>,
 }
 
 /// Why a connection did not become a tunnel.
@@ -179,6 +181,7 @@ pub async fn follow_control(
     handle: Arc<PlaneHandle>,
     directory: Arc<Directory>,
     notes: NoteSender,
+    revocations: Arc<crate::revocation::Revocations>,
     mut recv: quinn::RecvStream,
     mut buf: BytesMut,
 ) {
@@ -190,6 +193,7 @@ pub async fn follow_control(
                 let _ = notes.send(Note::Telemetry(t));
             }
             Ok(Message::Update(u)) => handle.services(tunnel.id, u.services),
+            Ok(Message::Deny(d)) => revocations.received(&tunnel, d.signed_list).await,
             Ok(Message::GoAway(g)) => {
                 tracing::info!(peer = %tunnel.peer, reason = %g.reason, "peer is draining");
                 handle.goaway(tunnel.id);
@@ -524,6 +528,7 @@ async fn run_connection(
             .with_lane(lane)
     });
     tunnel.set_control(send).await;
+    drivers.revocations.greet(&tunnel).await;
     tokio::spawn(crate::windows::follow_path(
         conn.clone(),
         crate::windows::policy(&drivers.settings),
@@ -533,6 +538,7 @@ async fn run_connection(
         drivers.handle.clone(),
         drivers.directory.clone(),
         drivers.notes.clone(),
+        drivers.revocations.clone(),
         recv,
         buf,
     ));

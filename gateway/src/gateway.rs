@@ -217,7 +217,19 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         ("id", tls.id().to_string()),
     ];
     metrics::gauge!(crate::metrics::CERT_EXPIRY, &cert_labels).set(expiry.as_secs_f64());
+    let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
+    let revocations = Arc::new(crate::revocation::Revocations::new(
+        identity.clone(),
+        handle.clone(),
+        events.clone(),
+        &config.region,
+    ));
+    // The CA's signed list this gateway starts with, to pass on.
+    if let Ok(text) = std::fs::read_to_string(&config.identity.deny) {
+        revocations.from_file(&text).await;
+    }
     let drivers = Arc::new(Drivers {
+        revocations: revocations.clone(),
         me: Hello {
             instance: instance.clone(),
             advertise: advertise.clone().unwrap_or_default(),
@@ -241,7 +253,6 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     tasks.push(tokio::spawn(observers.run(plane_events, notes_rx)));
     tasks.push(tokio::spawn(handle.clone().run_timers()));
 
-    let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
     let mut import_addrs = Vec::new();
     let mut imports = Vec::new();
     for import in &config.imports {
@@ -325,6 +336,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         settings.clone(),
         handle.clone(),
         events.clone(),
+        revocations.clone(),
     )));
     tasks.push(tokio::spawn(crate::renew::report_expiry(
         identity.clone(),
@@ -412,7 +424,7 @@ fn spawn_import(
     notes: &crate::note::NoteSender,
 ) -> Result<JoinHandle<()>, GatewayError> {
     let mtls = if import.mtls {
-        Some(Arc::new(crate::tls::WorkloadAcceptor::new(
+        Some(Arc::new(crate::import::WorkloadAcceptor::new(
             identity.clone(),
         )?))
     } else {

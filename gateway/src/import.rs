@@ -116,13 +116,68 @@ async fn check_local(
     }
 }
 
+/// The TLS side of an mTLS import: the identity in force serves as the
+/// listener's certificate, and workloads of the trust domain are verified
+/// against the bundle in force. Rebuilt whenever the identity changes
+/// (renewal, reload, CA rotation), so an import never presents a
+/// certificate that expired while the gateway ran.
+pub struct WorkloadAcceptor {
+    identity: Arc<crate::current::CurrentIdentity>,
+    built: std::sync::Mutex<(Arc<crate::tls::TlsIdentity>, tokio_rustls::TlsAcceptor)>,
+}
+
+impl std::fmt::Debug for WorkloadAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadAcceptor").finish_non_exhaustive()
+    }
+}
+
+impl WorkloadAcceptor {
+    pub fn new(
+        identity: Arc<crate::current::CurrentIdentity>,
+    ) -> Result<Self, crate::GatewayError> {
+        let tls = identity.get();
+        let acceptor = Self::build(&tls)?;
+        Ok(WorkloadAcceptor {
+            identity,
+            built: std::sync::Mutex::new((tls, acceptor)),
+        })
+    }
+
+    fn build(
+        tls: &crate::tls::TlsIdentity,
+    ) -> Result<tokio_rustls::TlsAcceptor, crate::GatewayError> {
+        let verifier = Arc::new(strait_ca::tls::SvidVerifier::new(
+            tls.bundle.clone(),
+            strait_ca::PeerRequirement::AnyInTrustDomain(tls.trust_domain().clone()),
+        ));
+        let server = strait_ca::tls::server_config(&tls.identity, verifier, &[])?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+    }
+
+    /// The acceptor for the identity in force now.
+    pub fn current(&self) -> tokio_rustls::TlsAcceptor {
+        let tls = self.identity.get();
+        let mut built = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&built.0, &tls) {
+            match Self::build(&tls) {
+                Ok(acceptor) => *built = (tls, acceptor),
+                Err(e) => tracing::warn!(
+                    "the identity in force does not make a workload TLS listener; the import keeps the previous one: {e}"
+                ),
+            }
+        }
+        built.1.clone()
+    }
+}
+
 /// Accepts clients of one import until the listener is dropped.
 pub async fn run_import(
     listener: TcpListener,
     route: Route,
     handle: Arc<PlaneHandle>,
     settings: Arc<TunnelSettings>,
-    mtls: Option<Arc<crate::tls::WorkloadAcceptor>>,
+    mtls: Option<Arc<WorkloadAcceptor>>,
     notes: NoteSender,
 ) {
     let state = Arc::new(RouteState::new(route));

@@ -40,6 +40,7 @@ pub const HANDSHAKES: &str = "strait_handshakes_total";
 pub const PEER_REGION_GATEWAYS: &str = "strait_peer_region_gateways";
 pub const MESH_REPORT_AGE: &str = "strait_mesh_report_age_seconds";
 pub const DRILLS: &str = "strait_drills_total";
+pub const DENY_LISTS: &str = "strait_deny_lists_total";
 pub const DRILL_ACTIVE: &str = "strait_drill_active";
 pub const DRILL_DROPPED: &str = "strait_drill_dropped_packets_total";
 pub const QUIC_RTT: &str = "strait_quic_rtt_seconds";
@@ -141,6 +142,11 @@ pub const ALL: &[(&str, &str, &str)] = &[
         PEERS_REFUSED,
         "counter",
         "Handshakes refused by reason (handshake: certificate or TLS; hello: identity or HELLO; busy: max_handshakes in flight; strikes: its address failed 20 handshakes within 10 s, refused for 10 s).",
+    ),
+    (
+        DENY_LISTS,
+        "counter",
+        "Signed deny lists offered to this gateway, by source (file: its own deny file; mesh: a peer) and result (applied: newer than the one held from its CA; stale; refused: forged, changed or signed by a stranger).",
     ),
     (
         DRILLS,

@@ -8,7 +8,7 @@
 //! files and wakes the watcher, so there is one way an identity changes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::GatewayError;
@@ -18,34 +18,7 @@ use crate::handle::PlaneHandle;
 use crate::tls::TlsIdentity;
 use crate::wire::code;
 
-/// The identity in force, shared by the endpoint's configs and the dialers.
-#[derive(Debug)]
-pub struct CurrentIdentity {
-    tls: RwLock<Arc<TlsIdentity>>,
-    /// Held while the files are written (renewal) or read (reload), so a
-    /// reload never sees a new key with an old certificate.
-    pub files: tokio::sync::Mutex<()>,
-    /// Wakes the watcher before its next poll.
-    pub wake: tokio::sync::Notify,
-}
-
-impl CurrentIdentity {
-    pub fn new(tls: TlsIdentity) -> Self {
-        CurrentIdentity {
-            tls: RwLock::new(Arc::new(tls)),
-            files: tokio::sync::Mutex::new(()),
-            wake: tokio::sync::Notify::new(),
-        }
-    }
-
-    pub fn get(&self) -> Arc<TlsIdentity> {
-        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, tls: TlsIdentity) {
-        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tls);
-    }
-}
+pub use crate::current::CurrentIdentity;
 
 /// What the watched files looked like: (modified, length) of each.
 fn fingerprint(paths: &IdentityPaths) -> Vec<Option<(SystemTime, u64)>> {
@@ -72,8 +45,9 @@ pub async fn watch(
     settings: Arc<TunnelSettings>,
     handle: Arc<PlaneHandle>,
     events: Arc<EventLog>,
+    revocations: Arc<crate::revocation::Revocations>,
 ) {
-    let mut seen = fingerprint(&paths);
+    let mut seen = (fingerprint(&paths), revocations.generation());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
@@ -81,12 +55,26 @@ pub async fn watch(
         }
         let files = current.files.lock().await;
         let now = fingerprint(&paths);
-        if now == seen {
+        if (&now, revocations.generation()) == (&seen.0, seen.1) {
             continue;
         }
-        seen = now;
+        let files_changed = now != seen.0;
+        let deny_text = files_changed
+            .then(|| std::fs::read_to_string(&paths.deny).ok())
+            .flatten();
         let loaded = load(&paths, &name, &region);
         drop(files);
+        // A signed list in the deny file (the CA's) is held and passed on
+        // like one from a peer.
+        if let Some(text) = deny_text {
+            revocations.from_file(&text).await;
+        }
+        seen = (now, revocations.generation());
+        // In force: the deny file and every signed list held from the mesh.
+        let loaded = loaded.map(|mut tls| {
+            tls.deny.extend(&revocations.union());
+            tls
+        });
         match loaded.and_then(|tls| {
             let server = tls.server_config(&settings)?;
             let client = tls.client_config(None, &settings)?;

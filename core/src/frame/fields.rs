@@ -5,8 +5,8 @@
 
 use super::record::{Reader, Record, Writer};
 use super::{
-    Deny, FrameError, GatewayReport, GoAway, Hello, Open, RelayRoute, ServiceAd, Status, StatusCode,
-    Telemetry, TunnelReport, Update, VersionRange,
+    Deny, FrameError, GatewayReport, GoAway, Hello, Open, RelayRoute, ServiceAd, Status,
+    StatusCode, Telemetry, TunnelReport, Update, VersionRange,
 };
 
 impl Record for Hello {
