@@ -1,7 +1,7 @@
-//! Revocation over the mesh: a revocation made at the CA reaches a gateway
-//! that cannot reach the CA (only through its peers), which cuts the
-//! revoked peer; a tampered list is refused and cannot take a revocation
-//! back.
+//! Revocation over the mesh: a revocation made at eu-west's regional CA
+//! reaches a us-east gateway that cannot reach that CA (only through its
+//! peers), which cuts the revoked peer; a tampered list is refused and
+//! cannot take a revocation back.
 
 mod support;
 
@@ -14,22 +14,29 @@ use support::strait;
 fn a_revocation_travels_through_peers_and_cuts_the_revoked_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    // One root, offline; a CA per region.
     strait(
         d,
-        "ca init --trust-domain example.org --dir ca --intermediate",
+        "ca init --trust-domain example.org --dir root --intermediate",
     )
     .ok();
-    for (region, name) in [
-        ("eu-west", "gw-e"),
-        ("us-east", "gw-u"),
-        ("ap-south", "gw-x"),
+    for (region, name, ca) in [
+        ("eu-west", "gw-e", "ca"),
+        ("us-east", "gw-u", "ca-us"),
+        ("ap-south", "gw-x", "ca-ap"),
     ] {
         strait(
             d,
-            &format!("cert issue --ca ca --gateway --region {region} --name {name} --out {name}"),
+            &format!("ca intermediate --root root --region {region} --dir {ca}"),
+        )
+        .ok();
+        strait(
+            d,
+            &format!("cert issue --ca {ca} --gateway --region {region} --name {name} --out {name}"),
         )
         .ok();
     }
+    // eu-west's CA service.
     let ca = CaProcess::start(d, "ca", "24h");
     // gw-e reaches the CA service; gw-u does not (no ca_service) and learns
     // of revocations only from its peers; gw-x is the one to revoke.
