@@ -85,14 +85,16 @@ fn a_restarted_exporting_gateway_is_served_again_at_once() {
         "served again {served:?} after the restart ({:?} after the kill); the stream in flight ended {reset_after:?} after the kill",
         restarted_at.duration_since(killed_at) + served
     );
-    // Well inside the 5 s idle timeout the old code waited for.
+    // New streams go to the restarted gateway at once.
     assert!(
         served < Duration::from_secs(3),
         "served only {served:?} after the restart:\n{}",
         west_gw.log_text()
     );
+    // The old tunnel keeps its stream, as it would through a cut, until the
+    // QUIC idle timeout (5 s in tests) says the peer is gone.
     assert!(
-        reset_after < Duration::from_secs(3),
+        reset_after < Duration::from_secs(9),
         "the stream on the dead tunnel hung for {reset_after:?}"
     );
     for _ in 0..20 {

@@ -120,11 +120,6 @@ pub struct PlaneConfig {
     /// A Down connection on which nothing arrived this long is closed and
     /// its streams reset: the peer is gone, not slow.
     pub dead_after: Duration,
-    /// A connection superseded by a new one to the same peer and lane on
-    /// which nothing arrives within this long is closed (its streams
-    /// reset): the peer restarted. One that hears its peer keeps its
-    /// streams and drains: the cut healed.
-    pub replace_after: Duration,
     /// A peer left without a connection is still shown (excluded, with the
     /// reason) for this long.
     pub forget_after: Duration,
@@ -139,7 +134,6 @@ impl PlaneConfig {
             breaker: BreakerConfig::default(),
             drain_idle: Duration::from_secs(1),
             dead_after: Duration::from_millis(750),
-            replace_after: Duration::from_millis(750),
             forget_after: Duration::from_secs(600),
         }
     }
@@ -387,10 +381,6 @@ struct Conn {
     relayable: Vec<RelayRoute>,
     draining: bool,
     active: usize,
-    /// Superseded by a new connection to the same peer: unless something
-    /// arrives on this one by then, it is dead (the peer restarted) and is
-    /// closed at this time, its streams reset.
-    probation: Option<Instant>,
 }
 
 /// A read-only copy of the plane for `/status` and telemetry.
@@ -506,13 +496,11 @@ impl Plane {
                 continue;
             }
             // The peer dialed again, or we did beside a Down connection: the
-            // new one takes new streams. The old one keeps its own if it
-            // still hears the peer within `replace_after` (a cut that
-            // healed); if not, the peer restarted and it is closed.
+            // new one takes new streams, the old one keeps its own and drains
+            // (a cut that healed). If the peer restarted instead, the old
+            // one hears nothing more and QUIC's idle timeout (`dead_after`)
+            // ends it and its streams.
             self.supersede(other, now);
-            if let Some(c) = self.conns.get_mut(&other) {
-                c.probation = Some(now + self.config.replace_after);
-            }
         }
         self.conns.insert(
             id,
@@ -532,7 +520,6 @@ impl Plane {
                 relayable: Vec::new(),
                 draining: false,
                 active: 0,
-                probation: None,
             },
         );
         if !superseded_new {
@@ -660,12 +647,6 @@ impl Plane {
         let from = c.health.state;
         if from == TunnelHealth::Down && health.state != TunnelHealth::Down {
             c.up_since = now;
-        }
-        // Heard from the peer since it was put on probation: alive.
-        if let Some(deadline) = c.probation
-            && health.quiet < now.saturating_duration_since(deadline - self.config.replace_after)
-        {
-            c.probation = None;
         }
         c.health = health;
         if from != health.state {
@@ -1163,10 +1144,8 @@ impl Plane {
             .filter_map(|c| match c.state {
                 ConnState::Superseded {
                     idle_since: Some(t),
-                } => Some(c.probation.map_or(t + self.config.drain_idle, |p| {
-                    p.min(t + self.config.drain_idle)
-                })),
-                _ => c.probation,
+                } => Some(t + self.config.drain_idle),
+                _ => None,
             })
             .min()
     }
@@ -1188,15 +1167,6 @@ impl Plane {
             .collect();
         for conn in idle {
             self.close(conn, CloseReason::Duplicate);
-        }
-        let dead: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.probation.is_some_and(|p| now >= p))
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in dead {
-            self.close(conn, CloseReason::Replaced);
         }
     }
 

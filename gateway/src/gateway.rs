@@ -187,10 +187,6 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     // failover and established ones nothing: a Down tunnel is given up
     // (its streams reset) only when QUIC would give it up anyway.
     plane.dead_after = settings.idle_timeout;
-    // Superseded by a new connection to the same peer, the old one must hear
-    // the peer within twice the probes' Down time (a probe and its answer
-    // over a slow path), or the peer restarted and it is closed.
-    plane.replace_after = config.health.interval * config.health.down_after * 2;
     let (handle, plane_events) = PlaneHandle::new(plane);
     let (notes, notes_rx) = tokio::sync::mpsc::unbounded_channel();
     let events = Arc::new(EventLog::default());
