@@ -190,21 +190,7 @@ impl CertificateAuthority {
         key_type: KeyType,
         now: SystemTime,
     ) -> Result<Self, CaError> {
-        for name in [
-            ROOT_CERT,
-            ROOT_KEY,
-            INTERMEDIATE_CERT,
-            INTERMEDIATE_KEY,
-            CA_BUNDLE,
-        ] {
-            let existing = dir.join(name);
-            if existing.exists() {
-                return Err(CaError::CaExists {
-                    dir: dir.to_owned(),
-                    existing,
-                });
-            }
-        }
+        refuse_existing_ca(dir)?;
         let root_path = root_dir.join(ROOT_CERT);
         if !root_path.exists() {
             return Err(CaError::NoCa {
@@ -303,21 +289,7 @@ impl CertificateAuthority {
     /// Creates a CA and writes it into `dir`. An existing CA is never
     /// overwritten: if any CA file is present, nothing is written.
     pub fn init(dir: &Path, opts: &CaOptions, now: SystemTime) -> Result<Self, CaError> {
-        for name in [
-            ROOT_CERT,
-            ROOT_KEY,
-            INTERMEDIATE_CERT,
-            INTERMEDIATE_KEY,
-            CA_BUNDLE,
-        ] {
-            let existing = dir.join(name);
-            if existing.exists() {
-                return Err(CaError::CaExists {
-                    dir: dir.to_owned(),
-                    existing,
-                });
-            }
-        }
+        refuse_existing_ca(dir)?;
         let (ca, pem) = Self::create(opts, now)?;
         files::create_dir(dir)?;
         let write = |name: &str, contents: &str, mode| {
@@ -508,6 +480,27 @@ fn first(mut certs: Vec<CertificateDer<'static>>) -> CertificateDer<'static> {
 
 /// The trust domain (from the CA certificate's `spiffe://<td>` URI SAN) and
 /// expiry of a signing certificate.
+/// An error naming the first CA file already in `dir`: a CA is never
+/// overwritten.
+fn refuse_existing_ca(dir: &Path) -> Result<(), CaError> {
+    for name in [
+        ROOT_CERT,
+        ROOT_KEY,
+        INTERMEDIATE_CERT,
+        INTERMEDIATE_KEY,
+        CA_BUNDLE,
+    ] {
+        let existing = dir.join(name);
+        if existing.exists() {
+            return Err(CaError::CaExists {
+                dir: dir.to_owned(),
+                existing,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The region a CA certificate is the regional CA of, if it is one.
 pub fn ca_region(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;

@@ -450,15 +450,11 @@ impl Scenario {
                         let _ = writeln!(out, "duplicate = {p:?}");
                     }
                 }
-                Fault::Kill { gateway, down } => {
-                    let _ = writeln!(
-                        out,
-                        "gateway = {}\nfor = \"{}\"",
-                        toml_str(gateway),
-                        human(*down)
-                    );
+                Fault::Kill {
+                    gateway,
+                    down: duration,
                 }
-                Fault::Freeze { gateway, duration } => {
+                | Fault::Freeze { gateway, duration } => {
                     let _ = writeln!(
                         out,
                         "gateway = {}\nfor = \"{}\"",
