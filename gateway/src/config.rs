@@ -194,10 +194,7 @@ impl Default for TunnelSettings {
             window_budget: 256 << 20,
             max_streams: 16_384,
             keep_alive: Duration::from_secs(1),
-            // Long enough for a cut of several seconds and QUIC's backed-off
-            // retransmissions after it: a Down tunnel keeps its streams this
-            // long (see `plane.dead_after`).
-            idle_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10),
             udp_buffer: 8 << 20,
             connect_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(10),

@@ -172,11 +172,11 @@ fn draw(d: &mut Draw) -> Fault {
 
 /// Whether a failed stream may be `fault`'s doing: streams on a killed or
 /// frozen gateway, and streams through a cut longer than the QUIC idle
-/// timeout (30 s), which strait gives up by design. A shorter cut, loss,
+/// timeout (10 s), which strait gives up by design. A shorter cut, loss,
 /// delay, reordering or a reload must cost no stream. `target`: the
 /// exporter the stream was on, if known.
 fn explains(fault: &Fault, target: Option<usize>) -> bool {
-    const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
     match fault {
         Fault::Kill { gateway, .. } | Fault::Freeze { gateway, .. } => {
             target.is_none_or(|t| EXPORTERS[t].0 == gateway)
