@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::mesh::{GatewayProcess, GatewaySpec, TestCa, free_tcp, serve_each};
+use support::mesh::{GatewayProcess, GatewaySpec, TestCa, admin_post, free_tcp, serve_each};
 
 /// A target that answers each connection with its tag, then echoes.
 fn tagged_target(tag: u8) -> SocketAddr {
@@ -118,23 +118,6 @@ fn drill_command(mesh: &Mesh, scenario: &std::path::Path, extra: &[&str]) -> Com
     }
     cmd.args(extra);
     cmd
-}
-
-/// A POST to an admin endpoint: (status line, body).
-fn post(admin: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(admin).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (
-        head.lines().next().unwrap().to_owned(),
-        body.trim().to_owned(),
-    )
 }
 
 #[test]
@@ -293,7 +276,7 @@ fn drill_requests_and_scenarios_are_checked_before_anything_is_cut() {
         ("/drill/end?id=99", "404", "no drill 99 is in force"),
         ("/drill/flood", "404", "not found"),
     ] {
-        let (line, body) = post(admin, path);
+        let (line, body) = admin_post(admin, path);
         assert!(line.contains(status), "{path}: {line} {body}");
         assert!(body.contains(says), "{path}: {body}");
     }
@@ -305,7 +288,7 @@ fn drill_requests_and_scenarios_are_checked_before_anything_is_cut() {
     );
 
     // A drill started by hand, ended by `strait drill end`.
-    let (line, body) = post(
+    let (line, body) = admin_post(
         admin,
         "/drill/blackhole?region=ap-south&direction=out&duration=10m",
     );

@@ -4,7 +4,7 @@
 //! export. The gateways are driven through what the rules watch for (a
 //! failover and a failback, an open circuit, failed renewals and trust
 //! refreshes, a refused configuration reload, identity files that do not
-//! load) so that the series exist to be compared with.
+//! load, a drill) so that the series exist to be compared with.
 
 mod support;
 
@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::mesh::{
-    GatewayProcess, GatewaySpec, StoppableTarget, TestCa, echo_server, free_tcp, sum,
+    GatewayProcess, GatewaySpec, StoppableTarget, TestCa, admin_post, echo_server, free_tcp, sum,
 };
 
 fn observability_dir() -> PathBuf {
@@ -358,6 +358,17 @@ fn the_dashboard_and_the_rules_name_only_what_gateways_export() {
     held.write_all(b"x").unwrap();
     let mut one = [0u8; 1];
     held.read_exact(&mut one).unwrap();
+
+    // A drill in force at ap-south, cutting us-east: its gauge and the
+    // packets it drops (probes) have series.
+    let (line, body) = admin_post(
+        s.spec_admin,
+        "/drill/blackhole?region=us-east&direction=both&duration=1m",
+    );
+    assert!(line.contains(" 200 "), "{line}: {body}");
+    wait_metrics(&s, "a drill dropping packets", |m| {
+        sum(m, "strait_drill_dropped_packets_total", &[]) >= 1.0
+    });
 
     let scrapes: Vec<String> = [&w, &s, &e, &l].iter().map(|g| g.scrape_text()).collect();
     let have = exported(&scrapes);

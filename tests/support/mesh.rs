@@ -382,6 +382,23 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
 
+/// A POST to an admin endpoint: (status line, body).
+pub fn admin_post(admin: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(admin).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (
+        head.lines().next().unwrap().to_owned(),
+        body.trim().to_owned(),
+    )
+}
+
 /// A TCP server on 127.0.0.1 that runs `serve` on its own thread for each
 /// connection.
 pub fn serve_each(serve: impl Fn(TcpStream) + Clone + Send + 'static) -> SocketAddr {
