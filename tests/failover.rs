@@ -100,11 +100,12 @@ impl Drill {
 }
 
 fn drill() -> Drill {
-    drill_with(true)
+    drill_with(true, &[])
 }
 
-/// The drill with `svc` imported `idempotent` or not.
-fn drill_with(idempotent: bool) -> Drill {
+/// The drill with `svc` imported `idempotent` or not, and more `[tunnel]`
+/// settings for every gateway.
+fn drill_with(idempotent: bool, tunnel: &[&str]) -> Drill {
     let rt = support::relay_runtime();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -158,6 +159,7 @@ fn drill_with(idempotent: bool) -> Drill {
         // The regions are joined only through the drill's relays; learned
         // real addresses would go around its partitions.
         spec.tunnel.push("discover = false".into());
+        spec.tunnel.extend(tunnel.iter().map(|l| l.to_string()));
     }
     let (import, only_b) = (free_tcp(), free_tcp());
     a.imports.push(("svc".into(), import));
@@ -644,7 +646,7 @@ fn cut_under_load(d: &Drill, cut: impl FnOnce(&Network)) -> (usize, usize, usize
 fn a_one_way_cut_never_delivers_a_request_twice() {
     // Requests reach us-east, its answers do not come back: without
     // `idempotent`, nothing that may have reached us-east is replayed.
-    let d = drill_with(false);
+    let d = drill_with(false, &[]);
     let (failed, twice, lost) =
         cut_under_load(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
     assert_eq!(
@@ -664,7 +666,7 @@ fn a_one_way_cut_never_delivers_a_request_twice() {
 
 #[test]
 fn a_one_way_cut_on_an_idempotent_import_fails_nothing() {
-    let d = drill_with(true);
+    let d = drill_with(true, &[]);
     let (failed, _, _) =
         cut_under_load(&d, |net| net.partition("us-east", "eu-west", true).unwrap());
     assert_eq!(failed, 0, "{}", d.gateway().log_text());
@@ -673,7 +675,7 @@ fn a_one_way_cut_on_an_idempotent_import_fails_nothing() {
 #[test]
 fn a_hard_cut_delivers_nothing_twice_in_either_mode() {
     for idempotent in [false, true] {
-        let d = drill_with(idempotent);
+        let d = drill_with(idempotent, &[]);
         let (failed, twice, _) = cut_under_load(&d, |net| {
             net.partition("eu-west", "us-east", false).unwrap()
         });
@@ -689,7 +691,7 @@ fn a_hard_cut_delivers_nothing_twice_in_either_mode() {
 
 #[test]
 fn strait_why_shows_the_cut_peer_excluded_with_its_reason() {
-    let d = drill_with(false);
+    let d = drill_with(false, &[]);
     let admin = format!("http://{}", d.gateway().spec_admin);
     let why = |json: bool| {
         let mut args = vec!["why", "svc", "--admin", &admin];
@@ -770,4 +772,79 @@ fn strait_why_shows_the_cut_peer_excluded_with_its_reason() {
         missing.contains("no import of service \"nope\""),
         "{missing}"
     );
+}
+
+/// A cut of 6 s while the connections to us-east are full of bulk bytes
+/// (their congestion windows used, so only QUIC's probes may be sent):
+/// the streams on them, busy and idle, carry bytes again soon after the
+/// heal. QUIC doubles its probe timeout at every unanswered probe, so
+/// without a cap on that backoff the first probe after a 6 s cut could
+/// come up to 6 s after the heal, and the idle timeout (10 s, the default)
+/// could end the connection first.
+#[test]
+fn busy_streams_carry_bytes_again_soon_after_a_cut_heals() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let d = drill_with(true, &["idle_timeout = \"10s\""]);
+    let mut idle = TcpStream::connect(d.import).unwrap();
+    idle.write_all(b"x").unwrap();
+    let mut first = [0u8; 2];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(first, *b"Bx");
+    let stop = Arc::new(AtomicBool::new(false));
+    let echoed = Arc::new(AtomicU64::new(0));
+    for _ in 0..4 {
+        let mut w = TcpStream::connect(d.import).unwrap();
+        let mut r = w.try_clone().unwrap();
+        let (stop, echoed) = (stop.clone(), echoed.clone());
+        std::thread::spawn(move || {
+            let chunk = vec![0x5a; 64 * 1024];
+            while !stop.load(Ordering::Relaxed) && w.write_all(&chunk).is_ok() {}
+        });
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = r.read(&mut buf) {
+                echoed.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echoed.load(Ordering::Relaxed) < 16 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the bulk streams never got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.net.partition("eu-west", "us-east", false).unwrap();
+    idle.write_all(b"during").unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    d.net.heal(Some(("eu-west", "us-east"))).unwrap();
+    let healed = Instant::now();
+    let at_heal = echoed.load(Ordering::Relaxed);
+    // The cap is 2 s; a client that waits 5 s after the heal is served.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut echo = [0u8; 6];
+    if let Err(e) = idle.read_exact(&mut echo) {
+        panic!(
+            "the idle stream did not carry bytes within 5 s of the heal ({e}, {:?})\n\
+             --- eu-west\n{}\n--- us-east\n{}",
+            healed.elapsed(),
+            d.gateway().log_text(),
+            d.gateways[0].log_text()
+        );
+    }
+    assert_eq!(&echo, b"during");
+    let idle_back = healed.elapsed();
+    while echoed.load(Ordering::Relaxed) < at_heal + (8 << 20) {
+        assert!(
+            healed.elapsed() < Duration::from_secs(5),
+            "the bulk streams did not move 8 MiB within 5 s of the heal"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "after the heal: the idle stream echoed in {idle_back:?}, the bulk streams moved 8 MiB in {:?}",
+        healed.elapsed()
+    );
+    stop.store(true, Ordering::Relaxed);
 }

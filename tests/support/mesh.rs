@@ -152,7 +152,7 @@ impl GatewaySpec {
         let mut s = format!(
             "[gateway]\nname = \"{}\"\nregion = \"{}\"\nlisten = \"{}\"\nadmin = \"{}\"\n\n\
              [identity]\ncert = \"{id}/cert.pem\"\nkey = \"{id}/key.pem\"\nbundle = \"{id}/bundle.pem\"\n{}\n\
-             [tunnel]\nidle_timeout = \"5s\"\n{}",
+             [tunnel]\n{}{}",
             self.name,
             self.region,
             self.quic,
@@ -161,6 +161,13 @@ impl GatewaySpec {
                 .iter()
                 .map(|l| format!("{l}\n"))
                 .collect::<String>(),
+            // Tests see a dead tunnel sooner than the default 10 s unless
+            // they set their own.
+            if self.tunnel.iter().any(|l| l.starts_with("idle_timeout")) {
+                ""
+            } else {
+                "idle_timeout = \"5s\"\n"
+            },
             self.tunnel
                 .iter()
                 .map(|l| format!("{l}\n"))
