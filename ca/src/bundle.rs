@@ -8,7 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{CaError, files};
 
-/// One or more root certificates, read from a PEM file.
+/// One or more root certificates, read from a PEM file (or a SPIFFE
+/// bundle document).
 #[derive(Debug, Clone)]
 pub struct TrustBundle {
     roots: Vec<CertificateDer<'static>>,
@@ -17,9 +18,14 @@ pub struct TrustBundle {
 }
 
 impl TrustBundle {
-    /// Reads a bundle file; every certificate in it becomes a trusted root.
+    /// Reads a bundle file, PEM or a SPIFFE bundle document (JSON); every
+    /// certificate in it becomes a trusted root.
     pub fn load(path: &Path) -> Result<Self, CaError> {
-        Self::from_pem(path, &files::read(path)?)
+        let text = files::read(path)?;
+        if crate::federation::is_spiffe_json(&text) {
+            return crate::federation::from_spiffe_json(path, &text);
+        }
+        Self::from_pem(path, &text)
     }
 
     /// Parses bundle PEM; `path` is only used to name the source in errors.

@@ -16,6 +16,7 @@ mod authority;
 mod bundle;
 mod deny;
 mod error;
+pub mod federation;
 pub mod files;
 mod identity;
 mod inspect;
@@ -35,6 +36,7 @@ pub use authority::{
 pub use bundle::{TrustBundle, fingerprint};
 pub use deny::{DENY_FILE, DenyEntry, DenyList, certificate_serial, normalize_serial};
 pub use error::{CaError, VerifyError};
+pub use federation::Federation;
 pub use files::Overwrite;
 pub use identity::{Identity, IdentityPaths};
 pub use inspect::{CertificateInfo, describe, inspect_file};

@@ -17,7 +17,7 @@ use rustls::{
 };
 
 use crate::verify::{PeerRequirement, PeerRole, verify_chain};
-use crate::{CaError, DenyList, Identity, TrustBundle, VerifyError};
+use crate::{CaError, DenyList, Federation, Identity, SpiffeId, TrustBundle, VerifyError};
 
 /// The crypto provider strait uses everywhere (ring), with TLS 1.3 suites
 /// only and AES-128-GCM first: it is the fastest here (ChaCha20 measured 44%
@@ -69,6 +69,8 @@ pub struct SvidVerifier {
     bundle: TrustBundle,
     requirement: PeerRequirement,
     deny: DenyList,
+    /// Other trust domains whose gateways are accepted, with their roots.
+    federation: Federation,
     client_auth_optional: bool,
     algorithms: WebPkiSupportedAlgorithms,
     root_subjects: Vec<DistinguishedName>,
@@ -87,6 +89,7 @@ impl SvidVerifier {
             bundle,
             requirement,
             deny: DenyList::default(),
+            federation: Federation::default(),
             client_auth_optional: false,
             algorithms: crypto_provider().signature_verification_algorithms,
             root_subjects,
@@ -102,6 +105,21 @@ impl SvidVerifier {
     /// As a client verifier: let clients without a certificate through
     /// (the CA service, where a joining gateway has none yet); a client that
     /// does present one is still verified in full.
+    /// Also accepts gateways of the federated trust domains, each verified
+    /// against its own domain's roots only.
+    pub fn with_federation(mut self, federation: Federation) -> Self {
+        for bundle in federation.bundles() {
+            self.root_subjects.extend(
+                bundle
+                    .anchors()
+                    .iter()
+                    .map(|a| DistinguishedName::in_sequence(a.subject.as_ref())),
+            );
+        }
+        self.federation = federation;
+        self
+    }
+
     pub fn client_auth_optional(mut self) -> Self {
         self.client_auth_optional = true;
         self
@@ -118,8 +136,20 @@ impl SvidVerifier {
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let id = verify_chain(&chain, &self.bundle, &self.requirement, role, now)
-            .map_err(to_rustls_error)?;
+        // The roots that may vouch for the leaf are those of the trust
+        // domain it names: a partner's root never vouches for ours.
+        let federated = SpiffeId::from_certificate(end_entity).ok().and_then(|id| {
+            let td = id.trust_domain();
+            Some((
+                self.federation.bundle_for(td)?,
+                self.requirement.for_federated(td),
+            ))
+        });
+        let (bundle, requirement) = match &federated {
+            Some((bundle, requirement)) => (*bundle, requirement),
+            None => (&self.bundle, &self.requirement),
+        };
+        let id = verify_chain(&chain, bundle, requirement, role, now).map_err(to_rustls_error)?;
         match self.deny.denies_certificate(&id, end_entity) {
             Some(entry) => Err(to_rustls_error(VerifyError::Revoked {
                 id: id.to_string(),

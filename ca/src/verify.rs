@@ -2,8 +2,9 @@
 //! chain into a SPIFFE ID, or into the precise reason it does not prove one.
 //!
 //! The order of checks is chosen for the message: SVID shape and the leaf's
-//! own validity first (they name the leaf's problem exactly), then the chain
-//! to the bundle through webpki, then the trust domain and gateway rules.
+//! own validity first (they name the leaf's problem exactly), then its trust
+//! domain, then the chain to the bundle through webpki, then the gateway
+//! rules.
 
 use std::time::SystemTime;
 
@@ -42,6 +43,17 @@ impl PeerRequirement {
             | PeerRequirement::Gateway(td)
             | PeerRequirement::GatewayInRegion(td, _) => td,
             PeerRequirement::Exactly(id) => id.trust_domain(),
+        }
+    }
+
+    /// What a gateway of the federated trust domain `td` must be to pass
+    /// where this is required: any gateway of `td` where any gateway of
+    /// ours would do; a dial names its peer's trust domain itself, and
+    /// workloads and the CA service are never federated.
+    pub fn for_federated(&self, td: &TrustDomain) -> PeerRequirement {
+        match self {
+            PeerRequirement::Gateway(_) => PeerRequirement::Gateway(td.clone()),
+            other => other.clone(),
         }
     }
 
@@ -87,6 +99,11 @@ pub fn verify_chain(
 ) -> Result<SpiffeId, VerifyError> {
     let (leaf, intermediates) = chain.split_first().ok_or(VerifyError::EmptyChain)?;
     let id = check_leaf(leaf, now)?;
+    // Another trust domain's leaf is named as such, not as an unknown
+    // issuer: our bundle cannot know its roots.
+    if id.trust_domain() != requirement.trust_domain() {
+        requirement.check(&id)?;
+    }
     verify_path(leaf, intermediates, bundle, role, now)?;
     check_issuing_region(leaf, intermediates, &id)?;
     requirement.check(&id)?;
