@@ -59,12 +59,9 @@ pub fn is_spiffe_json(text: &[u8]) -> bool {
 }
 
 /// The bundle as a SPIFFE bundle document: one `x509-svid` JWK per root,
-/// with the root certificate in `x5c`. `refresh_hint` in seconds.
-pub fn to_spiffe_json(
-    bundle: &TrustBundle,
-    sequence: u64,
-    refresh_hint: u64,
-) -> Result<String, CaError> {
+/// with the root certificate in `x5c`; `refresh_hint` in seconds (how
+/// often a partner should fetch it again).
+pub fn to_spiffe_json(bundle: &TrustBundle, refresh_hint: u64) -> Result<String, CaError> {
     let mut keys = Vec::new();
     for (i, root) in bundle.roots().iter().enumerate() {
         let bad = |reason: String| CaError::BadCertificate {
@@ -122,7 +119,6 @@ pub fn to_spiffe_json(
     }
     let doc = serde_json::json!({
         "keys": keys,
-        "spiffe_sequence": sequence,
         "spiffe_refresh_hint": refresh_hint,
     });
     Ok(serde_json::to_string_pretty(&doc).expect("JSON values serialize") + "\n")
@@ -184,7 +180,7 @@ mod tests {
         )
         .unwrap();
         let bundle = ca.bundle();
-        let json = to_spiffe_json(bundle, 1, 300).unwrap();
+        let json = to_spiffe_json(bundle, 300).unwrap();
         let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(doc["keys"][0]["use"], "x509-svid");
         assert!(doc["keys"][0]["kty"].is_string());

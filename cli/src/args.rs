@@ -343,6 +343,30 @@ pub enum CaCommand {
     /// the CA directory). Gateways that renew or refresh through the CA
     /// service get it, refuse the peer and cut its tunnels.
     Revoke(CaRevoke),
+    /// Print the CA's trust bundle, for a partner trust domain to federate
+    /// with this one (its gateways' `[[federation]] bundle = FILE`): PEM,
+    /// or a SPIFFE bundle document (JSON, `--format spiffe`), the format
+    /// SPIFFE federation exchanges. Only public certificates are printed.
+    Bundle(CaBundle),
+}
+
+#[derive(Debug, Args)]
+pub struct CaBundle {
+    /// CA directory (a regional CA's directory prints the same roots).
+    #[arg(long, default_value = "ca")]
+    pub ca: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
+    pub format: BundleFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BundleFormat {
+    /// The root certificates, PEM.
+    Pem,
+    /// A SPIFFE bundle document: one x509-svid JWK per root, with the
+    /// certificate in x5c.
+    Spiffe,
 }
 
 #[derive(Debug, Args)]

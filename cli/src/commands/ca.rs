@@ -7,7 +7,7 @@ use anyhow::Context;
 use strait_ca::{CaOptions, CertificateAuthority, DENY_FILE, DenyEntry, DenyList};
 use strait_enroll::CaServiceOptions;
 
-use crate::args::{CaInit, CaIntermediate, CaRevoke, CaServe};
+use crate::args::{BundleFormat, CaBundle, CaInit, CaIntermediate, CaRevoke, CaServe};
 
 pub fn init(args: CaInit) -> anyhow::Result<ExitCode> {
     let mut opts = CaOptions::new(args.trust_domain.clone());
@@ -165,5 +165,22 @@ pub fn revoke(args: CaRevoke) -> anyhow::Result<ExitCode> {
         deny.len(),
         if deny.len() == 1 { "y" } else { "ies" }
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the CA's trust bundle for a partner trust domain.
+pub fn bundle(args: CaBundle) -> anyhow::Result<ExitCode> {
+    let path = args.ca.join(strait_ca::CA_BUNDLE);
+    anyhow::ensure!(
+        path.exists(),
+        "{}: no trust bundle here; is {} a CA directory (strait ca init)?",
+        path.display(),
+        args.ca.display()
+    );
+    let bundle = strait_ca::TrustBundle::load(&path)?;
+    match args.format {
+        BundleFormat::Pem => print!("{}", bundle.to_pem()),
+        BundleFormat::Spiffe => print!("{}", strait_ca::federation::to_spiffe_json(&bundle, 300)?),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -22,6 +22,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca(CaCommand::Intermediate(args)) => ca::intermediate(args),
         Command::Ca(CaCommand::Serve(args)) => ca::serve(args),
         Command::Ca(CaCommand::Revoke(args)) => ca::revoke(args),
+        Command::Ca(CaCommand::Bundle(args)) => ca::bundle(args),
         Command::Token(TokenCommand::Create(args)) => token::create(args),
         Command::Token(TokenCommand::List { ca }) => token::list(&ca),
         Command::Gateway(GatewayCommand::Join(args)) => gateway::join(args),
