@@ -2,6 +2,8 @@
 //! identities of its own region only, and a verifier that refuses a
 //! gateway certificate a regional CA issued for another region.
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -94,28 +96,12 @@ fn a_regional_ca_issues_its_own_region_and_refuses_the_others() {
 /// What a stolen eu-west CA key could mint: a us-east gateway identity
 /// signed by eu-west's regional CA, outside the CA's own checks.
 fn forged_us_east_gateway(eu_dir: &Path) -> Vec<CertificateDer<'static>> {
-    let int_pem = std::fs::read_to_string(eu_dir.join("intermediate.pem")).unwrap();
-    let int_der = CertificateDer::from(pem::parse(&int_pem).unwrap().into_contents());
-    let int_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(eu_dir.join("intermediate-key.pem")).unwrap(),
+    support::forged_gateway(
+        &eu_dir.join("intermediate.pem"),
+        &eu_dir.join("intermediate-key.pem"),
+        "spiffe://example.org/region/us-east/gateway/gw-evil",
     )
-    .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_der(&int_der, int_key).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        "spiffe://example.org/region/us-east/gateway/gw-evil"
-            .try_into()
-            .unwrap(),
-    )];
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = params.signed_by(&key, &issuer).unwrap();
-    vec![leaf.der().clone(), int_der]
+    .to_vec()
 }
 
 #[test]

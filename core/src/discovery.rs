@@ -75,7 +75,19 @@ pub struct DialTarget {
     pub address: String,
     /// The region its certificate must name, when known.
     pub region: Option<String>,
+    /// The trust domain its certificate must name when not ours (a seed of
+    /// a federated trust domain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
     pub reason: Reason,
+}
+
+#[derive(Debug, Clone)]
+struct Seed {
+    region: Option<String>,
+    /// Not ours: a federated trust domain's gateways.
+    trust_domain: Option<String>,
+    addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +101,7 @@ struct Known {
 pub struct Discovery {
     config: DiscoveryConfig,
     /// Each seed's region and the addresses it resolved to last.
-    seeds: BTreeMap<String, (Option<String>, Vec<String>)>,
+    seeds: BTreeMap<String, Seed>,
     known: BTreeMap<GatewayRef, Known>,
     /// Gateways with a tunnel now, and whether one of them works (not Down).
     tunnels: BTreeMap<GatewayRef, bool>,
@@ -112,12 +124,25 @@ impl Discovery {
     /// list keeps the previous ones (a resolver hiccup must not drop
     /// tunnels).
     pub fn handle_seed(&mut self, seed: &str, region: Option<&str>, addresses: Vec<String>) {
-        let entry = self
-            .seeds
-            .entry(seed.to_owned())
-            .or_insert_with(|| (region.map(str::to_owned), Vec::new()));
+        self.handle_seed_in(seed, None, region, addresses);
+    }
+
+    /// A seed of trust domain `trust_domain` (ours when `None`) resolved to
+    /// `addresses`.
+    pub fn handle_seed_in(
+        &mut self,
+        seed: &str,
+        trust_domain: Option<&str>,
+        region: Option<&str>,
+        addresses: Vec<String>,
+    ) {
+        let entry = self.seeds.entry(seed.to_owned()).or_insert_with(|| Seed {
+            region: region.map(str::to_owned),
+            trust_domain: trust_domain.map(str::to_owned),
+            addresses: Vec::new(),
+        });
         if !addresses.is_empty() {
-            entry.1 = addresses;
+            entry.addresses = addresses;
         }
     }
 
@@ -125,8 +150,8 @@ impl Discovery {
     pub fn seed_addresses(&self, region: &str) -> Vec<String> {
         self.seeds
             .values()
-            .filter(|(r, _)| r.as_deref() == Some(region))
-            .flat_map(|(_, addresses)| addresses.iter().cloned())
+            .filter(|s| s.region.as_deref() == Some(region))
+            .flat_map(|s| s.addresses.iter().cloned())
             .collect()
     }
 
@@ -222,12 +247,13 @@ impl Discovery {
 
         let mut out: Vec<DialTarget> = Vec::new();
         let mut addresses: BTreeSet<String> = BTreeSet::new();
-        for (region, resolved) in self.seeds.values() {
-            for address in resolved {
+        for seed in self.seeds.values() {
+            for address in &seed.addresses {
                 if addresses.insert(address.clone()) {
                     out.push(DialTarget {
                         address: address.clone(),
-                        region: region.clone(),
+                        region: seed.region.clone(),
+                        trust_domain: seed.trust_domain.clone(),
                         reason: Reason::Seed,
                     });
                 }
@@ -262,6 +288,7 @@ impl Discovery {
                     out.push(DialTarget {
                         address: k.advertise.clone(),
                         region: Some(g.region.clone()),
+                        trust_domain: None,
                         reason: Reason::Learned,
                     });
                 }

@@ -25,23 +25,36 @@ pub struct Requester<'a> {
 pub struct ExportPolicy {
     trust_domain: String,
     allow: Vec<WildMatch>,
+    /// `allow` as written.
+    patterns: Vec<String>,
     allow_workloads: Vec<WildMatch>,
 }
 
 impl ExportPolicy {
-    /// `allow` empty: any gateway of `trust_domain`. `allow_workloads`
-    /// empty: any origin (or none).
+    /// `allow` empty: any gateway of `trust_domain`; a gateway of another
+    /// (federated) trust domain only through a pattern that starts with
+    /// `spiffe://<its trust domain>/`. `allow_workloads` empty: any origin
+    /// (or none).
     pub fn new(trust_domain: &str, allow: &[String], allow_workloads: &[String]) -> Self {
         ExportPolicy {
             trust_domain: trust_domain.to_owned(),
             allow: allow.iter().map(|p| WildMatch::new(p)).collect(),
+            patterns: allow.to_vec(),
             allow_workloads: allow_workloads.iter().map(|p| WildMatch::new(p)).collect(),
         }
     }
 
     pub fn decide(&self, who: Requester<'_>) -> Result<(), StatusCode> {
-        let gateway_ok = if self.allow.is_empty() {
-            who.is_gateway && who.trust_domain == self.trust_domain
+        let gateway_ok = if who.trust_domain != self.trust_domain {
+            // A federated partner only where a pattern names its trust
+            // domain: `*` written for our own gateways does not admit it.
+            let prefix = format!("spiffe://{}/", who.trust_domain);
+            self.allow
+                .iter()
+                .zip(&self.patterns)
+                .any(|(p, text)| text.starts_with(&prefix) && p.matches(who.id))
+        } else if self.allow.is_empty() {
+            who.is_gateway
         } else {
             self.allow.iter().any(|p| p.matches(who.id))
         };
@@ -115,5 +128,23 @@ mod tests {
             ..with
         };
         assert_eq!(p.decide(west), Err(StatusCode::Forbidden));
+    }
+
+    #[test]
+    fn a_partner_needs_a_pattern_that_names_its_trust_domain() {
+        let partner = gw("spiffe://partner.org/region/a/gateway/x", "partner.org");
+        let default = ExportPolicy::new("example.org", &[], &[]);
+        assert_eq!(default.decide(partner), Err(StatusCode::Forbidden));
+        let anyone = ExportPolicy::new("example.org", &["*".into()], &[]);
+        assert_eq!(anyone.decide(partner), Err(StatusCode::Forbidden));
+        assert!(
+            anyone
+                .decide(gw("spiffe://example.org/region/a/gateway/x", "example.org"))
+                .is_ok()
+        );
+        let named = ExportPolicy::new("example.org", &["spiffe://partner.org/*".into()], &[]);
+        assert!(named.decide(partner).is_ok());
+        let other = gw("spiffe://other.org/region/a/gateway/x", "other.org");
+        assert_eq!(named.decide(other), Err(StatusCode::Forbidden));
     }
 }

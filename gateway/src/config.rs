@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     /// cut (`[gateway] relay`, default true).
     pub relay: bool,
     pub identity: IdentityPaths,
+    /// Other trust domains whose gateways may tunnel to this one
+    /// (`[[federation]]`).
+    pub federation: Vec<FederationConfig>,
     /// Renew the certificate through a CA service, when set.
     pub renewal: Option<RenewalConfig>,
     pub peers: Vec<PeerConfig>,
@@ -76,6 +79,15 @@ pub struct RenewalConfig {
     pub refresh: Duration,
 }
 
+/// A federated trust domain: its gateways may tunnel to ours, verified
+/// against its own bundle (PEM or a SPIFFE bundle document, reloaded when
+/// the file changes), and open only the exports whose `allow` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationConfig {
+    pub trust_domain: String,
+    pub bundle: PathBuf,
+}
+
 /// Seeds of another region: every address a name resolves to is dialed
 /// (re-resolved every 30 s); the rest of the region's gateways are learned
 /// from them.
@@ -83,6 +95,9 @@ pub struct RenewalConfig {
 pub struct PeerConfig {
     /// The region the peer's SPIFFE ID must name (any, when `None`).
     pub region: Option<String>,
+    /// The trust domain the peer's SPIFFE ID must name, when not ours: one
+    /// of the `[[federation]]` trust domains.
+    pub trust_domain: Option<String>,
     /// `host:port`; names are resolved at dial time.
     pub addresses: Vec<String>,
 }
@@ -229,6 +244,8 @@ struct RawConfig {
     gateway: Spanned<RawGateway>,
     identity: Spanned<RawIdentity>,
     #[serde(default)]
+    federation: Vec<Spanned<RawFederation>>,
+    #[serde(default)]
     peer: Vec<Spanned<RawPeer>>,
     #[serde(default)]
     export: Vec<Spanned<RawExport>>,
@@ -278,6 +295,14 @@ struct RawIdentity {
 struct RawPeer {
     region: Spanned<String>,
     addresses: Spanned<Vec<Spanned<String>>>,
+    trust_domain: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFederation {
+    trust_domain: Spanned<String>,
+    bundle: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -735,10 +760,48 @@ impl GatewayConfig {
             }
         };
 
+        let mut federation: Vec<FederationConfig> = Vec::new();
+        for f in &raw.federation {
+            let f = f.get_ref();
+            let td = f.trust_domain.get_ref();
+            if let Err(e) = strait_ca::TrustDomain::parse(td) {
+                return Err(src.err(
+                    f.trust_domain.span(),
+                    "federation.trust_domain",
+                    e.to_string(),
+                ));
+            }
+            if federation.iter().any(|g| g.trust_domain == *td) {
+                return Err(src.err(
+                    f.trust_domain.span(),
+                    "federation.trust_domain",
+                    format!("{td:?} is federated twice"),
+                ));
+            }
+            federation.push(FederationConfig {
+                trust_domain: td.clone(),
+                bundle: src.file(&f.bundle, "federation.bundle")?,
+            });
+        }
+
         let mut peers = Vec::new();
         for p in &raw.peer {
             let p = p.get_ref();
             let region = src.name(&p.region, "peer.region")?;
+            let trust_domain = match &p.trust_domain {
+                Some(v) if !federation.iter().any(|f| f.trust_domain == *v.get_ref()) => {
+                    return Err(src.err(
+                        v.span(),
+                        "peer.trust_domain",
+                        format!(
+                            "{:?} is not federated: add a [[federation]] with its bundle",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+                Some(v) => Some(v.get_ref().clone()),
+                None => None,
+            };
             if p.addresses.get_ref().is_empty() {
                 return Err(src.err(
                     p.addresses.span(),
@@ -754,6 +817,7 @@ impl GatewayConfig {
                 .collect::<Result<_, _>>()?;
             peers.push(PeerConfig {
                 region: Some(region),
+                trust_domain,
                 addresses,
             });
         }
@@ -1010,6 +1074,7 @@ impl GatewayConfig {
             admin,
             relay: gw.relay.unwrap_or(true),
             identity,
+            federation,
             renewal,
             peers,
             exports,

@@ -29,6 +29,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shared by every connection task of a gateway.
 pub struct Drivers {
     pub me: Hello,
+    /// Ours: gateways of a federated trust domain are not learned from.
+    pub trust_domain: strait_ca::TrustDomain,
     /// The gateways this one knows of, and the dialing plan.
     pub directory: Arc<Directory>,
     pub health: strait_core::health::ProbeConfig,
@@ -89,13 +91,15 @@ pub async fn handshake(
     conn: &quinn::Connection,
     dialed: bool,
     hello: Hello,
+    trust_domain: &strait_ca::TrustDomain,
 ) -> Result<Handshaken, HandshakeError> {
     let peer = crate::tls::peer_id(conn).ok_or(HandshakeError::NoIdentity)?;
     let (name, region) = match peer.kind() {
         IdentityKind::Gateway { region, name } => (name.to_owned(), region.to_owned()),
         _ => return Err(HandshakeError::NotAGateway(peer)),
     };
-    if name == hello.name && region == hello.region {
+    // A federated partner may name a gateway as we name ours.
+    if peer.trust_domain() == trust_domain && name == hello.name && region == hello.region {
         return Err(HandshakeError::Ourselves(peer));
     }
     let control = |e: &dyn std::fmt::Display| HandshakeError::Control(e.to_string());
@@ -174,12 +178,13 @@ pub async fn handshake(
 }
 
 /// Reads UPDATE, GOAWAY and TELEMETRY from a tunnel's control stream until
-/// it ends, feeding the plane and the mesh view; frames of a kind this
-/// version does not know are skipped.
+/// it ends, feeding the plane and the mesh view (and the directory, when
+/// given: not for a federated partner); frames of a kind this version does
+/// not know are skipped.
 pub async fn follow_control(
     tunnel: Arc<Tunnel>,
     handle: Arc<PlaneHandle>,
-    directory: Arc<Directory>,
+    directory: Option<Arc<Directory>>,
     notes: NoteSender,
     revocations: Arc<crate::revocation::Revocations>,
     mut recv: quinn::RecvStream,
@@ -188,7 +193,9 @@ pub async fn follow_control(
     loop {
         match read_frame(&mut recv, &mut buf, Duration::from_secs(24 * 3600)).await {
             Ok(Message::Telemetry(t)) => {
-                directory.heard_in(&t);
+                if let Some(directory) = &directory {
+                    directory.heard_in(&t);
+                }
                 handle.relayable(tunnel.id, t.origin.relayable.clone());
                 let _ = notes.send(Note::Telemetry(t));
             }
@@ -353,18 +360,17 @@ const DOWN_CHECK: Duration = Duration::from_millis(250);
 /// Dials `address` and keeps a tunnel to it on `lane`, redialing with
 /// capped, jittered backoff, until `stop`, or until `retire` is set while it
 /// holds no tunnel (a tunnel it holds is never cut for that).
-#[allow(clippy::too_many_arguments)]
 pub async fn dial_loop(
     endpoint: quinn::Endpoint,
-    region: Option<String>,
+    target: strait_core::discovery::DialTarget,
     identity: Arc<crate::reload::CurrentIdentity>,
-    address: String,
     lane: Lane,
     drivers: Arc<Drivers>,
     mut stop: watch::Receiver<bool>,
     mut retire: watch::Receiver<bool>,
 ) {
     use rand::Rng;
+    let address = &target.address;
     let mut backoff = Backoff::new(drivers.settings.redial_min, drivers.settings.redial_max);
     let mut gate = lane.gate.subscribe();
     loop {
@@ -380,15 +386,16 @@ pub async fn dial_loop(
             continue;
         }
         // The identity in force now: it may have been reloaded.
-        let dialed = match identity
-            .get()
-            .client_config(region.as_deref(), &drivers.settings)
-        {
-            Ok(client) => dial_once(&endpoint, &client, &address, &lane, &drivers, &mut stop).await,
+        let dialed = match identity.get().client_config_in(
+            target.trust_domain.as_deref(),
+            target.region.as_deref(),
+            &drivers.settings,
+        ) {
+            Ok(client) => dial_once(&endpoint, &client, address, &lane, &drivers, &mut stop).await,
             Err(e) => Err(e.to_string()),
         };
         if lane.lane == 0 {
-            drivers.directory.dialed(&address, dialed.is_ok());
+            drivers.directory.dialed(address, dialed.is_ok());
         }
         match dialed {
             Ok(()) => backoff.reset(),
@@ -482,7 +489,7 @@ async fn run_connection(
     };
     let lane_gate = dialed.filter(|l| l.lane == 0).map(|l| l.gate.clone());
     let dialed = dialed.is_some();
-    let shaken = match handshake(&conn, dialed, hello).await {
+    let shaken = match handshake(&conn, dialed, hello, &drivers.trust_domain).await {
         Ok(t) => t,
         Err(e) => {
             let _ = drivers.notes.send(Note::PeerRefused {
@@ -513,15 +520,20 @@ async fn run_connection(
     }
     let info = PeerInfo::new(&peer.to_string(), &name, &region, &instance).with_lane(lane);
     let key = info.key.clone();
-    drivers.directory.heard(
-        GatewayRef {
-            region: region.clone(),
-            name: name.clone(),
-            instance: instance.clone(),
-        },
-        &advertise,
-        Duration::ZERO,
-    );
+    // A federated partner's gateways are dialed through its seeds only:
+    // what it says of its mesh does not enter ours.
+    let ours = peer.trust_domain() == &drivers.trust_domain;
+    if ours {
+        drivers.directory.heard(
+            GatewayRef {
+                region: region.clone(),
+                name: name.clone(),
+                instance: instance.clone(),
+            },
+            &advertise,
+            Duration::ZERO,
+        );
+    }
     let tunnel = drivers.handle.register(info, dialed, services, |id| {
         Tunnel::new(id, peer, name, region, conn.clone(), dialed, agreed)
             .with_instance(instance, advertise)
@@ -536,7 +548,7 @@ async fn run_connection(
     let control = tokio::spawn(follow_control(
         tunnel.clone(),
         drivers.handle.clone(),
-        drivers.directory.clone(),
+        ours.then(|| drivers.directory.clone()),
         drivers.notes.clone(),
         drivers.revocations.clone(),
         recv,

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use crate::config::FederationConfig;
 use crate::tls::TlsIdentity;
 
 /// The identity in force, shared by the endpoint's configs and the dialers.
@@ -15,15 +16,33 @@ pub struct CurrentIdentity {
     pub files: tokio::sync::Mutex<()>,
     /// Wakes the watcher before its next poll.
     pub wake: tokio::sync::Notify,
+    /// The `[[federation]]` entries of the configuration in force: the
+    /// watcher loads their bundles (and again when a file changes).
+    federation: RwLock<Vec<FederationConfig>>,
 }
 
 impl CurrentIdentity {
-    pub fn new(tls: TlsIdentity) -> Self {
+    pub fn new(tls: TlsIdentity, federation: Vec<FederationConfig>) -> Self {
         CurrentIdentity {
             tls: RwLock::new(Arc::new(tls)),
             files: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            federation: RwLock::new(federation),
         }
+    }
+
+    pub fn federation_sources(&self) -> Vec<FederationConfig> {
+        self.federation
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A reloaded configuration federates other trust domains (or none):
+    /// the watcher applies it at once.
+    pub fn set_federation_sources(&self, sources: Vec<FederationConfig>) {
+        *self.federation.write().unwrap_or_else(|p| p.into_inner()) = sources;
+        self.wake.notify_one();
     }
 
     pub fn get(&self) -> Arc<TlsIdentity> {

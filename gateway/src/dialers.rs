@@ -93,9 +93,8 @@ pub async fn run(
                 .map(|lane| {
                     tokio::spawn(dial_loop(
                         endpoint.clone(),
-                        target.region.clone(),
+                        target.clone(),
                         identity.clone(),
-                        target.address.clone(),
                         Lane {
                             lane,
                             gate: gate.clone(),
@@ -146,7 +145,14 @@ async fn resolve(directory: &Directory, seeds: &[PeerConfig], v4: bool) {
                     Vec::new()
                 }
             };
-            directory.with(|d| d.handle_seed(address, peer.region.as_deref(), resolved));
+            directory.with(|d| {
+                d.handle_seed_in(
+                    address,
+                    peer.trust_domain.as_deref(),
+                    peer.region.as_deref(),
+                    resolved,
+                )
+            });
         }
     }
     directory.with(|d| d.retain_seeds(&names));

@@ -39,6 +39,10 @@ pub enum GatewayError {
     },
     #[error("{key} cannot change while running; restart the gateway to change it")]
     NeedsRestart { key: String },
+    #[error(
+        "[[federation]] trust_domain {trust_domain} is this gateway's own trust domain; its roots belong in [identity] bundle"
+    )]
+    FederatesItself { trust_domain: String },
     #[error("advertise address: {0}")]
     Advertise(String),
     #[error("QUIC configuration rejected: {0}")]

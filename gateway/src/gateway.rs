@@ -151,7 +151,7 @@ fn raise_fd_limit(config: &GatewayConfig) {
 
 /// Starts a gateway from a validated configuration.
 pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
-    let tls = TlsIdentity::load(&config.identity)?;
+    let tls = TlsIdentity::load(&config.identity)?.with_federation(&config.federation)?;
     config.take_name_from(tls.gateway_name_region().map(|(name, _)| name));
     tls.require_gateway(&config.name, &config.region)?;
     let settings = Arc::new(config.tunnel.clone());
@@ -213,7 +213,10 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         ("id", tls.id().to_string()),
     ];
     metrics::gauge!(crate::metrics::CERT_EXPIRY, &cert_labels).set(expiry.as_secs_f64());
-    let identity = Arc::new(crate::reload::CurrentIdentity::new(tls.clone()));
+    let identity = Arc::new(crate::reload::CurrentIdentity::new(
+        tls.clone(),
+        config.federation.clone(),
+    ));
     let revocations = Arc::new(crate::revocation::Revocations::new(
         identity.clone(),
         handle.clone(),
@@ -225,6 +228,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
         revocations.from_file(&text).await;
     }
     let drivers = Arc::new(Drivers {
+        trust_domain: tls.trust_domain().clone(),
         revocations: revocations.clone(),
         me: Hello {
             instance: instance.clone(),
@@ -453,6 +457,9 @@ pub struct ReloadSummary {
     pub exports_changed: bool,
     pub peers_added: usize,
     pub peers_removed: usize,
+    /// The federated trust domains changed (tunnels to one removed are
+    /// cut).
+    pub federation_changed: bool,
 }
 
 impl RunningGateway {
@@ -486,6 +493,13 @@ impl RunningGateway {
             return Err(GatewayError::NeedsRestart {
                 key: (*key).to_owned(),
             });
+        }
+        // Partner bundles must load before anything changes.
+        let federation_changed = old.federation != new.federation;
+        if federation_changed {
+            (*self.identity.get())
+                .clone()
+                .with_federation(&new.federation)?;
         }
         let mut summary = ReloadSummary::default();
         // Bind new listeners first: a port that cannot be bound fails the
@@ -551,6 +565,10 @@ impl RunningGateway {
         summary.peers_added = after.iter().filter(|s| !before.contains(s)).count();
         if old.peers != new.peers {
             self.seeds.send_replace(new.peers.clone());
+        }
+        if federation_changed {
+            self.identity.set_federation_sources(new.federation.clone());
+            summary.federation_changed = true;
         }
         *self.admin.imports.lock().unwrap_or_else(|p| p.into_inner()) =
             self.imports.iter().map(|(c, _)| c.clone()).collect();

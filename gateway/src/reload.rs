@@ -2,7 +2,8 @@
 //! probe interval: no inotify dependency, and it works on the projected
 //! volumes Kubernetes mounts secrets on) and reloaded when they change: new
 //! handshakes use the new identity, open tunnels keep going, except those
-//! to peers the deny list now names, which are cut at once. A set of files
+//! to peers the deny list now names, or of a trust domain no longer
+//! federated, which are cut at once. A set of files
 //! that does not load (half-written, wrong key, wrong gateway) is refused,
 //! logged and counted, and the running identity stays. Renewal writes the
 //! files and wakes the watcher, so there is one way an identity changes.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::GatewayError;
-use crate::config::{IdentityPaths, TunnelSettings};
+use crate::config::{FederationConfig, IdentityPaths, TunnelSettings};
 use crate::events::EventLog;
 use crate::handle::PlaneHandle;
 use crate::tls::TlsIdentity;
@@ -20,17 +21,22 @@ use crate::wire::code;
 
 pub use crate::current::CurrentIdentity;
 
-/// What the watched files looked like: (modified, length) of each.
-fn fingerprint(paths: &IdentityPaths) -> Vec<Option<(SystemTime, u64)>> {
-    [&paths.cert, &paths.key, &paths.bundle, &paths.deny]
-        .iter()
-        .map(|p: &&PathBuf| {
+/// What the watched files looked like: (modified, length) of each, and
+/// which trust domains are federated.
+fn fingerprint(paths: &IdentityPaths, federation: &[FederationConfig]) -> Fingerprint {
+    let files = [&paths.cert, &paths.key, &paths.bundle, &paths.deny]
+        .into_iter()
+        .chain(federation.iter().map(|f| &f.bundle))
+        .map(|p: &PathBuf| {
             std::fs::metadata(p)
                 .ok()
                 .and_then(|m| Some((m.modified().ok()?, m.len())))
         })
-        .collect()
+        .collect();
+    (files, federation.to_vec())
 }
+
+type Fingerprint = (Vec<Option<(SystemTime, u64)>>, Vec<FederationConfig>);
 
 /// Watches the identity files every `poll` and swaps the identity in when
 /// they change.
@@ -47,14 +53,18 @@ pub async fn watch(
     events: Arc<EventLog>,
     revocations: Arc<crate::revocation::Revocations>,
 ) {
-    let mut seen = (fingerprint(&paths), revocations.generation());
+    let mut seen = (
+        fingerprint(&paths, &current.federation_sources()),
+        revocations.generation(),
+    );
     loop {
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
             _ = current.wake.notified() => {}
         }
         let files = current.files.lock().await;
-        let now = fingerprint(&paths);
+        let federation = current.federation_sources();
+        let now = fingerprint(&paths, &federation);
         if (&now, revocations.generation()) == (&seen.0, seen.1) {
             continue;
         }
@@ -62,7 +72,7 @@ pub async fn watch(
         let deny_text = files_changed
             .then(|| std::fs::read_to_string(&paths.deny).ok())
             .flatten();
-        let loaded = load(&paths, &name, &region);
+        let loaded = load(&paths, &federation, &name, &region);
         drop(files);
         // A signed list in the deny file (the CA's) is held and passed on
         // like one from a peer.
@@ -103,6 +113,7 @@ pub async fn watch(
                     tracing::info!(entries = deny.len(), "deny list loaded");
                 }
                 cut_revoked(&handle, &events, &deny, &region);
+                cut_unfederated(&handle, &events, &current.get(), &region);
             }
             Err(e) => {
                 let labels = [("region", region.clone())];
@@ -155,8 +166,46 @@ pub fn cut_revoked(
     cut
 }
 
-fn load(paths: &IdentityPaths, name: &str, region: &str) -> Result<TlsIdentity, GatewayError> {
-    let tls = TlsIdentity::load(paths)?;
+/// Cuts the tunnels to gateways of a trust domain no longer federated (its
+/// `[[federation]]` removed), at once: their streams are reset.
+pub fn cut_unfederated(
+    handle: &PlaneHandle,
+    events: &EventLog,
+    tls: &TlsIdentity,
+    region: &str,
+) -> usize {
+    let mut cut = 0;
+    let mut peers = std::collections::HashSet::new();
+    for t in handle.tunnels() {
+        if t.is_closed() || tls.accepts_trust_domain(t.peer.trust_domain()) {
+            continue;
+        }
+        t.conn
+            .close(code::NOT_FEDERATED, b"trust domain not federated");
+        cut += 1;
+        if peers.insert(t.key()) {
+            events.record(
+                "peer_unfederated",
+                format!(
+                    "{} cut: trust domain {} is no longer federated",
+                    t.peer,
+                    t.peer.trust_domain()
+                ),
+            );
+        }
+        tracing::warn!(peer = %t.peer, peer_region = %t.region, conn = %t.id, %region,
+            "tunnel cut: its trust domain is no longer federated");
+    }
+    cut
+}
+
+fn load(
+    paths: &IdentityPaths,
+    federation: &[FederationConfig],
+    name: &str,
+    region: &str,
+) -> Result<TlsIdentity, GatewayError> {
+    let tls = TlsIdentity::load(paths)?.with_federation(federation)?;
     tls.require_gateway(name, region)?;
     Ok(tls)
 }

@@ -9,11 +9,12 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 use strait_ca::tls::SvidVerifier;
 use strait_ca::{
-    DenyList, Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle, TrustDomain,
+    DenyList, Federation, Identity, IdentityKind, PeerRequirement, SpiffeId, TrustBundle,
+    TrustDomain,
 };
 
 use crate::GatewayError;
-use crate::config::{Congestion, IdentityPaths, TunnelSettings};
+use crate::config::{Congestion, FederationConfig, IdentityPaths, TunnelSettings};
 
 /// This gateway's certificate, key and trust bundle, checked to belong
 /// together.
@@ -23,6 +24,8 @@ pub struct TlsIdentity {
     pub bundle: TrustBundle,
     /// Peers refused even though their chains verify.
     pub deny: DenyList,
+    /// Other trust domains whose gateways are accepted.
+    pub federation: Federation,
 }
 
 impl TlsIdentity {
@@ -52,7 +55,31 @@ impl TlsIdentity {
             identity,
             bundle,
             deny,
+            federation: Federation::default(),
         })
+    }
+
+    /// Loads the bundles of the federated trust domains (PEM or SPIFFE
+    /// bundle documents) and accepts their gateways from now on.
+    pub fn with_federation(mut self, sources: &[FederationConfig]) -> Result<Self, GatewayError> {
+        let mut federation = Federation::default();
+        for source in sources {
+            let td = TrustDomain::parse(&source.trust_domain)?;
+            if &td == self.trust_domain() {
+                return Err(GatewayError::FederatesItself {
+                    trust_domain: td.to_string(),
+                });
+            }
+            federation.insert(td, TrustBundle::load(&source.bundle)?);
+        }
+        self.federation = federation;
+        Ok(self)
+    }
+
+    /// Whether gateways of `td` may hold tunnels to this one: ours, or
+    /// federated.
+    pub fn accepts_trust_domain(&self, td: &TrustDomain) -> bool {
+        td == self.trust_domain() || self.federation.contains(td)
     }
 
     /// The key file's mode when its group or others may read it (a key
@@ -91,7 +118,7 @@ impl TlsIdentity {
         }
     }
 
-    /// Accepts any gateway of our trust domain.
+    /// Accepts any gateway of our trust domain or a federated one.
     pub fn server_config(
         &self,
         settings: &TunnelSettings,
@@ -101,7 +128,8 @@ impl TlsIdentity {
                 self.bundle.clone(),
                 PeerRequirement::Gateway(self.trust_domain().clone()),
             )
-            .with_deny_list(self.deny.clone()),
+            .with_deny_list(self.deny.clone())
+            .with_federation(self.federation.clone()),
         );
         let tls = strait_ca::tls::server_config(&self.identity, verifier, &[strait_core::ALPN])?;
         let crypto =
@@ -111,19 +139,36 @@ impl TlsIdentity {
         Ok(config)
     }
 
-    /// Dials a gateway of `region` (any region when `None`).
+    /// Dials a gateway of `region` (any region when `None`) of our trust
+    /// domain.
     pub fn client_config(
         &self,
         region: Option<&str>,
         settings: &TunnelSettings,
     ) -> Result<quinn::ClientConfig, GatewayError> {
-        let td = self.trust_domain().clone();
+        self.client_config_in(None, region, settings)
+    }
+
+    /// Dials a gateway of `region` of trust domain `td` (ours when `None`;
+    /// otherwise a federated one).
+    pub fn client_config_in(
+        &self,
+        td: Option<&str>,
+        region: Option<&str>,
+        settings: &TunnelSettings,
+    ) -> Result<quinn::ClientConfig, GatewayError> {
+        let td = match td {
+            Some(td) => TrustDomain::parse(td)?,
+            None => self.trust_domain().clone(),
+        };
         let requirement = match region {
             Some(r) => PeerRequirement::GatewayInRegion(td, r.to_owned()),
             None => PeerRequirement::Gateway(td),
         };
         let verifier = Arc::new(
-            SvidVerifier::new(self.bundle.clone(), requirement).with_deny_list(self.deny.clone()),
+            SvidVerifier::new(self.bundle.clone(), requirement)
+                .with_deny_list(self.deny.clone())
+                .with_federation(self.federation.clone()),
         );
         let tls = strait_ca::tls::client_config(&self.identity, verifier, &[strait_core::ALPN])?;
         let crypto =

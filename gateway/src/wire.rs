@@ -82,6 +82,8 @@ pub mod code {
     pub const REPLACED: VarInt = VarInt::from_u32(14);
     /// Connection: Down and silent; its streams are reset.
     pub const DEAD: VarInt = VarInt::from_u32(15);
+    /// Connection: the peer's trust domain is no longer federated.
+    pub const NOT_FEDERATED: VarInt = VarInt::from_u32(16);
 
     /// Whether a stream reset or stop with `code` proves that the exporting
     /// side did not forward anything to its target.

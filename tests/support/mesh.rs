@@ -116,6 +116,9 @@ pub struct GatewaySpec {
     pub name_from_certificate: bool,
     /// Extra lines for the [gateway] section.
     pub gateway_lines: Vec<String>,
+    /// Whole tables (`[[federation]]`, a `[[peer]]` of its own) appended
+    /// at the end.
+    pub tables: Vec<String>,
 }
 
 impl GatewaySpec {
@@ -137,6 +140,7 @@ impl GatewaySpec {
             identity_lines: Vec::new(),
             name_from_certificate: false,
             gateway_lines: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -211,6 +215,9 @@ impl GatewaySpec {
                 prefer.join(", ")
             );
             s += &self.lines_for(service);
+        }
+        for table in &self.tables {
+            s += &format!("\n{table}\n");
         }
         s
     }

@@ -317,11 +317,13 @@ fn gateway_config(
         relay: true,
         admin: "127.0.0.1:0".parse().expect("static address"),
         identity: IdentityPaths::in_dir(identity),
+        federation: Vec::new(),
         renewal: None,
         peers: peers
             .into_iter()
             .map(|(r, a)| PeerConfig {
                 region: Some(r.to_owned()),
+                trust_domain: None,
                 addresses: vec![a.to_string()],
             })
             .collect(),

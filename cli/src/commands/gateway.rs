@@ -29,7 +29,7 @@ pub fn check(path: &Path, skip_identity: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut config = GatewayConfig::load(path)?;
-    let tls = TlsIdentity::load(&config.identity)?;
+    let tls = TlsIdentity::load(&config.identity)?.with_federation(&config.federation)?;
     config.take_name_from(tls.gateway_name_region().map(|(name, _)| name));
     tls.require_gateway(&config.name, &config.region)?;
     println!("{}: ok", path.display());
@@ -76,9 +76,19 @@ fn print_config(config: &GatewayConfig) {
             humantime::format_duration(r.refresh)
         );
     }
+    for f in &config.federation {
+        println!(
+            "  federate {} (bundle {})",
+            f.trust_domain,
+            f.bundle.display()
+        );
+    }
     for p in &config.peers {
         let region = p.region.as_deref().unwrap_or("any region");
-        println!("  peer     {region} at {}", p.addresses.join(", "));
+        match &p.trust_domain {
+            Some(td) => println!("  peer     {region} of {td} at {}", p.addresses.join(", ")),
+            None => println!("  peer     {region} at {}", p.addresses.join(", ")),
+        }
     }
     for e in &config.exports {
         let allow = if e.allow.is_empty() {
@@ -187,9 +197,11 @@ pub fn tunnel_open(args: TunnelOpen) -> anyhow::Result<ExitCode> {
         relay: true,
         admin: "127.0.0.1:0".parse().expect("static address"),
         identity,
+        federation: Vec::new(),
         renewal: None,
         peers: vec![PeerConfig {
             region: args.peer_region.clone(),
+            trust_domain: None,
             addresses: vec![args.peer.clone()],
         }],
         exports: Vec::new(),
@@ -275,7 +287,7 @@ async fn reload(
     match result {
         Ok(s) => {
             let detail = format!(
-                "{reason}: imports +{} -{}, exports {}, peer addresses +{} -{}",
+                "{reason}: imports +{} -{}, exports {}, peer addresses +{} -{}{}",
                 s.imports_added,
                 s.imports_removed,
                 if s.exports_changed {
@@ -284,7 +296,12 @@ async fn reload(
                     "unchanged"
                 },
                 s.peers_added,
-                s.peers_removed
+                s.peers_removed,
+                if s.federation_changed {
+                    ", federated trust domains changed"
+                } else {
+                    ""
+                }
             );
             events.record("config_reloaded", detail.clone());
             tracing::info!("configuration reloaded ({detail})");

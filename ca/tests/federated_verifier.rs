@@ -3,6 +3,8 @@
 //! roots of the trust domain its leaf names (a partner's root never vouches
 //! for an identity of ours), and a dial names the trust domain it expects.
 
+mod support;
+
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -86,31 +88,14 @@ fn a_partners_root_never_vouches_for_an_identity_of_ours() {
     let ours = ca(a.path(), "example.org");
     ca(b.path(), "partner.org");
     // The partner signs a leaf that claims to be one of our gateways.
-    let root_der = CertificateDer::from(
-        pem::parse(std::fs::read_to_string(b.path().join(strait_ca::ROOT_CERT)).unwrap())
-            .unwrap()
-            .into_contents(),
+    let [leaf, root] = support::forged_gateway(
+        &b.path().join(strait_ca::ROOT_CERT),
+        &b.path().join(strait_ca::ROOT_KEY),
+        "spiffe://example.org/region/us-east/gateway/gw-evil",
     );
-    let root_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(b.path().join(strait_ca::ROOT_KEY)).unwrap(),
-    )
-    .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_der(&root_der, root_key).unwrap();
-    let mut params = rcgen::CertificateParams::default();
-    params.subject_alt_names = vec![rcgen::SanType::URI(
-        "spiffe://example.org/region/us-east/gateway/gw-evil"
-            .try_into()
-            .unwrap(),
-    )];
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let forged = vec![params.signed_by(&key, &issuer).unwrap().der().clone()];
+    let forged = vec![leaf];
     let partner_bundle =
-        strait_ca::TrustBundle::from_roots(Path::new("partner"), vec![root_der]).unwrap();
+        strait_ca::TrustBundle::from_roots(Path::new("partner"), vec![root]).unwrap();
     let mut f = Federation::default();
     f.insert(td("partner.org"), partner_bundle);
     let verifier = SvidVerifier::new(
