@@ -153,26 +153,39 @@ impl Lab {
         ns
     }
 
-    /// Drops all UDP between the gateway in `ns` and `peer`, both ways, in
-    /// that namespace's kernel.
+    /// Drops everything between the gateway in `ns` and `peer`, both ways,
+    /// in that namespace's kernel (table `lab`).
     fn cut(&self, ns: &str, peer: Ipv4Addr) {
-        let p = peer.to_string();
-        nft(ns, &["add", "table", "inet", "lab"]);
-        for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
-            let spec = format!("{{ type filter hook {hook} priority 0 ; }}");
-            nft(ns, &["add", "chain", "inet", "lab", chain, &spec]);
-            nft(
-                ns,
-                &[
-                    "add", "rule", "inet", "lab", chain, "ip", dir, &p, "meta", "l4proto", "udp",
-                    "drop",
-                ],
-            );
-        }
+        drop_between(ns, "lab", peer, &[]);
     }
 
     fn heal(&self, ns: &str) {
         nft(ns, &["delete", "table", "inet", "lab"]);
+    }
+
+    /// Drops the UDP between the gateway in `ns` and `peer` (table
+    /// `noudp`), as a firewall that passes only TCP does.
+    fn block_udp(&self, ns: &str, peer: Ipv4Addr) {
+        drop_between(ns, "noudp", peer, &["meta", "l4proto", "udp"]);
+    }
+
+    fn unblock_udp(&self, ns: &str) {
+        nft(ns, &["delete", "table", "inet", "noudp"]);
+    }
+}
+
+/// Drops packets matching `what` between namespace `ns` and `peer`, both
+/// ways, in nftables table `table`.
+fn drop_between(ns: &str, table: &str, peer: Ipv4Addr, what: &[&str]) {
+    let p = peer.to_string();
+    nft(ns, &["add", "table", "inet", table]);
+    for (chain, hook, dir) in [("in", "input", "saddr"), ("out", "output", "daddr")] {
+        let spec = format!("{{ type filter hook {hook} priority 0 ; }}");
+        nft(ns, &["add", "chain", "inet", table, chain, &spec]);
+        let mut rule = vec!["add", "rule", "inet", table, chain, "ip", dir, &p];
+        rule.extend_from_slice(what);
+        rule.push("drop");
+        nft(ns, &rule);
     }
 }
 
@@ -302,6 +315,218 @@ fn config(name: &str, region: &str, admin: SocketAddr, dir: &Path, extra: &str) 
     )
 }
 
+/// Three regions on the bridge: gw-a (eu-west, 10.X.0.11) imports `svc`
+/// (us-east preferred, ap-south second, idempotent) and `bulk` (us-east);
+/// gw-b (us-east, .12) and gw-c (ap-south, .13) export `svc`, whose targets
+/// answer `B` and `C`; gw-b also exports `bulk`, whose target answers the
+/// SHA-256 of what came.
+struct ThreeRegions {
+    gw_a: NsGateway,
+    /// Kept running (and killed when dropped).
+    _exporters: [NsGateway; 2],
+    /// The namespaces of gw-a, gw-b and gw-c.
+    ns: [String; 3],
+    /// Their addresses.
+    ip: [Ipv4Addr; 3],
+    svc: SocketAddr,
+    bulk_import: SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Last: the namespaces outlive the gateways in them.
+    lab: Lab,
+}
+
+impl ThreeRegions {
+    /// Starts the lab and its gateways; `before` runs once the namespaces
+    /// exist and before any gateway starts.
+    fn start(d: &Path, before: impl FnOnce(&Lab, &[String; 3], &[Ipv4Addr; 3])) -> ThreeRegions {
+        let ca = TestCa::new(d, "example.org");
+        for (region, name) in [
+            ("eu-west", "gw-a"),
+            ("us-east", "gw-b"),
+            ("ap-south", "gw-c"),
+        ] {
+            ca.gateway(region, name, &d.join(name));
+        }
+        let mut lab = Lab::new();
+        let ns = [lab.host("a", 11), lab.host("b", 12), lab.host("c", 13)];
+        let ip = [lab.addr(11), lab.addr(12), lab.addr(13)];
+        let [a, b, c] = ip;
+        before(&lab, &ns, &ip);
+        let me = lab.addr(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b_target, c_target, bulk) = (
+            tag_target(me, b'B', stop.clone()),
+            tag_target(me, b'C', stop.clone()),
+            hash_target(me),
+        );
+        let admin = |ip: Ipv4Addr| SocketAddr::new(IpAddr::V4(ip), 15000);
+        let gw_b = NsGateway::start(
+            &ns[1],
+            d,
+            "gw-b",
+            config(
+                "gw-b",
+                "us-east",
+                admin(b),
+                d,
+                &format!(
+                    "\n[[export]]\nservice = \"svc\"\ntarget = \"{b_target}\"\n\n\
+                     [[export]]\nservice = \"bulk\"\ntarget = \"{bulk}\"\n"
+                ),
+            ),
+            admin(b),
+        );
+        let gw_c = NsGateway::start(
+            &ns[2],
+            d,
+            "gw-c",
+            config(
+                "gw-c",
+                "ap-south",
+                admin(c),
+                d,
+                &format!("\n[[export]]\nservice = \"svc\"\ntarget = \"{c_target}\"\n"),
+            ),
+            admin(c),
+        );
+        let (svc, bulk_import) = (
+            SocketAddr::new(IpAddr::V4(a), 8080),
+            SocketAddr::new(IpAddr::V4(a), 8081),
+        );
+        let gw_a = NsGateway::start(
+            &ns[0],
+            d,
+            "gw-a",
+            config(
+                "gw-a",
+                "eu-west",
+                // On every address: the host reaches it on the bridge, and
+                // a drill inside the namespace on loopback.
+                "0.0.0.0:15000".parse().unwrap(),
+                d,
+                &format!(
+                    "\n[[peer]]\nregion = \"us-east\"\naddresses = [\"{b}:15443\"]\n\n\
+                     [[peer]]\nregion = \"ap-south\"\naddresses = [\"{c}:15443\"]\n\n\
+                     [[import]]\nservice = \"svc\"\nlisten = \"{svc}\"\nprefer = [\"us-east\", \"ap-south\"]\n\
+                     idempotent = true\n\n\
+                     [[import]]\nservice = \"bulk\"\nlisten = \"{bulk_import}\"\n"
+                ),
+            ),
+            admin(a),
+        );
+        for g in [&gw_b, &gw_c] {
+            g.wait_for("up", |s| s["ready"] == true);
+        }
+        ThreeRegions {
+            gw_a,
+            _exporters: [gw_b, gw_c],
+            ns,
+            ip,
+            svc,
+            bulk_import,
+            stop,
+            lab,
+        }
+    }
+
+    /// Waits until gw-a has a working tunnel to `region` over `transport`
+    /// ("quic" or "tcp").
+    fn wait_for_tunnel(&self, region: &str, transport: &str) {
+        self.gw_a
+            .wait_for(&format!("a tunnel to {region} over {transport}"), |s| {
+                s["peers"].as_array().is_some_and(|peers| {
+                    peers.iter().any(|p| {
+                        p["region"] == region
+                            && p["state"] == "up"
+                            && p["transport"]["kind"] == transport
+                            && p["address"].as_str().is_some_and(|a| a.ends_with(":15443"))
+                    })
+                })
+            });
+    }
+
+    /// One request to `svc`: which region answered.
+    fn ask(&self) -> Option<u8> {
+        let mut s = TcpStream::connect_timeout(&self.svc, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"?").ok()?;
+        let mut tag = [0u8; 1];
+        s.read_exact(&mut tag).ok()?;
+        Some(tag[0])
+    }
+
+    /// 100 MiB eu-west -> us-east through `bulk`, checked by SHA-256 at
+    /// the target; returns the rate in Mbit/s.
+    fn send_100_mib(&self) -> f64 {
+        let total = 100usize << 20;
+        let mut s = TcpStream::connect(self.bulk_import).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut h = Sha256::new();
+        let block: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let start = Instant::now();
+        for i in 0..total / block.len() {
+            let mut b = block.clone();
+            b[0] = i as u8;
+            h.update(&b);
+            s.write_all(&b).unwrap();
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut digest = Vec::new();
+        s.read_to_end(&mut digest).unwrap();
+        let took = start.elapsed();
+        assert_eq!(digest, h.finalize().to_vec(), "the target saw other bytes");
+        total as f64 * 8.0 / took.as_secs_f64() / 1e6
+    }
+
+    /// Cuts us-east off from gw-a (everything, in us-east's kernel) while
+    /// a request goes every 20 ms: returns (time until ap-south answered,
+    /// requests failed), having asserted that ap-south serves until the
+    /// tunnel is called Down, and lifts the cut.
+    fn fail_over(&self) -> (Duration, usize) {
+        assert_eq!(self.ask(), Some(b'B'), "us-east is preferred");
+        let cut = Instant::now();
+        self.lab.cut(&self.ns[1], self.ip[0]);
+        let mut failed = 0;
+        let moved = loop {
+            match self.ask() {
+                Some(b'C') => break cut.elapsed(),
+                Some(_) => {}
+                None => failed += 1,
+            }
+            assert!(cut.elapsed() < Duration::from_secs(20), "never failed over");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Long enough for the probes to call the tunnel down (not only
+        // suspect), so that coming back waits out the hold-down.
+        while cut.elapsed() < Duration::from_secs(4) {
+            assert_eq!(self.ask(), Some(b'C'), "served by ap-south during the cut");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.lab.heal(&self.ns[1]);
+        (moved, failed)
+    }
+
+    /// Waits until us-east answers again; returns how long that took.
+    fn back_on_us_east(&self, patience: Duration) -> Duration {
+        let healed = Instant::now();
+        loop {
+            if self.ask() == Some(b'B') {
+                return healed.elapsed();
+            }
+            assert!(healed.elapsed() < patience, "never failed back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ThreeRegions {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
 #[test]
 fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
     if let Some(why) = missing() {
@@ -310,158 +535,14 @@ fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new(d, "example.org");
-    for (region, name) in [
-        ("eu-west", "gw-a"),
-        ("us-east", "gw-b"),
-        ("ap-south", "gw-c"),
-    ] {
-        ca.gateway(region, name, &d.join(name));
-    }
-    let mut lab = Lab::new();
-    let (na, nb, nc) = (lab.host("a", 11), lab.host("b", 12), lab.host("c", 13));
-    let (a, b, c) = (lab.addr(11), lab.addr(12), lab.addr(13));
-    let me = lab.addr(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (b_target, c_target, bulk) = (
-        tag_target(me, b'B', stop.clone()),
-        tag_target(me, b'C', stop.clone()),
-        hash_target(me),
-    );
-    let admin = |ip: Ipv4Addr| SocketAddr::new(IpAddr::V4(ip), 15000);
-    let gw_b = NsGateway::start(
-        &nb,
-        d,
-        "gw-b",
-        config(
-            "gw-b",
-            "us-east",
-            admin(b),
-            d,
-            &format!(
-                "\n[[export]]\nservice = \"svc\"\ntarget = \"{b_target}\"\n\n\
-                 [[export]]\nservice = \"bulk\"\ntarget = \"{bulk}\"\n"
-            ),
-        ),
-        admin(b),
-    );
-    let gw_c = NsGateway::start(
-        &nc,
-        d,
-        "gw-c",
-        config(
-            "gw-c",
-            "ap-south",
-            admin(c),
-            d,
-            &format!("\n[[export]]\nservice = \"svc\"\ntarget = \"{c_target}\"\n"),
-        ),
-        admin(c),
-    );
-    let (svc, bulk_import) = (
-        SocketAddr::new(IpAddr::V4(a), 8080),
-        SocketAddr::new(IpAddr::V4(a), 8081),
-    );
-    let gw_a = NsGateway::start(
-        &na,
-        d,
-        "gw-a",
-        config(
-            "gw-a",
-            "eu-west",
-            // On every address: the host reaches it on the bridge, and a
-            // drill inside the namespace on loopback.
-            "0.0.0.0:15000".parse().unwrap(),
-            d,
-            &format!(
-                "\n[[peer]]\nregion = \"us-east\"\naddresses = [\"{b}:15443\"]\n\n\
-                 [[peer]]\nregion = \"ap-south\"\naddresses = [\"{c}:15443\"]\n\n\
-                 [[import]]\nservice = \"svc\"\nlisten = \"{svc}\"\nprefer = [\"us-east\", \"ap-south\"]\n\
-                 idempotent = true\n\n\
-                 [[import]]\nservice = \"bulk\"\nlisten = \"{bulk_import}\"\n"
-            ),
-        ),
-        admin(a),
-    );
-    gw_a.wait_for("tunnels to us-east and ap-south", |s| {
-        let peers = s["peers"].as_array().cloned().unwrap_or_default();
-        ["us-east", "ap-south"].iter().all(|r| {
-            peers.iter().any(|p| {
-                p["region"] == *r
-                    && p["state"] == "up"
-                    && p["address"].as_str().is_some_and(|a| a.ends_with(":15443"))
-            })
-        })
-    });
-    for g in [&gw_b, &gw_c] {
-        g.wait_for("up", |s| s["ready"] == true);
-    }
+    let m = ThreeRegions::start(d, |_, _, _| {});
+    m.wait_for_tunnel("us-east", "quic");
+    m.wait_for_tunnel("ap-south", "quic");
+    let rate = m.send_100_mib();
+    eprintln!("100 MiB eu-west -> us-east over real addresses, QUIC: {rate:.0} Mbit/s");
 
-    // 100 MiB across real addresses, byte-exact.
-    let total = 100usize << 20;
-    let mut s = TcpStream::connect(bulk_import).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut h = Sha256::new();
-    let block: Vec<u8> = (0..1 << 20)
-        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let start = Instant::now();
-    for i in 0..total / block.len() {
-        let mut b = block.clone();
-        b[0] = i as u8;
-        h.update(&b);
-        s.write_all(&b).unwrap();
-    }
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut digest = Vec::new();
-    s.read_to_end(&mut digest).unwrap();
-    let took = start.elapsed();
-    assert_eq!(digest, h.finalize().to_vec(), "the target saw other bytes");
-    eprintln!(
-        "100 MiB eu-west -> us-east over real addresses in {took:?} ({:.0} Mbit/s)",
-        total as f64 * 8.0 / took.as_secs_f64() / 1e6
-    );
-
-    // The drill: a request every 20 ms; us-east cut off in the kernel.
-    let ask = || -> Option<u8> {
-        let mut s = TcpStream::connect_timeout(&svc, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"?").ok()?;
-        let mut tag = [0u8; 1];
-        s.read_exact(&mut tag).ok()?;
-        Some(tag[0])
-    };
-    assert_eq!(ask(), Some(b'B'), "us-east is preferred");
-    let cut = Instant::now();
-    lab.cut(&nb, a);
-    let mut failed = 0;
-    let moved = loop {
-        match ask() {
-            Some(b'C') => break cut.elapsed(),
-            Some(_) => {}
-            None => failed += 1,
-        }
-        assert!(cut.elapsed() < Duration::from_secs(20), "never failed over");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // Long enough for the probes to call the tunnel down (not only
-    // suspect), so that coming back waits out the hold-down.
-    while cut.elapsed() < Duration::from_secs(4) {
-        assert_eq!(ask(), Some(b'C'), "served by ap-south during the cut");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    lab.heal(&nb);
-    let healed = Instant::now();
-    let back = loop {
-        if ask() == Some(b'B') {
-            break healed.elapsed();
-        }
-        assert!(
-            healed.elapsed() < Duration::from_secs(30),
-            "never failed back"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (moved, failed) = m.fail_over();
+    let back = m.back_on_us_east(Duration::from_secs(30));
     eprintln!(
         "kernel cut of us-east: first answer from ap-south {moved:?} after the cut, {failed} requests failed; \
          back on us-east {back:?} after healing (hold-down 2 s)"
@@ -474,6 +555,9 @@ fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
         back >= Duration::from_secs(2),
         "failback before the hold-down: {back:?}"
     );
+    let (a, na) = (m.ip[0], &m.ns[0]);
+    let admin = |ip: Ipv4Addr| SocketAddr::new(IpAddr::V4(ip), 15000);
+    let ask = || m.ask();
 
     // A drill is refused from anywhere but loopback: the host reaches
     // gw-a's admin over the bridge.
@@ -499,7 +583,7 @@ fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
     )
     .unwrap();
     let drill = Command::new("ip")
-        .args(["netns", "exec", &na])
+        .args(["netns", "exec", na])
         .arg(support::strait_bin())
         .args(["drill", "run"])
         .arg(&scenario)
@@ -535,8 +619,61 @@ fn a_kernel_level_cut_between_real_addresses_fails_over_and_back() {
         "idempotent requests caught by the drill are replayed"
     );
     assert_eq!(ask(), Some(b'B'), "us-east serves again after the drill");
+}
 
-    stop.store(true, Ordering::SeqCst);
-    drop((gw_a, gw_b, gw_c));
-    drop(lab);
+/// UDP between eu-west and us-east blocked in us-east's kernel (a firewall
+/// that passes TCP only) from the start: gw-a finds no QUIC answer and
+/// carries the tunnel over TLS over TCP to port 15443; 100 MiB crosses it
+/// byte-exact; a full cut of us-east still fails over to ap-south and back;
+/// once UDP is let through again, new streams move to QUIC and the carried
+/// connection closes.
+#[test]
+fn a_tunnel_falls_back_to_tcp_where_udp_is_blocked_and_moves_back() {
+    if let Some(why) = missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let started = Instant::now();
+    let m = ThreeRegions::start(d, |lab, ns, ip| lab.block_udp(&ns[1], ip[0]));
+    m.wait_for_tunnel("ap-south", "quic");
+    m.wait_for_tunnel("us-east", "tcp");
+    let fell_back = started.elapsed();
+    let tcp_rate = m.send_100_mib();
+    // A tunnel that just came up takes traffic after the hold-down.
+    m.back_on_us_east(Duration::from_secs(10));
+
+    let (moved, failed) = m.fail_over();
+    let back = m.back_on_us_east(Duration::from_secs(40));
+    assert_eq!(
+        failed, 0,
+        "idempotent requests caught by the cut are replayed"
+    );
+    m.wait_for_tunnel("us-east", "tcp");
+
+    m.lab.unblock_udp(&m.ns[1]);
+    let unblocked = Instant::now();
+    m.wait_for_tunnel("us-east", "quic");
+    let on_quic = unblocked.elapsed();
+    // The carried connections drain and close: only QUIC remains.
+    m.gw_a.wait_for("the TCP carrier closed", |s| {
+        s["peers"].as_array().is_some_and(|peers| {
+            peers
+                .iter()
+                .filter(|p| p["region"] == "us-east")
+                .all(|p| p["transport"]["kind"] == "quic")
+        })
+    });
+    let quic_rate = m.send_100_mib();
+    assert_eq!(m.ask(), Some(b'B'));
+    eprintln!(
+        "UDP blocked: tunnel over TCP {fell_back:?} after start; 100 MiB at {tcp_rate:.0} Mbit/s over TCP, \
+         {quic_rate:.0} Mbit/s over QUIC once UDP passed ({:.2}x); full cut: ap-south answered after {moved:?}, \
+         {failed} failed, us-east back {back:?} after healing; UDP unblocked: on QUIC {on_quic:?} later",
+        tcp_rate / quic_rate
+    );
+    let log = std::fs::read_to_string(&m.gw_a.log).unwrap();
+    assert!(log.contains("dialing over the TCP carrier"), "{log}");
+    assert!(log.contains("QUIC answers over UDP again"), "{log}");
 }

@@ -471,6 +471,10 @@ impl Plane {
         self.next_conn += 1;
         self.lost.remove(&peer.key);
         let mut superseded_new = false;
+        // A working connection replaced by one to the same gateway (its
+        // path moved, from the TCP carrier back to UDP say) hands its
+        // standing on: the peer did not come back, it never left.
+        let mut up_since = now;
         let others: Vec<ConnId> = self
             .conns
             .iter()
@@ -484,6 +488,9 @@ impl Plane {
                 let c = &self.conns[&other];
                 (c.dialed, c.health.state == TunnelHealth::Down)
             };
+            if !other_down {
+                up_since = up_since.min(self.conns[&other].up_since);
+            }
             // Both gateways dialed each other and both connections work:
             // both keep the one the lower ID dialed.
             if !other_down && other_dialed != dialed {
@@ -515,7 +522,7 @@ impl Plane {
                     ConnState::Active
                 },
                 health: Health::fresh(),
-                up_since: now,
+                up_since,
                 services,
                 relayable: Vec::new(),
                 draining: false,

@@ -176,7 +176,7 @@ impl AdminState {
                     transport: tunnel
                         .as_ref()
                         .filter(|t| !t.is_closed())
-                        .map(|t| crate::transport::TransportStats::from(&t.conn.stats())),
+                        .map(|t| crate::transport::TransportStats::of(&t.conn)),
                 }
             })
             .collect();

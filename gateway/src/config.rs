@@ -189,6 +189,23 @@ pub struct TunnelSettings {
     /// Failed handshakes from one address within 10 s after which it is
     /// refused for 10 s without handshake work (0: never).
     pub handshake_strikes: u32,
+    /// How tunnels are dialed: QUIC over UDP, falling back to the TCP
+    /// carrier when a peer does not answer over UDP (auto, the default).
+    pub transport: Transport,
+}
+
+/// How a gateway dials its tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// QUIC over UDP; over the TCP carrier (TLS over TCP to the peer's
+    /// tunnel port) when a peer gives no QUIC answer within a few seconds,
+    /// trying UDP again in the background and moving back when it works.
+    Auto,
+    /// QUIC over UDP only.
+    Quic,
+    /// Always over the TCP carrier.
+    Tcp,
 }
 
 /// QUIC congestion controller. BBR is the default: through netsim at 80 ms
@@ -218,6 +235,7 @@ impl Default for TunnelSettings {
             redial_min: Duration::from_millis(200),
             redial_max: Duration::from_secs(10),
             congestion: Congestion::Bbr,
+            transport: Transport::Auto,
             tunnels_per_region: 2,
             connections_per_peer: default_connections_per_peer(),
             discover: true,
@@ -371,6 +389,7 @@ struct RawTunnel {
     tunnels_per_region: Option<Spanned<usize>>,
     connections_per_peer: Option<Spanned<u16>>,
     discover: Option<bool>,
+    transport: Option<Transport>,
     handshake_retry_above: Option<usize>,
     max_handshakes: Option<Spanned<usize>>,
     handshake_strikes: Option<u32>,
@@ -1004,6 +1023,9 @@ impl GatewayConfig {
             }
             if let Some(v) = t.discover {
                 tunnel.discover = v;
+            }
+            if let Some(v) = t.transport {
+                tunnel.transport = v;
             }
             if let Some(v) = t.congestion {
                 tunnel.congestion = v;

@@ -31,6 +31,8 @@ pub struct Drivers {
     pub me: Hello,
     /// Ours: gateways of a federated trust domain are not learned from.
     pub trust_domain: strait_ca::TrustDomain,
+    /// TCP carriers, for peers whose UDP is blocked.
+    pub carriers: Arc<crate::carrier::Carriers>,
     /// The gateways this one knows of, and the dialing plan.
     pub directory: Arc<Directory>,
     pub health: strait_core::health::ProbeConfig,
@@ -134,7 +136,14 @@ pub async fn handshake(
                 "first frame was {other:?}"
             )));
         }
-        Err(e) => return Err(HandshakeError::NoHello(e.to_string())),
+        // The peer closed the connection (refused our certificate after
+        // the handshake, say): its reason says more than the read error.
+        Err(e) => {
+            return Err(HandshakeError::NoHello(match conn.close_reason() {
+                Some(reason) => reason.to_string(),
+                None => e.to_string(),
+            }));
+        }
     };
     let agreed = frame::negotiate(&hello, &theirs).map_err(HandshakeError::Version)?;
     if theirs.name != name || theirs.region != region {
@@ -357,9 +366,35 @@ pub struct Lane {
 /// How often a dialer looks whether its tunnel was found Down.
 const DOWN_CHECK: Duration = Duration::from_millis(250);
 
+/// With `[tunnel] transport = "auto"`: how long a QUIC handshake may go
+/// unanswered before the tunnel is dialed over the TCP carrier instead.
+pub const FALLBACK_AFTER: Duration = Duration::from_secs(3);
+
+/// While a tunnel runs over the TCP carrier (auto): how often UDP is tried
+/// again.
+pub const QUIC_RETRY: Duration = Duration::from_secs(10);
+
+/// Why a dial did not give a tunnel.
+struct DialFailure {
+    text: String,
+    /// Nothing answered over UDP (worth trying the TCP carrier).
+    unanswered: bool,
+}
+
+impl From<String> for DialFailure {
+    fn from(text: String) -> Self {
+        DialFailure {
+            text,
+            unanswered: false,
+        }
+    }
+}
+
 /// Dials `address` and keeps a tunnel to it on `lane`, redialing with
 /// capped, jittered backoff, until `stop`, or until `retire` is set while it
-/// holds no tunnel (a tunnel it holds is never cut for that).
+/// holds no tunnel (a tunnel it holds is never cut for that). Over the TCP
+/// carrier when `[tunnel] transport` says so, or (auto) once QUIC gave no
+/// answer.
 pub async fn dial_loop(
     endpoint: quinn::Endpoint,
     target: strait_core::discovery::DialTarget,
@@ -369,8 +404,11 @@ pub async fn dial_loop(
     mut stop: watch::Receiver<bool>,
     mut retire: watch::Receiver<bool>,
 ) {
+    use crate::config::Transport;
     use rand::Rng;
     let address = &target.address;
+    let transport = drivers.settings.transport;
+    let mut carried = transport == Transport::Tcp;
     let mut backoff = Backoff::new(drivers.settings.redial_min, drivers.settings.redial_max);
     let mut gate = lane.gate.subscribe();
     loop {
@@ -386,22 +424,62 @@ pub async fn dial_loop(
             continue;
         }
         // The identity in force now: it may have been reloaded.
-        let dialed = match identity.get().client_config_in(
-            target.trust_domain.as_deref(),
-            target.region.as_deref(),
-            &drivers.settings,
-        ) {
-            Ok(client) => dial_once(&endpoint, &client, address, &lane, &drivers, &mut stop).await,
-            Err(e) => Err(e.to_string()),
+        let tls = identity.get();
+        let td = target.trust_domain.as_deref();
+        let region = target.region.as_deref();
+        let dialed = match tls.client_config_in(td, region, &drivers.settings) {
+            Ok(client) if carried => {
+                let carrier_tls = tls.rustls_client(td, region, crate::carrier::ALPN);
+                match carrier_tls {
+                    Ok(carrier_tls) => {
+                        let quic_retry = (transport == Transport::Auto).then_some(&client);
+                        dial_carried(
+                            &endpoint,
+                            &client,
+                            carrier_tls,
+                            address,
+                            &lane,
+                            &drivers,
+                            &mut stop,
+                            quic_retry,
+                        )
+                        .await
+                        .map(|back_on_udp| {
+                            if back_on_udp {
+                                carried = false;
+                            }
+                        })
+                    }
+                    Err(e) => Err(e.to_string().into()),
+                }
+            }
+            Ok(client) => {
+                let patience = (transport == Transport::Auto).then_some(FALLBACK_AFTER);
+                dial_once(
+                    &endpoint, &client, address, &lane, &drivers, &mut stop, patience,
+                )
+                .await
+            }
+            Err(e) => Err(e.to_string().into()),
         };
         if lane.lane == 0 {
             drivers.directory.dialed(address, dialed.is_ok());
         }
         match dialed {
             Ok(()) => backoff.reset(),
+            Err(e) if e.unanswered && transport == Transport::Auto && !carried => {
+                tracing::warn!(peer_addr = %address, lane = lane.lane,
+                    "no QUIC answer within {FALLBACK_AFTER:?} (UDP blocked?): dialing over the TCP carrier");
+                carried = true;
+                continue;
+            }
             Err(e) => {
-                let e = strait_ca::tls::tidy_handshake_text(&e);
+                let e = strait_ca::tls::tidy_handshake_text(&e.text);
                 tracing::warn!(peer_addr = %address, lane = lane.lane, "cannot reach peer: {e}");
+                // The carrier did not help either: UDP first again.
+                if carried && transport == Transport::Auto {
+                    carried = false;
+                }
             }
         }
         let delay = backoff.next_delay(rand::rng().random::<f64>());
@@ -413,6 +491,20 @@ pub async fn dial_loop(
     }
 }
 
+async fn resolve(address: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{address} resolved to no address"));
+    }
+    Ok(addrs)
+}
+
+/// Dials QUIC over UDP and runs the tunnel (see [`run_dialed`]). With
+/// `patience`, a handshake that gets no answer in that time is given up as
+/// unanswered.
 async fn dial_once(
     endpoint: &quinn::Endpoint,
     client: &quinn::ClientConfig,
@@ -420,57 +512,146 @@ async fn dial_once(
     lane: &Lane,
     drivers: &Arc<Drivers>,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| format!("cannot resolve: {e}"))?
-        .collect();
-    let mut last = format!("{address} resolved to no address");
-    for addr in addrs {
+    patience: Option<Duration>,
+) -> Result<(), DialFailure> {
+    let mut last = DialFailure::from(format!("{address} resolved to no address"));
+    for addr in resolve(address).await? {
         let connecting = endpoint
             .connect_with(client.clone(), addr, "strait-gateway")
             .map_err(|e| e.to_string())?;
-        match connecting.await {
-            Ok(conn) => {
-                let mut run = Box::pin({
-                    let (conn, lane, drivers) = (conn.clone(), lane.clone(), drivers.clone());
-                    async move { run_connection(conn, Some(&lane), drivers).await }
-                });
-                let peer = loop {
-                    tokio::select! {
-                        peer = &mut run => break peer?,
-                        _ = tokio::time::sleep(DOWN_CHECK) => {
-                            // Found Down: the connection keeps its streams
-                            // (a cut may heal), and a new one is dialed
-                            // beside it. If the cut heals first the old one
-                            // drains; if the peer restarted the new one
-                            // replaces it.
-                            if drivers.handle.quic_conn_down(&conn) {
-                                tokio::spawn(async move {
-                                    let _ = run.await;
-                                });
-                                return Ok(());
-                            }
-                        }
-                    }
-                };
-                // Ours was replaced or superseded by another connection to
-                // the same peer and lane: redial only once that one is gone
-                // or Down too, or two dialers to one gateway would replace
-                // each other.
-                let mut changed = drivers.handle.subscribe();
-                while drivers.handle.has_live(&peer, lane.lane) {
-                    tokio::select! {
-                        r = changed.changed() => if r.is_err() { break },
-                        _ = stop.changed() => break,
-                    }
+        let answered = match patience {
+            Some(p) => tokio::time::timeout(p, connecting).await,
+            None => Ok(connecting.await),
+        };
+        match answered {
+            Ok(Ok(conn)) => return run_dialed(conn, lane, drivers, stop).await,
+            Ok(Err(e)) => {
+                last = DialFailure {
+                    unanswered: matches!(e, quinn::ConnectionError::TimedOut),
+                    text: format!("{addr}: {e}"),
                 }
-                return Ok(());
             }
-            Err(e) => last = format!("{addr}: {e}"),
+            Err(_) => {
+                last = DialFailure {
+                    text: format!("{addr}: no QUIC answer within {patience:?}"),
+                    unanswered: true,
+                }
+            }
         }
     }
     Err(last)
+}
+
+/// Dials QUIC over a TCP carrier to `address` and runs the tunnel. With
+/// `quic_retry`, UDP is tried again every [`QUIC_RETRY`] meanwhile: once it
+/// answers, the tunnel over UDP takes over (it supersedes the carried
+/// connection, which keeps its streams until they end and then closes) and
+/// this returns true.
+#[allow(clippy::too_many_arguments)]
+async fn dial_carried(
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    carrier_tls: rustls::ClientConfig,
+    address: &str,
+    lane: &Lane,
+    drivers: &Arc<Drivers>,
+    stop: &mut watch::Receiver<bool>,
+    quic_retry: Option<&quinn::ClientConfig>,
+) -> Result<bool, DialFailure> {
+    let real = resolve(address).await?[0];
+    let virt = drivers.carriers.dial(real, carrier_tls).await?;
+    let conn = match endpoint
+        .connect_with(client.clone(), virt, "strait-gateway")
+        .map_err(|e| e.to_string())
+    {
+        Ok(connecting) => connecting
+            .await
+            .map_err(|e| format!("{real} over TCP: {e}")),
+        Err(e) => Err(e),
+    };
+    let conn = match conn {
+        Ok(conn) => conn,
+        Err(e) => {
+            drivers.carriers.close(virt);
+            return Err(e.into());
+        }
+    };
+    // The carrier's TCP connection ends with the QUIC connection over it.
+    tokio::spawn({
+        let (conn, carriers) = (conn.clone(), drivers.carriers.clone());
+        async move {
+            conn.closed().await;
+            carriers.close(virt);
+        }
+    });
+    let carried = {
+        let (lane, drivers, mut stop) = (lane.clone(), drivers.clone(), stop.clone());
+        async move { run_dialed(conn, &lane, &drivers, &mut stop).await }
+    };
+    let Some(quic) = quic_retry else {
+        return carried.await.map(|()| false);
+    };
+    let mut carried = Box::pin(carried);
+    let udp = loop {
+        tokio::select! {
+            r = &mut carried => return r.map(|()| false),
+            _ = tokio::time::sleep(QUIC_RETRY) => {}
+        }
+        let Ok(connecting) = endpoint.connect_with(quic.clone(), real, "strait-gateway") else {
+            continue;
+        };
+        if let Ok(Ok(conn)) = tokio::time::timeout(FALLBACK_AFTER, connecting).await {
+            break conn;
+        }
+    };
+    tracing::info!(peer_addr = %address, lane = lane.lane,
+        "QUIC answers over UDP again: new streams move to it, the TCP carrier closes once its streams end");
+    tokio::spawn(carried);
+    run_dialed(udp, lane, drivers, stop).await.map(|()| true)
+}
+
+/// Runs a dialed connection as a tunnel until it closes, is found Down (it
+/// then runs on by itself, keeping its streams, while the caller dials
+/// again beside it), or is superseded (this then waits until the one that
+/// took its place is gone or Down).
+async fn run_dialed(
+    conn: quinn::Connection,
+    lane: &Lane,
+    drivers: &Arc<Drivers>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), DialFailure> {
+    let mut run = Box::pin({
+        let (conn, lane, drivers) = (conn.clone(), lane.clone(), drivers.clone());
+        async move { run_connection(conn, Some(&lane), drivers).await }
+    });
+    let peer = loop {
+        tokio::select! {
+            peer = &mut run => break peer?,
+            _ = tokio::time::sleep(DOWN_CHECK) => {
+                // Found Down: the connection keeps its streams (a cut may
+                // heal), and a new one is dialed beside it. If the cut
+                // heals first the old one drains; if the peer restarted
+                // the new one replaces it.
+                if drivers.handle.quic_conn_down(&conn) {
+                    tokio::spawn(async move {
+                        let _ = run.await;
+                    });
+                    return Ok(());
+                }
+            }
+        }
+    };
+    // Ours was replaced or superseded by another connection to the same
+    // peer and lane: redial only once that one is gone or Down too, or two
+    // dialers to one gateway would replace each other.
+    let mut changed = drivers.handle.subscribe();
+    while drivers.handle.has_live(&peer, lane.lane) {
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { break },
+            _ = stop.changed() => break,
+        }
+    }
+    Ok(())
 }
 
 /// Runs one connection as a tunnel until it closes; returns the peer's

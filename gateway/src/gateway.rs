@@ -157,7 +157,14 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     let settings = Arc::new(config.tunnel.clone());
     raise_fd_limit(&config);
     let packet_filter = Arc::new(crate::drill::PacketFilter::default());
-    let endpoint = endpoint(config.listen, &tls, &settings, packet_filter.clone())?;
+    let carriers = Arc::new(crate::carrier::Carriers::default());
+    let endpoint = endpoint(
+        config.listen,
+        &tls,
+        &settings,
+        packet_filter.clone(),
+        carriers.clone(),
+    )?;
     let quic_addr = endpoint.local_addr().map_err(|source| GatewayError::Bind {
         what: "the QUIC listener",
         addr: config.listen,
@@ -229,6 +236,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     }
     let drivers = Arc::new(Drivers {
         trust_domain: tls.trust_domain().clone(),
+        carriers: carriers.clone(),
         revocations: revocations.clone(),
         me: Hello {
             instance: instance.clone(),
@@ -355,6 +363,18 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     for peer in &config.peers {
         // Fail at start, not at the first dial, if the config cannot build.
         tls.client_config(peer.region.as_deref(), &settings)?;
+    }
+    // The TCP carrier's listener, on the tunnel port's TCP twin: peers
+    // whose UDP is blocked reach us through it.
+    match tokio::net::TcpListener::bind(quic_addr).await {
+        Ok(listener) => {
+            tracing::info!(listen = %quic_addr, "TCP carrier listening (for peers that cannot use UDP)");
+            tasks.push(tokio::spawn(
+                carriers.clone().serve(listener, identity.clone()),
+            ));
+        }
+        Err(e) => tracing::warn!(listen = %quic_addr,
+            "no TCP carrier listener (peers whose UDP is blocked cannot reach this gateway): {e}"),
     }
     let (seeds, seeds_rx) = watch::channel(config.peers.clone());
     tasks.push(tokio::spawn(crate::dialers::run(
@@ -583,12 +603,13 @@ impl RunningGateway {
 }
 
 /// The QUIC endpoint on a UDP socket with enlarged buffers, behind the
-/// drills' packet filter.
+/// drills' packet filter, with the TCP carriers beside it.
 fn endpoint(
     listen: SocketAddr,
     tls: &TlsIdentity,
     settings: &TunnelSettings,
     filter: Arc<crate::drill::PacketFilter>,
+    carriers: Arc<crate::carrier::Carriers>,
 ) -> Result<quinn::Endpoint, GatewayError> {
     let bind_err = |source| GatewayError::Bind {
         what: "the QUIC listener",
@@ -626,7 +647,11 @@ fn endpoint(
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(server),
-        Arc::new(crate::drill::FilteredSocket::new(socket, filter)),
+        // The drills' filter outermost: a drill cuts carried tunnels too.
+        Arc::new(crate::drill::FilteredSocket::new(
+            Arc::new(crate::carrier::CarrierSocket::new(socket, carriers)),
+            filter,
+        )),
         runtime,
     )
     .map_err(bind_err)?;

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod carrier;
 pub mod config;
 pub mod connection;
 pub mod current;

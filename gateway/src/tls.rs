@@ -123,15 +123,7 @@ impl TlsIdentity {
         &self,
         settings: &TunnelSettings,
     ) -> Result<quinn::ServerConfig, GatewayError> {
-        let verifier = Arc::new(
-            SvidVerifier::new(
-                self.bundle.clone(),
-                PeerRequirement::Gateway(self.trust_domain().clone()),
-            )
-            .with_deny_list(self.deny.clone())
-            .with_federation(self.federation.clone()),
-        );
-        let tls = strait_ca::tls::server_config(&self.identity, verifier, &[strait_core::ALPN])?;
+        let tls = self.rustls_server(strait_core::ALPN)?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -157,6 +149,42 @@ impl TlsIdentity {
         region: Option<&str>,
         settings: &TunnelSettings,
     ) -> Result<quinn::ClientConfig, GatewayError> {
+        let tls = self.rustls_client(td, region, strait_core::ALPN)?;
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport(settings)?);
+        Ok(config)
+    }
+}
+
+impl TlsIdentity {
+    /// The TLS server side of a tunnel (QUIC's, or the TCP carrier's) with
+    /// `alpn`: any gateway of ours or of a federated trust domain.
+    pub fn rustls_server(&self, alpn: &[u8]) -> Result<rustls::ServerConfig, GatewayError> {
+        let verifier = Arc::new(
+            SvidVerifier::new(
+                self.bundle.clone(),
+                PeerRequirement::Gateway(self.trust_domain().clone()),
+            )
+            .with_deny_list(self.deny.clone())
+            .with_federation(self.federation.clone()),
+        );
+        Ok(strait_ca::tls::server_config(
+            &self.identity,
+            verifier,
+            &[alpn],
+        )?)
+    }
+
+    /// The TLS client side of a tunnel to a gateway of `region` (any when
+    /// `None`) of trust domain `td` (ours when `None`), with `alpn`.
+    pub fn rustls_client(
+        &self,
+        td: Option<&str>,
+        region: Option<&str>,
+        alpn: &[u8],
+    ) -> Result<rustls::ClientConfig, GatewayError> {
         let td = match td {
             Some(td) => TrustDomain::parse(td)?,
             None => self.trust_domain().clone(),
@@ -170,12 +198,11 @@ impl TlsIdentity {
                 .with_deny_list(self.deny.clone())
                 .with_federation(self.federation.clone()),
         );
-        let tls = strait_ca::tls::client_config(&self.identity, verifier, &[strait_core::ALPN])?;
-        let crypto =
-            QuicClientConfig::try_from(tls).map_err(|e| GatewayError::Quic(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(transport(settings)?);
-        Ok(config)
+        Ok(strait_ca::tls::client_config(
+            &self.identity,
+            verifier,
+            &[alpn],
+        )?)
     }
 }
 

@@ -21,6 +21,9 @@ use crate::scrape::{Family, Labels};
 /// One connection's transport figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct TransportStats {
+    /// What carries the connection's datagrams: "quic" (UDP) or "tcp" (the
+    /// TCP carrier, where UDP is blocked).
+    pub kind: &'static str,
     /// Smoothed RTT, as QUIC's loss recovery uses it.
     #[serde(rename = "rtt_ms", serialize_with = "millis")]
     pub rtt: Duration,
@@ -48,6 +51,7 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 impl From<&quinn::ConnectionStats> for TransportStats {
     fn from(s: &quinn::ConnectionStats) -> Self {
         TransportStats {
+            kind: "quic",
             rtt: s.path.rtt,
             min_rtt: s.path.min_rtt,
             cwnd_bytes: s.path.cwnd,
@@ -67,6 +71,16 @@ impl From<&quinn::ConnectionStats> for TransportStats {
     }
 }
 
+impl TransportStats {
+    /// The figures of `conn`, and whether a TCP carrier carries it.
+    pub fn of(conn: &quinn::Connection) -> Self {
+        TransportStats {
+            kind: crate::carrier::transport_of(&conn.remote_address()),
+            ..TransportStats::from(&conn.stats())
+        }
+    }
+}
+
 /// The transport metrics of every open tunnel of `handle`, one series
 /// per connection (peer gateway and lane).
 pub fn families(handle: &crate::handle::PlaneHandle) -> Vec<Family> {
@@ -82,8 +96,12 @@ pub fn families(handle: &crate::handle::PlaneHandle) -> Vec<Family> {
                     ("peer_instance", t.instance.clone()),
                     ("peer_region", t.region.clone()),
                     ("lane", t.lane.to_string()),
+                    (
+                        "transport",
+                        crate::carrier::transport_of(&t.conn.remote_address()).to_owned(),
+                    ),
                 ],
-                TransportStats::from(&t.conn.stats()),
+                TransportStats::of(&t.conn),
             )
         })
         .collect();
@@ -155,6 +173,7 @@ mod tests {
     #[test]
     fn every_transport_metric_renders_one_series_per_connection() {
         let stats = TransportStats {
+            kind: "quic",
             rtt: Duration::from_micros(80_400),
             min_rtt: Duration::from_millis(80),
             cwnd_bytes: 120_000,

@@ -217,6 +217,28 @@ fn a_recovered_peer_waits_out_its_hold_down() {
 }
 
 #[test]
+fn a_connection_that_replaces_a_working_one_takes_streams_at_once() {
+    // The tunnel to us-east moved to another path (the TCP carrier back to
+    // UDP): the new connection is no recovered peer.
+    let (mut plane, now, b, c) = mesh();
+    let moved =
+        plane.handle_connection_up(peer("us-east", "gw-b"), true, vec![svc("pay", true)], now);
+    plane.handle_health(moved, up(80), now);
+    let d = plane.plan("pay", &prefer(), &[], now, (0, 0));
+    assert_eq!(d.chosen, Some(moved), "{d:?}");
+    assert_ne!(d.chosen, Some(b));
+    // One that replaces a Down connection is a peer come back: hold-down.
+    plane.handle_health(moved, down(0), now);
+    let back =
+        plane.handle_connection_up(peer("us-east", "gw-b"), true, vec![svc("pay", true)], now);
+    plane.handle_health(back, up(80), now);
+    assert_eq!(
+        plane.plan("pay", &prefer(), &[], now, (0, 0)).chosen,
+        Some(c)
+    );
+}
+
+#[test]
 fn a_down_and_silent_connection_is_closed_at_once() {
     let (mut plane, now, b, _) = mesh();
     plane.handle_health(b, down(300), now);
