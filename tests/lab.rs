@@ -65,12 +65,16 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let pid = std::process::id();
+        // Tests of this file run at once in one process: each lab has its
+        // own names and network.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = (std::process::id() % 10_000) * 10 + n % 10;
         let lab = Lab {
-            net: 100 + (pid % 100) as u8,
-            tag: format!("sl{}", pid % 100_000),
+            net: 100 + (id % 150) as u8,
+            tag: format!("sl{id}"),
             namespaces: Vec::new(),
-            host_link: format!("sl{}h", pid % 100_000),
+            host_link: format!("sl{id}h"),
         };
         let sw = lab.switch();
         sh("ip", &["netns", "add", &sw]);

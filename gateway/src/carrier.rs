@@ -56,6 +56,8 @@ pub fn transport_of(remote: &SocketAddr) -> &'static str {
 /// Every open carrier, and the datagrams they received.
 #[derive(Debug)]
 pub struct Carriers {
+    /// A drill's cut holds for carriers too.
+    filter: Arc<crate::drill::PacketFilter>,
     /// Set while any carrier is open: the one thing the UDP data path
     /// reads when there is none.
     active: AtomicBool,
@@ -65,10 +67,11 @@ pub struct Carriers {
     next: AtomicU32,
 }
 
-impl Default for Carriers {
-    fn default() -> Self {
+impl Carriers {
+    pub fn new(filter: Arc<crate::drill::PacketFilter>) -> Self {
         let (inbound_tx, inbound_rx) = mpsc::channel(QUEUE);
         Carriers {
+            filter,
             active: AtomicBool::new(false),
             out: RwLock::new(HashMap::new()),
             inbound_tx,
@@ -76,9 +79,7 @@ impl Default for Carriers {
             next: AtomicU32::new(1),
         }
     }
-}
 
-impl Carriers {
     /// How many carriers are open.
     pub fn len(&self) -> usize {
         self.out.read().unwrap_or_else(|p| p.into_inner()).len()
@@ -164,6 +165,9 @@ impl Carriers {
         to: SocketAddr,
         tls: rustls::ClientConfig,
     ) -> Result<SocketAddr, String> {
+        if self.filter.cuts(to, false) {
+            return Err(format!("a drill cuts {to}"));
+        }
         let tcp = tokio::time::timeout(SETUP_TIMEOUT, TcpStream::connect(to))
             .await
             .map_err(|_| format!("TCP to {to}: no answer within 5 s"))?
@@ -189,6 +193,9 @@ impl Carriers {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
+            if self.filter.cuts(peer, true) {
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let config = match identity.get().rustls_server(ALPN) {
                 Ok(c) => c,

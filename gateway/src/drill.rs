@@ -52,6 +52,24 @@ impl PacketFilter {
         self.active.store(active, Ordering::Release);
     }
 
+    /// Whether a drill cuts `addr` (either way), or, with `any_port`, any
+    /// address on its IP: a TCP carrier to or from a cut gateway would
+    /// carry its tunnel around the drill.
+    pub(crate) fn cuts(&self, addr: SocketAddr, any_port: bool) -> bool {
+        if !self.active.load(Ordering::Acquire) {
+            return false;
+        }
+        let hit = |set: &RwLock<HashSet<SocketAddr>>| {
+            let set = set.read().unwrap_or_else(|p| p.into_inner());
+            if any_port {
+                set.iter().any(|a| a.ip() == addr.ip())
+            } else {
+                set.contains(&addr)
+            }
+        };
+        hit(&self.out) || hit(&self.inbound)
+    }
+
     fn drops_out(&self, to: SocketAddr) -> bool {
         self.active.load(Ordering::Acquire)
             && self

@@ -157,7 +157,7 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     let settings = Arc::new(config.tunnel.clone());
     raise_fd_limit(&config);
     let packet_filter = Arc::new(crate::drill::PacketFilter::default());
-    let carriers = Arc::new(crate::carrier::Carriers::default());
+    let carriers = Arc::new(crate::carrier::Carriers::new(packet_filter.clone()));
     let endpoint = endpoint(
         config.listen,
         &tls,
