@@ -471,10 +471,22 @@ impl Plane {
         self.next_conn += 1;
         self.lost.remove(&peer.key);
         let mut superseded_new = false;
-        // A working connection replaced by one to the same gateway (its
-        // path moved, from the TCP carrier back to UDP say) hands its
-        // standing on: the peer did not come back, it never left.
-        let mut up_since = now;
+        // A gateway with a working connection (another lane, or one this
+        // replaces because its path moved, from the TCP carrier back to UDP
+        // say) did not come back, it never left: the new connection takes
+        // its standing rather than a hold-down.
+        let up_since = self
+            .conns
+            .values()
+            .filter(|c| {
+                c.peer.key == peer.key
+                    && c.state == ConnState::Active
+                    && c.health.state != TunnelHealth::Down
+            })
+            .map(|c| c.up_since)
+            .min()
+            .unwrap_or(now)
+            .min(now);
         let others: Vec<ConnId> = self
             .conns
             .iter()
@@ -488,9 +500,6 @@ impl Plane {
                 let c = &self.conns[&other];
                 (c.dialed, c.health.state == TunnelHealth::Down)
             };
-            if !other_down {
-                up_since = up_since.min(self.conns[&other].up_since);
-            }
             // Both gateways dialed each other and both connections work:
             // both keep the one the lower ID dialed.
             if !other_down && other_dialed != dialed {

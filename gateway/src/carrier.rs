@@ -80,15 +80,6 @@ impl Carriers {
         }
     }
 
-    /// How many carriers are open.
-    pub fn len(&self) -> usize {
-        self.out.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Takes over a TLS stream as a carrier; returns its virtual address.
     fn register<S>(self: &Arc<Self>, stream: S, peer: SocketAddr) -> SocketAddr
     where
