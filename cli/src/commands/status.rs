@@ -93,6 +93,17 @@ fn packet_loss(transport: &Value) -> String {
     }
 }
 
+/// The tunnel's state, marked `/tcp` when the TCP carrier carries it
+/// (UDP to the peer is blocked).
+fn state(peer: &Value) -> String {
+    let state = peer["state"].as_str().unwrap_or("-").to_owned();
+    if peer["transport"]["kind"] == "tcp" {
+        format!("{state}/tcp")
+    } else {
+        state
+    }
+}
+
 /// The congestion window in readable units.
 fn cwnd(transport: &Value) -> String {
     match transport["cwnd_bytes"].as_u64() {
@@ -202,7 +213,7 @@ fn render(s: &Value) -> String {
                 str_of(&p["name"]),
                 str_of(&p["instance"]),
                 p["lane"].as_u64().unwrap_or(0),
-                str_of(&p["state"]),
+                state(p),
                 p["rtt_ms"].as_f64().unwrap_or(0.0),
                 p["probe_loss"].as_f64().unwrap_or(0.0) * 100.0,
                 packet_loss(&p["transport"]),
@@ -279,7 +290,7 @@ mod tests {
             "ready": true, "draining": false,
             "peers": [{"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "lane": 0, "state": "up", "rtt_ms": 80.4, "probe_loss": 0.05,
                        "active_streams": 3, "last_seen_ms": 120,
-                       "transport": {"loss_ratio": 0.0213, "cwnd_bytes": 3_500_000u64},
+                       "transport": {"kind": "tcp", "loss_ratio": 0.0213, "cwnd_bytes": 3_500_000u64},
                        "services": [{"name": "payments", "healthy": true}, {"name": "orders", "healthy": false}]},
                       {"name": "gw-2", "region": "us-east", "instance": "10.0.0.2:15443", "lane": 1, "state": "down", "rtt_ms": 80.4, "probe_loss": 1.0,
                        "active_streams": 0, "last_seen_ms": 3000,
@@ -294,7 +305,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  gw-2         10.0.0.2:15443            0 up"),
+            text.contains("  gw-2         10.0.0.2:15443            0 up/tcp"),
             "{text}"
         );
         assert!(
