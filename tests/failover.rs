@@ -110,13 +110,14 @@ fn drill_with(idempotent: bool, tunnel: &[&str]) -> Drill {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = TestCa::new(d, "example.org");
-    for (region, name) in [
-        ("eu-west", "gw-a"),
-        ("us-east", "gw-b"),
-        ("ap-south", "gw-c"),
-    ] {
-        ca.gateway(region, name, &d.join(name));
-    }
+    ca.gateways(
+        d,
+        &[
+            ("eu-west", "gw-a"),
+            ("us-east", "gw-b"),
+            ("ap-south", "gw-c"),
+        ],
+    );
     let regions = ["eu-west", "us-east", "ap-south"].map(String::from);
     let net = Arc::new(Network::new(&regions, 5, |from, to| {
         let one_way = match (from, to) {

@@ -344,13 +344,14 @@ impl ThreeRegions {
     /// exist and before any gateway starts.
     fn start(d: &Path, before: impl FnOnce(&Lab, &[String; 3], &[Ipv4Addr; 3])) -> ThreeRegions {
         let ca = TestCa::new(d, "example.org");
-        for (region, name) in [
-            ("eu-west", "gw-a"),
-            ("us-east", "gw-b"),
-            ("ap-south", "gw-c"),
-        ] {
-            ca.gateway(region, name, &d.join(name));
-        }
+        ca.gateways(
+            d,
+            &[
+                ("eu-west", "gw-a"),
+                ("us-east", "gw-b"),
+                ("ap-south", "gw-c"),
+            ],
+        );
         let mut lab = Lab::new();
         let ns = [lab.host("a", 11), lab.host("b", 12), lab.host("c", 13)];
         let ip = [lab.addr(11), lab.addr(12), lab.addr(13)];

@@ -226,13 +226,14 @@ fn the_dashboard_and_the_rules_name_only_what_gateways_export() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = TestCa::new(d, "example.org");
-    for (region, name) in [
-        ("eu-west", "gw-w"),
-        ("ap-south", "gw-s"),
-        ("us-east", "gw-e"),
-    ] {
-        ca.gateway(region, name, &d.join(name));
-    }
+    ca.gateways(
+        d,
+        &[
+            ("eu-west", "gw-w"),
+            ("ap-south", "gw-s"),
+            ("us-east", "gw-e"),
+        ],
+    );
     let fast_health = vec![
         "target_check = \"200ms\"".to_owned(),
         "hold_down = \"1s\"".to_owned(),

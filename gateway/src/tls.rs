@@ -162,19 +162,21 @@ impl TlsIdentity {
     /// The TLS server side of a tunnel (QUIC's, or the TCP carrier's) with
     /// `alpn`: any gateway of ours or of a federated trust domain.
     pub fn rustls_server(&self, alpn: &[u8]) -> Result<rustls::ServerConfig, GatewayError> {
-        let verifier = Arc::new(
-            SvidVerifier::new(
-                self.bundle.clone(),
-                PeerRequirement::Gateway(self.trust_domain().clone()),
-            )
-            .with_deny_list(self.deny.clone())
-            .with_federation(self.federation.clone()),
-        );
+        let verifier = self.verifier(PeerRequirement::Gateway(self.trust_domain().clone()));
         Ok(strait_ca::tls::server_config(
             &self.identity,
             verifier,
             &[alpn],
         )?)
+    }
+
+    /// Who a peer must be, with our bundle, deny list and federation.
+    fn verifier(&self, requirement: PeerRequirement) -> Arc<SvidVerifier> {
+        Arc::new(
+            SvidVerifier::new(self.bundle.clone(), requirement)
+                .with_deny_list(self.deny.clone())
+                .with_federation(self.federation.clone()),
+        )
     }
 
     /// The TLS client side of a tunnel to a gateway of `region` (any when
@@ -193,14 +195,9 @@ impl TlsIdentity {
             Some(r) => PeerRequirement::GatewayInRegion(td, r.to_owned()),
             None => PeerRequirement::Gateway(td),
         };
-        let verifier = Arc::new(
-            SvidVerifier::new(self.bundle.clone(), requirement)
-                .with_deny_list(self.deny.clone())
-                .with_federation(self.federation.clone()),
-        );
         Ok(strait_ca::tls::client_config(
             &self.identity,
-            verifier,
+            self.verifier(requirement),
             &[alpn],
         )?)
     }

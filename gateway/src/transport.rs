@@ -89,6 +89,7 @@ pub fn families(handle: &crate::handle::PlaneHandle) -> Vec<Family> {
         .iter()
         .filter(|t| !t.is_closed())
         .map(|t| {
+            let stats = TransportStats::of(&t.conn);
             (
                 vec![
                     ("region", handle.region().to_owned()),
@@ -96,12 +97,9 @@ pub fn families(handle: &crate::handle::PlaneHandle) -> Vec<Family> {
                     ("peer_instance", t.instance.clone()),
                     ("peer_region", t.region.clone()),
                     ("lane", t.lane.to_string()),
-                    (
-                        "transport",
-                        crate::carrier::transport_of(&t.conn.remote_address()).to_owned(),
-                    ),
+                    ("transport", stats.kind.to_owned()),
                 ],
-                TransportStats::of(&t.conn),
+                stats,
             )
         })
         .collect();

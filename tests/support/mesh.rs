@@ -58,6 +58,13 @@ impl TestCa {
         TestCa { dir: ca }
     }
 
+    /// Issues a certificate for each (region, name) into `dir/name`.
+    pub fn gateways(&self, dir: &Path, gateways: &[(&str, &str)]) {
+        for (region, name) in gateways {
+            self.gateway(region, name, &dir.join(name));
+        }
+    }
+
     /// Issues a gateway certificate into `out`.
     pub fn gateway(&self, region: &str, name: &str, out: &Path) {
         strait(
