@@ -758,6 +758,6 @@ async fn run_connection(
     control.abort();
     prober.abort();
     drivers.handle.closed(tunnel.id);
-    tracing::debug!(peer = %tunnel.peer, peer_addr = %remote, conn = %tunnel.id, "connection closed: {reason}");
+    tracing::info!(peer = %tunnel.peer, peer_addr = %remote, conn = %tunnel.id, %reason, "tunnel connection ended");
     Ok(key)
 }

@@ -262,6 +262,8 @@ pub const LIVE: &[(&str, &str, &str)] = &[
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Installs the Prometheus recorder for this process (once) and returns
 /// the handle that renders `/metrics`.
@@ -288,6 +290,18 @@ pub fn install() -> Option<PrometheusHandle> {
         }
     }
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // The recorder keeps every histogram sample until something folds them
+    // into the buckets: a scrape, or this. Without it a gateway nobody
+    // scrapes grows by two samples a stream, for ever.
+    let kept = handle.clone();
+    let _ = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                kept.run_upkeep();
+            }
+        });
     let _ = HANDLE.set(handle.clone());
     Some(handle)
 }

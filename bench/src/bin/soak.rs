@@ -32,7 +32,9 @@
 //! changed, a failure no fault explains or a rotation that did not
 //! complete. `--no-faults` runs the same load with no fault and prints
 //! p50/p99 of the requests minute by minute instead. The same seed draws
-//! the same schedule. `SOAK_DEBUG=1` prints why each request failed.
+//! the same schedule. `SOAK_DEBUG=1` prints why each request failed and
+//! keeps the gateways' logs; `SOAK_GATEWAY_LOG` is their `RUST_LOG`
+//! (default `info`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -329,7 +331,10 @@ impl Gateway {
         let mut c = Command::new(strait);
         c.args(["gateway", "run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SOAK_GATEWAY_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
