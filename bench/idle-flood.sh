@@ -3,7 +3,8 @@
 # 512 MiB memory cgroup (the DaemonSet's limit): the import's default limit
 # (10,000 streams at once) refuses the excess, [tunnel] first_byte_timeout
 # cuts clients on whose streams no byte moved, a real client keeps being
-# served through the same import, and the kernel never OOM-kills the gateway.
+# served through the same import (at the limit it takes the slot of the
+# client silent longest), and the kernel never OOM-kills the gateway.
 #
 #   apt-get install nginx-light curl jq python3
 #   cargo build --release -p strait && sudo bash bench/idle-flood.sh
@@ -173,7 +174,7 @@ echo "| measure | figure |"
 echo "|---|---:|"
 echo "| idle connections opened / failed to open | $opened / $failed |"
 echo "| reset or closed by the gateway within 5 s (over max_per_client or max_concurrent) | $early |"
-echo "| closed later (first_byte_timeout) / last close at s | $late / $last |"
+echo "| closed later (reclaimed for a new client, or first_byte_timeout) / last close at s | $late / $last |"
 echo "| most streams active at the import (sampled) | $active_max |"
 echo "| cgroup memory: peak sampled / max_usage_in_bytes, MiB | $(mib "$peak") / $(mib "$maxuse") |"
 echo "| OOM kills in the cgroup / gateway alive at the end | $ooms / $alive |"

@@ -1,8 +1,9 @@
 //! Limits through real gateways: a bulkhead whose queue fills and times
 //! out, a rate limit that refuses and recovers, a flood on one import
-//! that leaves another serving, and idle clients cut at the first-byte
+//! that leaves another serving, idle clients cut at the first-byte
 //! timeout (through a tunnel and to a local target) while a server that
-//! speaks first is not.
+//! speaks first is not, and a full import that gives the slot of its
+//! longest-silent client to a new one.
 
 mod support;
 
@@ -220,6 +221,57 @@ fn an_idle_stream_is_reset_after_the_idle_timeout() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_full_import_gives_the_slot_of_the_client_silent_longest_to_a_new_one() {
+    let p = pair(&["a"], &[("a", "max_concurrent = 3")]);
+    let import = p.imports[0];
+    let mut talker = open(import).expect("a client that spoke");
+    let silent: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let s = TcpStream::connect(import).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            s
+        })
+        .collect();
+    // Silent past the second a stream must be before its slot is taken.
+    std::thread::sleep(Duration::from_millis(1300));
+    let started = Instant::now();
+    let mut newcomer = open(import).expect("refused while silent clients held every slot");
+    println!("newcomer served {:?} after it connected", started.elapsed());
+
+    // The one silent longest was cut; the other and the talker were not.
+    let mut b = [0u8; 1];
+    let mut oldest = &silent[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let got = oldest.read(&mut b);
+    assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+    let mut younger = &silent[1];
+    younger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let got = younger.read(&mut b);
+    assert!(
+        matches!(&got, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the younger silent client was cut too: {got:?}"
+    );
+    for s in [&mut talker, &mut newcomer] {
+        s.write_all(b"y").unwrap();
+        s.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"y");
+    }
+    // The younger silent client gives way to the next newcomer; then
+    // every slot is held by a client that spoke, and the next is refused.
+    let _second = open(import).expect("the second newcomer was refused");
+    younger
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let got = younger.read(&mut b);
+    assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+    assert!(open(import).is_none(), "admitted past the limit");
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Admission limits, sans-IO: a token bucket for new connections per
-//! second (with a burst). The concurrency limit itself is a semaphore in
-//! the async layer; this is the part with arithmetic worth testing alone.
+//! second (with a burst), and the streams on which no byte has moved yet,
+//! which give their slots to new clients when a concurrency limit is
+//! reached. The concurrency limit itself is a semaphore in the async layer;
+//! these are the parts with decisions worth testing alone.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// `rate` tokens a second, holding at most `burst`.
 #[derive(Debug, Clone)]
@@ -38,11 +41,86 @@ impl TokenBucket {
     }
 }
 
+/// Streams admitted under a concurrency limit on which no byte has moved
+/// either way yet, oldest first. When the limit is reached, the stream
+/// silent longest (for at least a minimum age) is the one to reclaim: a
+/// flood of idle connections from many addresses then cannot keep real
+/// clients out until the first-byte timeout. `T` is what the async layer
+/// needs to end the stream.
+#[derive(Debug)]
+pub struct SilentStreams<T> {
+    next: u64,
+    // Ids grow with time, so the first entry is the oldest.
+    held: BTreeMap<u64, (Instant, T)>,
+}
+
+impl<T> Default for SilentStreams<T> {
+    fn default() -> Self {
+        SilentStreams {
+            next: 0,
+            held: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> SilentStreams<T> {
+    /// A stream admitted at `now`; the id removes it again.
+    pub fn insert(&mut self, now: Instant, stream: T) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        self.held.insert(id, (now, stream));
+        id
+    }
+
+    /// The stream moved a byte, or ended.
+    pub fn remove(&mut self, id: u64) -> Option<T> {
+        self.held.remove(&id).map(|(_, t)| t)
+    }
+
+    /// Takes the stream silent longest, if it has been for `min_age`.
+    pub fn reclaim(&mut self, now: Instant, min_age: Duration) -> Option<T> {
+        let (&id, (since, _)) = self.held.first_key_value()?;
+        if now.saturating_duration_since(*since) < min_age {
+            return None;
+        }
+        self.remove(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    #[test]
+    fn the_stream_silent_longest_is_reclaimed_once_old_enough() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut silent = SilentStreams::default();
+        let a = silent.insert(t0, "a");
+        let b = silent.insert(t0 + ms(100), "b");
+        silent.insert(t0 + ms(200), "c");
+        assert_eq!(
+            silent.reclaim(t0 + ms(900), ms(1000)),
+            None,
+            "none silent a second"
+        );
+        // "a" spoke: "b" is now the one silent longest.
+        assert_eq!(silent.remove(a), Some("a"));
+        assert_eq!(silent.reclaim(t0 + ms(1050), ms(1000)), None, "b: 950 ms");
+        assert_eq!(silent.reclaim(t0 + ms(1100), ms(1000)), Some("b"));
+        assert_eq!(silent.remove(b), None, "reclaimed once");
+        assert_eq!(silent.reclaim(t0 + ms(5000), ms(1000)), Some("c"));
+        assert!(silent.is_empty());
+        assert_eq!(silent.reclaim(t0 + ms(9000), ms(0)), None);
+    }
 
     #[test]
     fn a_burst_then_the_rate_then_recovery() {

@@ -3,7 +3,9 @@
 //! streams from one client address (imports) and a new-connection rate
 //! limit (token bucket with a burst). Beyond them a client is refused at
 //! once (OVERLOADED), never parked; one service's limits never touch
-//! another's.
+//! another's. At the concurrency limit a new client first takes the slot
+//! of the stream silent longest (no byte either way for [`RECLAIM_AFTER`]):
+//! idle connections from many addresses cannot keep real clients out.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,8 +15,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use strait_core::limits::TokenBucket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use strait_core::limits::{SilentStreams, TokenBucket};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// How long a stream must have moved no byte before a new client may take
+/// its slot at the concurrency limit.
+pub const RECLAIM_AFTER: Duration = Duration::from_secs(1);
 
 /// Limits as configured (`max_concurrent`, `queue`, `queue_timeout`,
 /// `rate`, `burst` on an `[[import]]` or `[[export]]`).
@@ -72,17 +78,60 @@ pub struct Admission {
     queue_timeout: Duration,
     bucket: Option<Mutex<TokenBucket>>,
     per_client: Option<(usize, ClientCounts)>,
+    silent: Silent,
 }
 
 /// Streams held per client address.
 type ClientCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// Admitted streams that have not moved a byte yet, and how to end each.
+type Silent = Arc<Mutex<SilentStreams<Arc<Notify>>>>;
 
-/// What an admitted stream holds until it ends: its slot, and its place in
-/// its client's count.
+/// What an admitted stream holds until it ends: its slot, its place in its
+/// client's count, and (under a concurrency limit) its place among the
+/// silent streams.
 #[derive(Debug)]
 pub struct Admitted {
     _slot: Option<OwnedSemaphorePermit>,
     _client: Option<ClientSlot>,
+    silence: Option<Silence>,
+}
+
+impl Admitted {
+    /// Where the stream learns that a new client took its slot, while no
+    /// byte has moved on it.
+    pub fn silence(&self) -> Option<&Silence> {
+        self.silence.as_ref()
+    }
+}
+
+/// A stream's place among the silent ones, until it moves a byte.
+#[derive(Debug)]
+pub struct Silence {
+    id: u64,
+    silent: Silent,
+    reclaim: Arc<Notify>,
+}
+
+impl Silence {
+    /// A byte moved: the stream keeps its slot.
+    pub fn spoke(&self) {
+        lock(&self.silent).remove(self.id);
+    }
+
+    /// Returns when a new client took the stream's slot.
+    pub async fn reclaimed(&self) {
+        self.reclaim.notified().await
+    }
+}
+
+impl Drop for Silence {
+    fn drop(&mut self) {
+        self.spoke();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug)]
@@ -93,7 +142,7 @@ struct ClientSlot {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         if let Some(n) = counts.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -117,6 +166,7 @@ impl Admission {
             per_client: limits
                 .max_per_client
                 .map(|n| (n, Arc::new(Mutex::new(HashMap::new())))),
+            silent: Silent::default(),
         }
     }
 
@@ -126,7 +176,7 @@ impl Admission {
         let (Some((max, counts)), Some(ip)) = (&self.per_client, client) else {
             return Ok(None);
         };
-        let mut held = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = lock(counts);
         let n = held.entry(ip).or_insert(0);
         if *n >= *max {
             return Err(Refusal::ClientLimit);
@@ -144,18 +194,25 @@ impl Admission {
     pub async fn admit(&self, client: Option<IpAddr>) -> Result<Admitted, Refusal> {
         let client = self.take_client(client)?;
         let slot = self.admit_slot().await?;
+        let silence = slot.is_some().then(|| {
+            let reclaim = Arc::new(Notify::new());
+            let id = lock(&self.silent).insert(Instant::now().into_std(), reclaim.clone());
+            Silence {
+                id,
+                silent: self.silent.clone(),
+                reclaim,
+            }
+        });
         Ok(Admitted {
             _slot: slot,
             _client: client,
+            silence,
         })
     }
 
     async fn admit_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
         if let Some(bucket) = &self.bucket {
-            let took = bucket
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .try_take(Instant::now().into_std());
+            let took = lock(bucket).try_take(Instant::now().into_std());
             if !took {
                 return Err(Refusal::RateLimited);
             }
@@ -165,6 +222,17 @@ impl Admission {
         };
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             return Ok(Some(permit));
+        }
+        let silent_longest = lock(&self.silent).reclaim(Instant::now().into_std(), RECLAIM_AFTER);
+        if let Some(stream) = silent_longest {
+            // Its slot comes back as soon as its task has ended it.
+            stream.notify_one();
+            return match tokio::time::timeout(self.queue_timeout, slots.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(permit)) => Ok(Some(permit)),
+                _ => Err(Refusal::QueueTimeout),
+            };
         }
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -216,6 +284,38 @@ mod tests {
         // 5 a second: a token is back after 200 ms.
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(a.admit(None).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_limit_a_new_client_takes_the_slot_of_the_stream_silent_longest() {
+        let a = Arc::new(Admission::new(&Limits {
+            max_concurrent: Some(2),
+            ..Default::default()
+        }));
+        let first = a.admit(None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = a.admit(None).await.unwrap();
+        // Nobody silent for RECLAIM_AFTER yet: refused as before.
+        assert_eq!(a.admit(None).await.unwrap_err(), Refusal::QueueFull);
+        tokio::time::sleep(RECLAIM_AFTER).await;
+        // The first spoke: the second is the one to give way.
+        first.silence().unwrap().spoke();
+        let newcomer = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit(None).await.map(|_| ()) }
+        });
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            second.silence().unwrap().reclaimed(),
+        )
+        .await
+        .expect("the silent stream is told to end");
+        drop(second);
+        newcomer
+            .await
+            .unwrap()
+            .expect("the newcomer takes the slot");
+        drop(first);
     }
 
     #[tokio::test]

@@ -461,7 +461,7 @@ pub async fn serve_stream(
             first_to_tcp: &early,
             tcp_finished: false,
             idle_timeout: settings.stream_idle_timeout,
-            first_byte_timeout: None,
+            first_byte: crate::splice::FirstByte::default(),
         },
     )
     .await;

@@ -27,11 +27,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::admission::Silence;
 use crate::config::TunnelSettings;
 use crate::handle::PlaneHandle;
 use crate::metrics as m;
 use crate::note::{Note, NoteSender};
-use crate::splice::ClientConn;
+use crate::splice::{ClientConn, FirstByte};
 use crate::tunnel::Tunnel;
 use crate::wire::{WireError, code, read_frame};
 
@@ -332,7 +333,7 @@ async fn serve_client<C: ClientConn>(
     let trace = new_trace();
     let route = &state.route;
     let service = route.service.clone();
-    let _permit = match state.admission.admit(Some(from.ip())).await {
+    let permit = match state.admission.admit(Some(from.ip())).await {
         Ok(permit) => permit,
         Err(refusal) => {
             handle.counters.finished(false);
@@ -382,6 +383,7 @@ async fn serve_client<C: ClientConn>(
                         service: &service,
                         region: &route.own_region,
                         started,
+                        silence: permit.silence(),
                     };
                     // Boxed: its state would otherwise be reserved in every
                     // stream's task, local or not.
@@ -510,6 +512,10 @@ async fn serve_client<C: ClientConn>(
     let (early_len, early_eof) = (early.bytes.len() as u64, early.eof);
     drop(early);
     let leftover = bytes::Bytes::copy_from_slice(&leftover);
+    let silent = early_len == 0 && leftover.is_empty();
+    if !silent && let Some(silence) = permit.silence() {
+        silence.spoke();
+    }
     let moved = crate::splice::run(
         &mut cr,
         &mut cw,
@@ -522,8 +528,14 @@ async fn serve_client<C: ClientConn>(
             idle_timeout: settings.stream_idle_timeout,
             // Bytes already moved (the client's early ones, or the answer's
             // first) count as traffic.
-            first_byte_timeout: (early_len == 0 && leftover.is_empty())
-                .then_some(settings.first_byte_timeout),
+            first_byte: if silent {
+                FirstByte {
+                    timeout: Some(settings.first_byte_timeout),
+                    silence: permit.silence(),
+                }
+            } else {
+                FirstByte::default()
+            },
         },
     )
     .await;
@@ -537,6 +549,7 @@ async fn serve_client<C: ClientConn>(
         C::reset(cr, cw);
     }
     let outcome = match (moved.idle, reset) {
+        _ if moved.reclaimed => "reclaimed",
         (true, _) => "idle",
         (false, true) => "reset",
         (false, false) => "ok",
@@ -568,6 +581,7 @@ struct Local<'a> {
     service: &'a str,
     region: &'a str,
     started: Instant,
+    silence: Option<&'a Silence>,
 }
 
 /// Splices a client to the import's local target: no tunnel involved.
@@ -592,6 +606,7 @@ where
         service,
         region,
         started,
+        silence,
     } = local;
     let _ = target.set_nodelay(true);
     tracing::info!(%trace, %service, target = %address, "stream open (import, local target)");
@@ -602,12 +617,16 @@ where
         &early.bytes,
         early.eof,
         settings.stream_idle_timeout,
-        Some(settings.first_byte_timeout),
+        FirstByte {
+            timeout: Some(settings.first_byte_timeout),
+            silence,
+        },
     )
     .await;
     let up = moved.tcp_to_quic + early.bytes.len() as u64;
     handle.counters.finished(!moved.reset);
     let outcome = match (moved.idle, moved.reset) {
+        _ if moved.reclaimed => "reclaimed",
         (true, _) => "idle",
         (false, true) => "reset",
         (false, false) => "ok",

@@ -71,7 +71,7 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (
         STREAMS,
         "counter",
-        "Streams by side (import, export) and outcome (ok, reset, idle, refused, ambiguous, forbidden, no_such_service, target_unreachable, draining, overloaded, no_peer, protocol_error).",
+        "Streams by side (import, export) and outcome (ok, reset, idle, reclaimed, refused, ambiguous, forbidden, no_such_service, target_unreachable, draining, overloaded, no_peer, protocol_error).",
     ),
     (
         STREAMS_ACTIVE,

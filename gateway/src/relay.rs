@@ -227,7 +227,7 @@ pub async fn serve(
             first_to_tcp: &leftover,
             tcp_finished: false,
             idle_timeout: settings.stream_idle_timeout,
-            first_byte_timeout: None,
+            first_byte: crate::splice::FirstByte::default(),
         },
     )
     .await;

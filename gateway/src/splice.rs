@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::admission::Silence;
 use crate::wire::code;
 
 const BUF: usize = 256 * 1024;
@@ -141,46 +142,84 @@ pub struct Moved {
     pub tcp_to_quic: u64,
     pub quic_to_tcp: u64,
     pub reset: bool,
-    /// Reset because nothing moved for the idle timeout.
+    /// Reset because nothing moved for the idle timeout (or, at the
+    /// start, the first-byte timeout).
     pub idle: bool,
+    /// Reset before any byte moved, to give its slot to a new client.
+    pub reclaimed: bool,
 }
 
 /// When bytes last moved either way, for the idle timeout.
 #[derive(Debug)]
-pub struct Activity {
+pub struct Activity<'a> {
     base: Instant,
     last_ms: AtomicU64,
     /// Whether any byte moved yet.
     moved: std::sync::atomic::AtomicBool,
+    silence: Option<&'a Silence>,
 }
 
-impl Default for Activity {
-    fn default() -> Self {
+/// The rules for a stream on which no byte has moved yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstByte<'a> {
+    /// The stream is reset when no byte at all moved, either way, within
+    /// this long of the start (`None`: no such limit).
+    pub timeout: Option<Duration>,
+    /// Where a new client may take the stream's slot meanwhile (an
+    /// import at its concurrency limit).
+    pub silence: Option<&'a Silence>,
+}
+
+/// Why a stream that never moved a byte was ended.
+enum Silent {
+    TimedOut,
+    Reclaimed,
+}
+
+impl<'a> Activity<'a> {
+    fn new(silence: Option<&'a Silence>) -> Self {
         Activity {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             moved: std::sync::atomic::AtomicBool::new(false),
+            silence,
         }
     }
-}
 
-impl Activity {
     fn touch(&self) {
         self.last_ms
             .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.moved.store(true, Ordering::Relaxed);
+        if !self.moved.load(Ordering::Relaxed) {
+            self.moved.store(true, Ordering::Relaxed);
+            if let Some(silence) = self.silence {
+                silence.spoke();
+            }
+        }
     }
 
-    /// Returns once `timeout` passed with no byte moved; never, once one
-    /// has (or with no timeout).
-    async fn silent_for(&self, timeout: Option<Duration>) {
-        let Some(timeout) = timeout else {
-            return std::future::pending().await;
+    /// Returns once `first.timeout` passed with no byte moved, or a new
+    /// client took the stream's slot; never, once a byte has moved.
+    async fn ended_silent(&self, first: FirstByte<'_>) -> Silent {
+        let timed_out = async {
+            match first.timeout {
+                Some(timeout) => tokio::time::sleep_until(self.base + timeout).await,
+                None => std::future::pending().await,
+            }
         };
-        tokio::time::sleep_until(self.base + timeout).await;
+        let reclaimed = async {
+            match first.silence {
+                Some(silence) => silence.reclaimed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            _ = timed_out => Silent::TimedOut,
+            _ = reclaimed => Silent::Reclaimed,
+        };
         if self.moved.load(Ordering::Relaxed) {
             std::future::pending::<()>().await;
         }
+        why
     }
 
     /// Returns once nothing has moved for `timeout`.
@@ -194,6 +233,24 @@ impl Activity {
             tokio::time::sleep(timeout - quiet).await;
         }
     }
+
+    /// Runs both directions until they end, the stream goes idle or it
+    /// ends silent: `(up, down, idle, reclaimed)`.
+    async fn until_done<U, D>(
+        &self,
+        both: impl std::future::Future<Output = (U, D)>,
+        idle_timeout: Duration,
+        first: FirstByte<'_>,
+        stopped: (U, D),
+    ) -> (U, D, bool, bool) {
+        tokio::select! {
+            (u, d) = both => (u, d, false, false),
+            _ = self.idle_for(idle_timeout) => (stopped.0, stopped.1, true, false),
+            why = self.ended_silent(first) => {
+                (stopped.0, stopped.1, true, matches!(why, Silent::Reclaimed))
+            }
+        }
+    }
 }
 
 /// TCP -> QUIC until EOF (then FIN) or error (then reset).
@@ -201,7 +258,7 @@ pub async fn tcp_to_quic<R: Readable>(
     tcp: &mut R,
     send: &mut quinn::SendStream,
     first: &[u8],
-    activity: &Activity,
+    activity: &Activity<'_>,
 ) -> (End, u64) {
     let mut moved = 0u64;
     if !first.is_empty() {
@@ -241,7 +298,7 @@ pub async fn quic_to_tcp<W: AsyncWrite + Unpin>(
     recv: &mut quinn::RecvStream,
     tcp: &mut W,
     first: &[u8],
-    activity: &Activity,
+    activity: &Activity<'_>,
 ) -> (End, u64) {
     let mut moved = 0u64;
     if !first.is_empty() {
@@ -357,9 +414,7 @@ pub struct SpliceOptions<'a> {
     pub tcp_finished: bool,
     /// A stream with no bytes either way for this long is reset.
     pub idle_timeout: Duration,
-    /// Reset the stream when no byte at all moved, either way, within
-    /// this long of the start (`None`: no such limit).
-    pub first_byte_timeout: Option<Duration>,
+    pub first_byte: FirstByte<'a>,
 }
 
 /// Runs both directions on split halves; if either ends in a reset, or the
@@ -372,7 +427,7 @@ pub async fn run<R: Readable, W: AsyncWrite + Unpin>(
     recv: &mut quinn::RecvStream,
     opts: SpliceOptions<'_>,
 ) -> Moved {
-    let activity = Activity::default();
+    let activity = Activity::new(opts.first_byte.silence);
     if !opts.first_to_quic.is_empty() || !opts.first_to_tcp.is_empty() {
         activity.touch();
     }
@@ -401,11 +456,10 @@ pub async fn run<R: Readable, W: AsyncWrite + Unpin>(
         r
     };
     let both = async { tokio::join!(up, down) };
-    let ((up_end, up_bytes), (down_end, down_bytes), idle) = tokio::select! {
-        (u, d) = both => (u, d, false),
-        _ = activity.idle_for(opts.idle_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
-        _ = activity.silent_for(opts.first_byte_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
-    };
+    let stopped = ((End::Reset, 0), (End::Reset, 0));
+    let ((up_end, up_bytes), (down_end, down_bytes), idle, reclaimed) = activity
+        .until_done(both, opts.idle_timeout, opts.first_byte, stopped)
+        .await;
     let reset = idle || up_end == End::Reset || down_end == End::Reset;
     if reset {
         let _ = send.reset(code::RESET);
@@ -416,6 +470,7 @@ pub async fn run<R: Readable, W: AsyncWrite + Unpin>(
         quic_to_tcp: down_bytes,
         reset,
         idle,
+        reclaimed,
     }
 }
 
@@ -440,7 +495,7 @@ pub async fn splice(
 async fn tcp_one_way<R: Readable, W: AsyncWrite + Unpin>(
     from: &mut R,
     to: &mut W,
-    activity: &Activity,
+    activity: &Activity<'_>,
 ) -> (End, u64) {
     let mut moved = 0u64;
     let mut buf = Adaptive::new();
@@ -466,9 +521,9 @@ async fn tcp_one_way<R: Readable, W: AsyncWrite + Unpin>(
 /// target), with the same half-close, reset and idle rules as a tunnel
 /// stream: `tcp_to_quic` counts client-to-target bytes (after `first`,
 /// the client bytes read before), `quic_to_tcp` the answer. The target is
-/// reset here; the caller resets the client when `reset` is set. With
-/// `first_byte_timeout`, both are reset when no byte moved either way
-/// within it (`first` counts as moved).
+/// reset here; the caller resets the client when `reset` is set. Both are
+/// reset by `first_byte`'s rules while no byte moved either way (`first`
+/// counts as moved).
 pub async fn tcp_to_tcp<R: Readable, W: AsyncWrite + Unpin>(
     cr: &mut R,
     cw: &mut W,
@@ -476,10 +531,10 @@ pub async fn tcp_to_tcp<R: Readable, W: AsyncWrite + Unpin>(
     first: &[u8],
     client_finished: bool,
     idle_timeout: Duration,
-    first_byte_timeout: Option<Duration>,
+    first_byte: FirstByte<'_>,
 ) -> Moved {
     let (mut tr, mut tw) = target.into_split();
-    let activity = Activity::default();
+    let activity = Activity::new(first_byte.silence);
     if !first.is_empty() {
         activity.touch();
     }
@@ -513,11 +568,10 @@ pub async fn tcp_to_tcp<R: Readable, W: AsyncWrite + Unpin>(
         r
     };
     let both = async { tokio::join!(up, down) };
-    let ((up_end, up_bytes), (down_end, down_bytes), idle) = tokio::select! {
-        (u, d) = both => (u, d, false),
-        _ = activity.idle_for(idle_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
-        _ = activity.silent_for(first_byte_timeout) => ((End::Reset, 0), (End::Reset, 0), true),
-    };
+    let stopped = ((End::Reset, 0), (End::Reset, 0));
+    let ((up_end, up_bytes), (down_end, down_bytes), idle, reclaimed) = activity
+        .until_done(both, idle_timeout, first_byte, stopped)
+        .await;
     let reset = idle || up_end == End::Reset || down_end == End::Reset;
     if reset {
         reset_tcp(tr, tw);
@@ -527,6 +581,7 @@ pub async fn tcp_to_tcp<R: Readable, W: AsyncWrite + Unpin>(
         quic_to_tcp: down_bytes,
         reset,
         idle,
+        reclaimed,
     }
 }
 
