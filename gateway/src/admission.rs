@@ -78,7 +78,8 @@ pub struct Admission {
     queue_timeout: Duration,
     bucket: Option<Mutex<TokenBucket>>,
     per_client: Option<(usize, ClientCounts)>,
-    silent: Silent,
+    /// Where slots are reclaimed from silent streams (imports).
+    silent: Option<Silent>,
 }
 
 /// Streams held per client address.
@@ -166,7 +167,16 @@ impl Admission {
             per_client: limits
                 .max_per_client
                 .map(|n| (n, Arc::new(Mutex::new(HashMap::new())))),
-            silent: Silent::default(),
+            silent: None,
+        }
+    }
+
+    /// Limits whose slots, at `max_concurrent`, go to new clients from the
+    /// streams silent longest: the streams must watch [`Silence`].
+    pub fn reclaiming(limits: &Limits) -> Self {
+        Admission {
+            silent: limits.max_concurrent.map(|_| Silent::default()),
+            ..Admission::new(limits)
         }
     }
 
@@ -194,12 +204,12 @@ impl Admission {
     pub async fn admit(&self, client: Option<IpAddr>) -> Result<Admitted, Refusal> {
         let client = self.take_client(client)?;
         let slot = self.admit_slot().await?;
-        let silence = slot.is_some().then(|| {
+        let silence = self.silent.as_ref().map(|silent| {
             let reclaim = Arc::new(Notify::new());
-            let id = lock(&self.silent).insert(Instant::now().into_std(), reclaim.clone());
+            let id = lock(silent).insert(Instant::now().into_std(), reclaim.clone());
             Silence {
                 id,
-                silent: self.silent.clone(),
+                silent: silent.clone(),
                 reclaim,
             }
         });
@@ -223,7 +233,10 @@ impl Admission {
         if let Ok(permit) = slots.clone().try_acquire_owned() {
             return Ok(Some(permit));
         }
-        let silent_longest = lock(&self.silent).reclaim(Instant::now().into_std(), RECLAIM_AFTER);
+        let silent_longest = self
+            .silent
+            .as_ref()
+            .and_then(|silent| lock(silent).reclaim(Instant::now().into_std(), RECLAIM_AFTER));
         if let Some(stream) = silent_longest {
             // Its slot comes back as soon as its task has ended it.
             stream.notify_one();
@@ -288,7 +301,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn at_the_limit_a_new_client_takes_the_slot_of_the_stream_silent_longest() {
-        let a = Arc::new(Admission::new(&Limits {
+        let a = Arc::new(Admission::reclaiming(&Limits {
             max_concurrent: Some(2),
             ..Default::default()
         }));
@@ -316,6 +329,20 @@ mod tests {
             .unwrap()
             .expect("the newcomer takes the slot");
         drop(first);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_that_do_not_reclaim_refuse_at_once_however_long_a_stream_was_silent() {
+        let a = Admission::new(&Limits {
+            max_concurrent: Some(1),
+            ..Default::default()
+        });
+        let held = a.admit(None).await.unwrap();
+        assert!(held.silence().is_none());
+        tokio::time::sleep(RECLAIM_AFTER * 5).await;
+        let started = Instant::now();
+        assert_eq!(a.admit(None).await.unwrap_err(), Refusal::QueueFull);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test]

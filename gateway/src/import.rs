@@ -67,7 +67,7 @@ pub struct RouteState {
 impl RouteState {
     pub fn new(route: Route) -> Self {
         RouteState {
-            admission: crate::admission::Admission::new(&route.limits),
+            admission: crate::admission::Admission::reclaiming(&route.limits),
             route,
             local_health: std::sync::Mutex::new(TargetHealth::default()),
         }
