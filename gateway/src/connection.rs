@@ -758,6 +758,19 @@ async fn run_connection(
     control.abort();
     prober.abort();
     drivers.handle.closed(tunnel.id);
-    tracing::info!(peer = %tunnel.peer, peer_addr = %remote, conn = %tunnel.id, %reason, "tunnel connection ended");
+    // What QUIC saw of the path, for a tunnel that ended unasked.
+    let stats = conn.stats();
+    tracing::info!(
+        peer = %tunnel.peer, peer_addr = %remote, conn = %tunnel.id, %reason,
+        rtt_ms = stats.path.rtt.as_millis() as u64,
+        cwnd = stats.path.cwnd,
+        mtu = stats.path.current_mtu,
+        sent_packets = stats.path.sent_packets,
+        lost_packets = stats.path.lost_packets,
+        black_holes = stats.path.black_holes_detected,
+        datagrams_out = stats.udp_tx.datagrams,
+        datagrams_in = stats.udp_rx.datagrams,
+        "tunnel connection ended"
+    );
     Ok(key)
 }
