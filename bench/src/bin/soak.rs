@@ -352,6 +352,14 @@ impl Gateway {
     fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, |c| c.id())
     }
+    /// The last line of its log, when the gateway has exited (it could
+    /// not start: a port another program took meanwhile, say).
+    fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok()??;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        Some(log.lines().last().unwrap_or("(no log)").to_owned())
+    }
     fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .args([sig, &self.pid().to_string()])
@@ -498,6 +506,14 @@ async fn soak(
             .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // A gateway that could not start would turn the whole run into
+    // failures the faults do not explain: say so and stop instead.
+    for g in gateways.iter_mut() {
+        if let Some(last) = g.exited() {
+            eprintln!("the soak could not start: {} exited: {last}", g.name);
+            return 2;
+        }
+    }
     let start_figures: Vec<(usize, u64)> = gateways
         .iter()
         .map(|g| (fds(g.pid()), strait_bench::rss_kib(g.pid())))
@@ -778,9 +794,20 @@ async fn soak(
             println!("{m:>6} {:>9} {:>7.1} {:>7.1}", v.len(), at(0.5), at(0.99));
         }
     }
+    let mut exited = false;
+    for g in gateways.iter_mut() {
+        if let Some(last) = g.exited() {
+            println!("{} exited during the run: {last}", g.name);
+            exited = true;
+        }
+    }
     drop(relays);
     i32::from(
-        twice > 0 || tally.corrupted > 0 || !unattributed.is_empty() || rotation.failed.is_some(),
+        twice > 0
+            || tally.corrupted > 0
+            || !unattributed.is_empty()
+            || rotation.failed.is_some()
+            || exited,
     )
 }
 
