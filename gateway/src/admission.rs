@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,12 +111,16 @@ pub struct Silence {
     id: u64,
     silent: Silent,
     reclaim: Arc<Notify>,
+    /// Out of the silent streams already (spoke, or ended).
+    left: AtomicBool,
 }
 
 impl Silence {
     /// A byte moved: the stream keeps its slot.
     pub fn spoke(&self) {
-        lock(&self.silent).remove(self.id);
+        if !self.left.swap(true, Ordering::Relaxed) {
+            lock(&self.silent).remove(self.id);
+        }
     }
 
     /// Returns when a new client took the stream's slot.
@@ -211,6 +215,7 @@ impl Admission {
                 id,
                 silent: silent.clone(),
                 reclaim,
+                left: AtomicBool::new(false),
             }
         });
         Ok(Admitted {
