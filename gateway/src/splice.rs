@@ -170,6 +170,9 @@ pub struct FirstByte<'a> {
     pub silence: Option<&'a Silence>,
 }
 
+/// A direction stopped because the stream as a whole ended.
+const STOPPED: (End, u64) = (End::Reset, 0);
+
 /// Why a stream that never moved a byte was ended.
 enum Silent {
     TimedOut,
@@ -231,24 +234,6 @@ impl<'a> Activity<'a> {
                 return;
             }
             tokio::time::sleep(timeout - quiet).await;
-        }
-    }
-
-    /// Runs both directions until they end, the stream goes idle or it
-    /// ends silent: `(up, down, idle, reclaimed)`.
-    async fn until_done<U, D>(
-        &self,
-        both: impl std::future::Future<Output = (U, D)>,
-        idle_timeout: Duration,
-        first: FirstByte<'_>,
-        stopped: (U, D),
-    ) -> (U, D, bool, bool) {
-        tokio::select! {
-            (u, d) = both => (u, d, false, false),
-            _ = self.idle_for(idle_timeout) => (stopped.0, stopped.1, true, false),
-            why = self.ended_silent(first) => {
-                (stopped.0, stopped.1, true, matches!(why, Silent::Reclaimed))
-            }
         }
     }
 }
@@ -455,11 +440,16 @@ pub async fn run<R: Readable, W: AsyncWrite + Unpin>(
         }
         r
     };
+    // Polled in place: handing `both` to another async fn would store the
+    // two directions' futures twice in every stream's task.
     let both = async { tokio::join!(up, down) };
-    let stopped = ((End::Reset, 0), (End::Reset, 0));
-    let ((up_end, up_bytes), (down_end, down_bytes), idle, reclaimed) = activity
-        .until_done(both, opts.idle_timeout, opts.first_byte, stopped)
-        .await;
+    let ((up_end, up_bytes), (down_end, down_bytes), idle, reclaimed) = tokio::select! {
+        (u, d) = both => (u, d, false, false),
+        _ = activity.idle_for(opts.idle_timeout) => (STOPPED, STOPPED, true, false),
+        why = activity.ended_silent(opts.first_byte) => {
+            (STOPPED, STOPPED, true, matches!(why, Silent::Reclaimed))
+        }
+    };
     let reset = idle || up_end == End::Reset || down_end == End::Reset;
     if reset {
         let _ = send.reset(code::RESET);
@@ -568,10 +558,13 @@ pub async fn tcp_to_tcp<R: Readable, W: AsyncWrite + Unpin>(
         r
     };
     let both = async { tokio::join!(up, down) };
-    let stopped = ((End::Reset, 0), (End::Reset, 0));
-    let ((up_end, up_bytes), (down_end, down_bytes), idle, reclaimed) = activity
-        .until_done(both, idle_timeout, first_byte, stopped)
-        .await;
+    let ((up_end, up_bytes), (down_end, down_bytes), idle, reclaimed) = tokio::select! {
+        (u, d) = both => (u, d, false, false),
+        _ = activity.idle_for(idle_timeout) => (STOPPED, STOPPED, true, false),
+        why = activity.ended_silent(first_byte) => {
+            (STOPPED, STOPPED, true, matches!(why, Silent::Reclaimed))
+        }
+    };
     let reset = idle || up_end == End::Reset || down_end == End::Reset;
     if reset {
         reset_tcp(tr, tw);
