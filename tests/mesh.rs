@@ -323,6 +323,14 @@ fn every_gateway_learns_its_peers_and_a_frozen_gateway_yields_to_its_siblings() 
         "streams left us-east although siblings were healthy: {served:?}"
     );
     assert!(first_sibling.is_some());
+    // Once thawed, the frozen gateway says its probes ran late.
+    let late = m.gateways[&busiest].wait_for_log("tunnel probing ran late");
+    println!(
+        "{}",
+        late.lines()
+            .find(|l| l.contains("ran late"))
+            .unwrap_or_default()
+    );
     drop(held);
 }
 

@@ -14,6 +14,9 @@ use tokio::time::Instant;
 use crate::handle::PlaneHandle;
 use crate::tunnel::Tunnel;
 
+/// How late a probe's timer may fire before it is worth a warning.
+const LATE_WARNING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Probes a tunnel with QUIC datagrams and keeps the plane's view of its
 /// health up to date, answering the peer's probes too, until the
 /// connection closes.
@@ -38,7 +41,16 @@ pub async fn run(tunnel: Arc<Tunnel>, handle: Arc<PlaneHandle>, config: ProbeCon
     loop {
         let wake = Instant::from_std(tracker.poll_timeout());
         tokio::select! {
-            _ = tokio::time::sleep_until(wake) => {}
+            _ = tokio::time::sleep_until(wake) => {
+                // A probe that goes out seconds late says the gateway was
+                // not run (CPU throttled or starved, or a thread blocked),
+                // which probes on both sides then take for the path.
+                let late = wake.elapsed();
+                if late >= LATE_WARNING {
+                    tracing::warn!(peer = %tunnel.peer, conn = %tunnel.id, late_ms = late.as_millis() as u64,
+                        "tunnel probing ran late: the gateway's runtime did not run it (CPU throttled or starved?)");
+                }
+            }
             datagram = tunnel.conn.read_datagram() => match datagram {
                 Ok(bytes) => match Probe::decode(&bytes) {
                     Some(Probe::Ping(seq)) => {
