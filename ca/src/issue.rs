@@ -102,14 +102,16 @@ pub(crate) fn uri_san(id: &SpiffeId) -> Result<SanType, CaError> {
     Ok(SanType::URI(id.to_string().try_into()?))
 }
 
-/// 128 random bits; DER encodes them as a positive INTEGER of at most 17
-/// bytes, well inside RFC 5280's 20.
+/// 126 random bits in 16 bytes whose first is 0x01-0x7f: DER encodes them
+/// as a positive INTEGER of exactly 16 bytes (no sign byte, no leading zero
+/// dropped), well inside RFC 5280's 20.
 pub(crate) fn random_serial() -> Result<SerialNumber, CaError> {
     use ring::rand::{SecureRandom, SystemRandom};
     let mut bytes = [0u8; 16];
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| CaError::Generate(rcgen::Error::RingUnspecified))?;
+    bytes[0] = (bytes[0] & 0x7f) | 0x01;
     Ok(SerialNumber::from_slice(&bytes))
 }
 

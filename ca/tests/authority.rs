@@ -75,10 +75,10 @@ fn issued_svid_follows_the_spiffe_rules_for_every_key_type() {
                 "{}",
                 info.seconds_left
             );
-            // 128-bit serial: 16 bytes, or 17 when DER adds a sign byte.
+            // A random serial of exactly 16 bytes (a leading zero byte
+            // once made it 15 in one issuance of 256).
             let (_, cert) = x509_parser::parse_x509_certificate(&svid.chain[0]).unwrap();
-            let serial_len = cert.raw_serial().len();
-            assert!((16..=17).contains(&serial_len), "{}", info.serial);
+            assert_eq!(cert.raw_serial().len(), 16, "{}", info.serial);
             // Printed as the deny list writes it: lower-case hex, no colons.
             assert_eq!(
                 Some(info.serial.clone()),
@@ -106,6 +106,18 @@ fn serials_are_random() {
     let a = describe(&ca.issue(&req, KeyType::P256, now).unwrap().chain[0], now).unwrap();
     let b = describe(&ca.issue(&req, KeyType::P256, now).unwrap().chain[0], now).unwrap();
     assert_ne!(a.serial, b.serial);
+    // Every serial is 16 bytes: with a leading zero byte allowed, about 2
+    // of these 512 would have been 15.
+    for _ in 0..512 {
+        let svid = ca.issue(&req, KeyType::P256, now).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&svid.chain[0]).unwrap();
+        assert_eq!(
+            cert.raw_serial().len(),
+            16,
+            "{}",
+            cert.raw_serial_as_string()
+        );
+    }
 }
 
 #[test]
