@@ -935,7 +935,25 @@ impl Plane {
                 });
             }
         }
-        let candidates: Vec<Candidate<'_>> = eligible.iter().map(|(_, c)| c.clone()).collect();
+        // Lanes of one gateway share its path: they all count with the
+        // best RTT any of them measured, so the fewer streams in flight
+        // decide between them, not one probe's sample against another's.
+        let mut path_rtt: HashMap<&str, Duration> = HashMap::new();
+        for (i, c) in &eligible {
+            if let Some(rtt) = c.rtt {
+                path_rtt
+                    .entry(rows[*i].key.as_str())
+                    .and_modify(|best| *best = (*best).min(rtt))
+                    .or_insert(rtt);
+            }
+        }
+        let candidates: Vec<Candidate<'_>> = eligible
+            .iter()
+            .map(|(i, c)| Candidate {
+                rtt: path_rtt.get(rows[*i].key.as_str()).copied().or(c.rtt),
+                ..c.clone()
+            })
+            .collect();
         let mut chosen = routing::choose(&candidates, prefer, own, coins).map(|i| eligible[i].0);
         let class_of = |rows: &[CandidateRow], i: usize| match rows[i].verdict {
             Verdict::Ranked { class, .. } => Some(class),

@@ -598,6 +598,31 @@ fn a_route_through_a_third_region_only_while_no_direct_one_works() {
 }
 
 #[test]
+fn lanes_of_one_peer_share_its_path_so_streams_spread_whatever_their_probes_sampled() {
+    let t0 = Instant::now();
+    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
+    let b = peer("us-east", "gw-b");
+    let lane0 = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
+    let lane1 =
+        plane.handle_connection_up(b.clone().with_lane(1), true, vec![svc("pay", true)], t0);
+    let later = t0 + Duration::from_secs(10);
+    // One lane's probes caught a slow moment: 13 ms against 1 ms on the
+    // same path. By RTT x streams in flight it would get 2 streams of 40.
+    plane.handle_health(lane0, up(13), later);
+    plane.handle_health(lane1, up(1), later);
+    let mut on = std::collections::HashMap::new();
+    for i in 0..40u64 {
+        let conn = plane
+            .route("pay", &[], &[], later, (i, i + 1))
+            .chosen
+            .unwrap();
+        plane.handle_stream_opened(conn);
+        *on.entry(conn).or_insert(0) += 1;
+    }
+    assert!(on.values().all(|n| *n >= 15) && on.len() == 2, "{on:?}");
+}
+
+#[test]
 fn lanes_of_one_peer_all_carry_streams_and_share_its_tried_entry() {
     let t0 = Instant::now();
     let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
