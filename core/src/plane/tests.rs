@@ -597,39 +597,50 @@ fn a_route_through_a_third_region_only_while_no_direct_one_works() {
     assert_eq!((d.chosen, d.relay_to.as_deref()), (Some(b), None));
 }
 
-#[test]
-fn lanes_of_one_peer_share_its_path_so_streams_spread_whatever_their_probes_sampled() {
-    let t0 = Instant::now();
+/// A plane with two lanes of gw-b (us-east) offering "pay", up at `t0`.
+fn two_lanes(t0: Instant) -> (Plane, PeerInfo, ConnId, ConnId) {
     let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
     let b = peer("us-east", "gw-b");
     let lane0 = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
     let lane1 =
         plane.handle_connection_up(b.clone().with_lane(1), true, vec![svc("pay", true)], t0);
+    (plane, b, lane0, lane1)
+}
+
+/// Routes `n` new "pay" streams at `at` and keeps them open: how many each
+/// connection took.
+fn open_streams(
+    plane: &mut Plane,
+    n: u64,
+    at: Instant,
+    coins: impl Fn(u64) -> (u64, u64),
+) -> std::collections::HashMap<ConnId, usize> {
+    let mut on = std::collections::HashMap::new();
+    for i in 0..n {
+        let conn = plane.route("pay", &[], &[], at, coins(i)).chosen.unwrap();
+        plane.handle_stream_opened(conn);
+        *on.entry(conn).or_insert(0) += 1;
+    }
+    on
+}
+
+#[test]
+fn lanes_of_one_peer_share_its_path_so_streams_spread_whatever_their_probes_sampled() {
+    let t0 = Instant::now();
+    let (mut plane, _, lane0, lane1) = two_lanes(t0);
     let later = t0 + Duration::from_secs(10);
     // One lane's probes caught a slow moment: 13 ms against 1 ms on the
     // same path. By RTT x streams in flight it would get 2 streams of 40.
     plane.handle_health(lane0, up(13), later);
     plane.handle_health(lane1, up(1), later);
-    let mut on = std::collections::HashMap::new();
-    for i in 0..40u64 {
-        let conn = plane
-            .route("pay", &[], &[], later, (i, i + 1))
-            .chosen
-            .unwrap();
-        plane.handle_stream_opened(conn);
-        *on.entry(conn).or_insert(0) += 1;
-    }
+    let on = open_streams(&mut plane, 40, later, |i| (i, i + 1));
     assert!(on.values().all(|n| *n >= 15) && on.len() == 2, "{on:?}");
 }
 
 #[test]
 fn lanes_of_one_peer_all_carry_streams_and_share_its_tried_entry() {
     let t0 = Instant::now();
-    let mut plane = Plane::new(PlaneConfig::new(ME, "eu-west"));
-    let b = peer("us-east", "gw-b");
-    let lane0 = plane.handle_connection_up(b.clone(), true, vec![svc("pay", true)], t0);
-    let lane1 =
-        plane.handle_connection_up(b.clone().with_lane(1), true, vec![svc("pay", true)], t0);
+    let (mut plane, b, lane0, lane1) = two_lanes(t0);
     // Two lanes are two tunnels, not a replacement.
     assert_eq!(plane.poll_action(), None);
     assert!(plane.has_active(&b.key, 0) && plane.has_active(&b.key, 1));
@@ -645,13 +656,7 @@ fn lanes_of_one_peer_all_carry_streams_and_share_its_tried_entry() {
     assert_eq!((rank(lane0), rank(lane1)), (1, 1));
 
     // Streams in flight on one lane send the next ones to the other.
-    let mut on = std::collections::HashMap::new();
-    for i in 0..40u64 {
-        let d = plane.route("pay", &[], &[], later, (i, i.wrapping_mul(7919)));
-        let conn = d.chosen.unwrap();
-        plane.handle_stream_opened(conn);
-        *on.entry(conn).or_insert(0) += 1;
-    }
+    let on = open_streams(&mut plane, 40, later, |i| (i, i.wrapping_mul(7919)));
     assert_eq!(on.len(), 2, "{on:?}");
     assert!(on.values().all(|n| *n >= 15), "{on:?}");
 
