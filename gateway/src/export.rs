@@ -465,11 +465,7 @@ pub async fn serve_stream(
         },
     )
     .await;
-    let outcome = match (moved.idle, moved.reset) {
-        (true, _) => "idle",
-        (false, true) => "reset",
-        (false, false) => "ok",
-    };
+    let outcome = moved.outcome();
     // In: towards this gateway's target (out of the tunnel); out: into it.
     finished(&service, outcome, moved.quic_to_tcp, moved.tcp_to_quic);
     tracing::info!(

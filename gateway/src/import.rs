@@ -548,12 +548,7 @@ async fn serve_client<C: ClientConn>(
     if reset {
         C::reset(cr, cw);
     }
-    let outcome = match (moved.idle, reset) {
-        _ if moved.reclaimed => "reclaimed",
-        (true, _) => "idle",
-        (false, true) => "reset",
-        (false, false) => "ok",
-    };
+    let outcome = moved.outcome();
     m::FinishedStream {
         region: &route.own_region,
         side: "import",
@@ -625,12 +620,7 @@ where
     .await;
     let up = moved.tcp_to_quic + early.bytes.len() as u64;
     handle.counters.finished(!moved.reset);
-    let outcome = match (moved.idle, moved.reset) {
-        _ if moved.reclaimed => "reclaimed",
-        (true, _) => "idle",
-        (false, true) => "reset",
-        (false, false) => "ok",
-    };
+    let outcome = moved.outcome();
     m::FinishedStream {
         region,
         side: "import",

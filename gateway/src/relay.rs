@@ -27,15 +27,6 @@ use crate::metrics as m;
 use crate::tunnel::Tunnel;
 use crate::wire::{WireError, code, read_frame, refuse, write_frame};
 
-/// How a relayed stream ended, for its log line and metric.
-fn outcome_of(moved: &crate::splice::Moved) -> &'static str {
-    match (moved.idle, moved.reset) {
-        (true, _) => "idle",
-        (false, true) => "reset",
-        (false, false) => "ok",
-    }
-}
-
 /// This gateway as a relay.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -235,7 +226,7 @@ pub async fn serve(
         let _ = send.reset(code::RESET);
         let _ = recv.stop(code::RESET);
     }
-    let outcome = outcome_of(&moved);
+    let outcome = moved.outcome();
     let up = moved.tcp_to_quic + early_len;
     finished(outcome, &via, up, moved.quic_to_tcp);
     tracing::info!(

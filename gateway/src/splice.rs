@@ -149,6 +149,18 @@ pub struct Moved {
     pub reclaimed: bool,
 }
 
+impl Moved {
+    /// How the stream ended, as its log line and metrics name it.
+    pub fn outcome(&self) -> &'static str {
+        match (self.reclaimed, self.idle, self.reset) {
+            (true, _, _) => "reclaimed",
+            (false, true, _) => "idle",
+            (false, false, true) => "reset",
+            (false, false, false) => "ok",
+        }
+    }
+}
+
 /// When bytes last moved either way, for the idle timeout.
 #[derive(Debug)]
 pub struct Activity<'a> {
