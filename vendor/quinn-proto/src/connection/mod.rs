@@ -1535,7 +1535,15 @@ impl Connection {
             self.spaces[space].largest_acked_packet,
         );
 
-        if new_largest && ack_eliciting_acked {
+        // strait: an ACK whose delay is far past what the peer promised was
+        // held or repeated by the peer (its earlier copies lost in a cut, or
+        // the peer stalled): it says how long the path was gone, not how
+        // long a round trip takes, and is no RTT sample (Karn's rule, for
+        // ACKs).
+        let repeated_ack = space == SpaceId::Data
+            && Duration::from_micros(ack.delay << self.peer_params.ack_delay_exponent.0)
+                > self.max_ack_delay_for_rtt_sample();
+        if new_largest && ack_eliciting_acked && !repeated_ack {
             let ack_delay = if space != SpaceId::Data {
                 Duration::from_micros(0)
             } else {
@@ -1892,6 +1900,12 @@ impl Connection {
             cmp::max(MAX_PTO_AFTER_HANDSHAKE, self.path.rtt.get().mul_f32(1.5)),
             unbacked,
         )
+    }
+
+    /// strait: the longest ACK delay an RTT sample may come with: the
+    /// peer's `max_ack_delay` and a smoothed RTT of slack for a busy peer.
+    fn max_ack_delay_for_rtt_sample(&self) -> Duration {
+        self.ack_frequency.max_ack_delay_for_pto() + self.path.rtt.get()
     }
 
     fn peer_completed_address_validation(&self) -> bool {

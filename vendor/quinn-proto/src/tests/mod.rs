@@ -4460,3 +4460,63 @@ fn pto_backoff_is_capped_after_the_handshake() {
     let _ = chunks.finalize();
     assert_eq!(got, 4096);
 }
+
+/// strait: after a cut, the first packet through may carry an ACK the peer
+/// has been repeating since before the cut, for a packet sent before it. Its
+/// delay (the whole cut) is the peer's, not the path's: taken as an RTT
+/// sample it made a 20 ms path's smoothed RTT about 800 ms after a 6 s cut,
+/// and the probe timeout seconds.
+#[test]
+fn an_ack_repeated_through_a_cut_is_no_rtt_sample() {
+    let _guard = subscribe();
+    let transport = || {
+        Arc::new(TransportConfig {
+            max_idle_timeout: Some(VarInt(120_000)),
+            ..TransportConfig::default()
+        })
+    };
+    let server = ServerConfig {
+        transport: transport(),
+        ..server_config()
+    };
+    let mut pair = Pair::new(Default::default(), server);
+    pair.latency = Duration::from_millis(10);
+    let mut client_config = client_config();
+    client_config.transport_config(transport());
+    let (client_ch, server_ch) = pair.connect_with(client_config);
+    pair.drive();
+    let before = pair.client_conn_mut(client_ch).rtt();
+    assert!(before < Duration::from_millis(40), "rtt {before:?} before the cut");
+
+    // The client's bytes reach the server; the server's acknowledgement and
+    // its own bytes are lost, and so is everything either side sends for 6 s.
+    let s = pair.client_streams(client_ch).open(Dir::Uni).unwrap();
+    pair.client_send(client_ch, s).write(&[42; 1000]).unwrap();
+    let s = pair.server_streams(server_ch).open(Dir::Uni).unwrap();
+    pair.server_send(server_ch, s).write(&[43; 1000]).unwrap();
+    pair.drive_client();
+    pair.time += pair.latency;
+    let start = pair.time;
+    while pair.time - start < Duration::from_secs(6) {
+        pair.drive_server();
+        pair.client.inbound.clear();
+        pair.drive_client();
+        pair.server.inbound.clear();
+        let next = min_opt(pair.client.next_wakeup(), pair.server.next_wakeup())
+            .expect("a timer is armed while data is unacknowledged");
+        pair.time = pair.time.max(next);
+    }
+
+    // The path heals: whichever side probes first, neither side's RTT
+    // estimate takes the cut for a round trip.
+    pair.drive();
+    for (side, rtt) in [
+        ("client", pair.client_conn_mut(client_ch).rtt()),
+        ("server", pair.server_conn_mut(server_ch).rtt()),
+    ] {
+        assert!(
+            rtt < Duration::from_millis(40),
+            "the {side}'s rtt is {rtt:?} after the cut ({before:?} before)"
+        );
+    }
+}
