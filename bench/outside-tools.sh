@@ -213,10 +213,12 @@ iperf_run() { # streams port pids... -> "Gbit/s cpu_s_per_GiB"
 
 ab_run() { # port -> "req/s p99_ms failed"
   local out
-  out=$(ab -q -n "$REQUESTS" -c 32 "http://127.0.0.1:$1/1k" 2>&1)
+  out=$(ab -q -n "$REQUESTS" -c 32 -e "$dir/ab.csv" "http://127.0.0.1:$1/1k" 2>&1)
   local rps p99 failed
   rps=$(awk '/Requests per second/ {print $4}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  # ab's own table rounds to whole milliseconds; its CSV keeps three
+  # decimals.
+  p99=$(awk -F, '$1 == "99" {printf "%.1f", $2}' "$dir/ab.csv")
   # A non-2xx answer is a failure too (ab counts it apart).
   failed=$(awk '/Failed requests/ {f = $3} /Non-2xx responses/ {n = $3} END {print f + n}' <<<"$out")
   echo "${rps:-0} ${p99:--} ${failed:--}"
