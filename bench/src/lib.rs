@@ -138,12 +138,19 @@ pub fn free_tcp() -> std::net::SocketAddr {
         .unwrap()
 }
 
-/// A free UDP port on 127.0.0.1 (bound, read back and released).
+/// A UDP port on 127.0.0.1 that is free for TCP too (bound, read back and
+/// released): a gateway's tunnel port is also its TCP carrier's. After a
+/// burst of thousands of connections most ephemeral ports are still held
+/// on TCP, and the carrier could not listen.
 pub fn free_udp() -> std::net::SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    for _ in 0..1000 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = udp.local_addr().unwrap();
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port on 127.0.0.1 is free for both UDP and TCP");
 }
 
 /// GET `path` from a gateway's admin address; the whole answer (status
