@@ -3,7 +3,8 @@
 //! log gets the first ten of each ten seconds and a summary line instead
 //! of one line each, new handshakes prove their address with a QUIC Retry
 //! first (`handshake_retry_above = 0` here: always) and the real peer's
-//! tunnel, which goes through the same Retry, keeps serving.
+//! tunnel, which goes through the same Retry, keeps serving. The TCP
+//! carrier's listener gates its TLS handshakes the same way.
 
 mod support;
 
@@ -152,6 +153,97 @@ fn a_flood_of_strangers_is_counted_summed_up_in_the_log_and_costs_no_tunnel() {
     );
     eprintln!("{summary}");
     // The real peer's tunnel stayed up throughout.
+    assert_eq!(
+        sum(&e.scrape(), "strait_tunnel_state", &["state=\"up\""]),
+        1.0
+    );
+    drop(rt);
+}
+
+/// What the gateway does with one TCP connection to its tunnel port's TCP
+/// twin that sends `bytes` and waits: how long until the gateway closed it.
+async fn closed_after(from: std::net::Ipv4Addr, to: SocketAddr, bytes: &[u8]) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    let start = Instant::now();
+    let _ = s.write_all(bytes).await;
+    let mut sink = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut sink)).await {
+            Ok(Ok(1..)) => continue,
+            Ok(_) => break start.elapsed(),
+            Err(_) => panic!("the gateway kept a connection from {from} open for 10 s"),
+        }
+    }
+}
+
+#[test]
+fn tcp_connections_to_the_tunnel_port_pass_a_handshake_gate_and_cost_no_tunnel() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_ca, mut west, mut east) = west_east(d);
+    west.exports.push(("echo".into(), echo_server(), vec![]));
+    west.tunnel.push("max_handshakes = 16".into());
+    let import = free_tcp();
+    east.imports.push(("echo".into(), import));
+    let w = GatewayProcess::start(d, &west);
+    let e = GatewayProcess::start(d, &east);
+    e.wait_for_service("echo");
+    echo(import);
+    let target = west.quic;
+    let rt = support::relay_runtime();
+    let (failing, idle) = (
+        support::mesh::fresh_loopback_ip(),
+        support::mesh::fresh_loopback_ip(),
+    );
+    rt.block_on(async {
+        // One address whose handshakes fail (it speaks HTTP, not TLS): the
+        // twentieth failure within 10 s gets it closed at once for 10 s.
+        for _ in 0..40 {
+            closed_after(failing, target, b"GET / HTTP/1.0\r\n\r\n").await;
+        }
+        // Another holds 64 connections open without a byte: 16 wait for
+        // the 5 s handshake timeout, the others are closed at once.
+        let held: Vec<_> = (0..64)
+            .map(|_| tokio::spawn(closed_after(idle, target, b"")))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Meanwhile the tunnel serves.
+        tokio::task::spawn_blocking(move || echo(import))
+            .await
+            .unwrap();
+        let mut at_once = 0;
+        for h in held {
+            if h.await.unwrap() < Duration::from_secs(2) {
+                at_once += 1;
+            }
+        }
+        assert!(
+            (40..=48).contains(&at_once),
+            "{at_once} of 64 idle connections closed at once"
+        );
+    });
+    echo(import);
+    let m = w.scrape();
+    let struck = sum(&m, "strait_peers_refused_total", &["reason=\"strikes\""]);
+    assert!(
+        (15.0..=20.0).contains(&struck),
+        "{struck} refused for their address: {m:?}"
+    );
+    let busy = sum(&m, "strait_peers_refused_total", &["reason=\"busy\""]);
+    assert!(
+        (40.0..=48.0).contains(&busy),
+        "{busy} refused as busy: {m:?}"
+    );
+    // The log names why (its first ten refusals each ten seconds).
+    assert!(
+        w.log_text()
+            .contains("20 failed TCP carrier handshakes from"),
+        "{}",
+        w.log_text()
+    );
     assert_eq!(
         sum(&e.scrape(), "strait_tunnel_state", &["state=\"up\""]),
         1.0

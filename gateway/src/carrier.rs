@@ -201,8 +201,22 @@ impl Carriers {
     }
 
     /// Accepts carriers on the tunnel port's TCP twin until the task is
-    /// dropped. Each handshake uses the identity in force.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, identity: Arc<CurrentIdentity>) {
+    /// dropped. Each handshake uses the identity in force. Anyone can
+    /// connect to the port, so TLS handshakes pass a gate of their own, as
+    /// QUIC's do (`strait_core::handshake`): at most `max_handshakes` in
+    /// flight, and an address whose handshakes keep failing is closed at
+    /// once for a while. TCP proved the address, so there is no Retry; the
+    /// gate is apart from QUIC's, so connections held open without a
+    /// handshake cannot keep the mesh's QUIC handshakes out.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        identity: Arc<CurrentIdentity>,
+        drivers: Arc<crate::connection::Drivers>,
+    ) {
+        use crate::connection::{InFlight, handshake_gate, refusal};
+        use strait_core::handshake::Admit;
+        let gate = handshake_gate(&drivers.settings);
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -211,10 +225,33 @@ impl Carriers {
             if self.filter.cuts(peer, true) {
                 continue;
             }
+            let admit = gate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .handle_incoming(
+                    peer.ip(),
+                    true,
+                    false,
+                    tokio::time::Instant::now().into_std(),
+                );
+            if matches!(admit, Admit::RefuseBusy | Admit::RefuseStrikes) {
+                drop(tcp);
+                let (stage, reason) =
+                    refusal(admit, "TCP carrier handshakes", &drivers.settings, peer);
+                let _ = drivers.notes.send(crate::note::Note::PeerRefused {
+                    addr: peer,
+                    stage,
+                    reason,
+                });
+                continue;
+            }
+            let mut in_flight = InFlight::new(gate.clone(), peer.ip());
             let _ = tcp.set_nodelay(true);
             let config = match identity.get().rustls_server(ALPN) {
                 Ok(c) => c,
                 Err(e) => {
+                    // Ours to fix, not the peer's doing: no strike.
+                    in_flight.failed = false;
                     tracing::warn!(%peer, "TCP carrier refused: no TLS configuration: {e}");
                     continue;
                 }
@@ -224,6 +261,8 @@ impl Carriers {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
                 match tokio::time::timeout(SETUP_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        in_flight.failed = false;
+                        drop(in_flight);
                         let virt = carriers.register(stream, peer);
                         tracing::info!(%peer, carrier = %virt, "TCP carrier accepted");
                     }

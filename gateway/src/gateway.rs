@@ -369,9 +369,11 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
     match tokio::net::TcpListener::bind(quic_addr).await {
         Ok(listener) => {
             tracing::info!(listen = %quic_addr, "TCP carrier listening (for peers that cannot use UDP)");
-            tasks.push(tokio::spawn(
-                carriers.clone().serve(listener, identity.clone()),
-            ));
+            tasks.push(tokio::spawn(carriers.clone().serve(
+                listener,
+                identity.clone(),
+                drivers.clone(),
+            )));
         }
         Err(e) => tracing::warn!(listen = %quic_addr,
             "no TCP carrier listener (peers whose UDP is blocked cannot reach this gateway): {e}"),

@@ -16,7 +16,7 @@ use super::strait;
 /// binds it: outgoing connections take ephemeral ports all the time. Each
 /// address is therefore on its own loopback IP (127.x.y.z; all of 127/8 is
 /// loopback on Linux), where nothing else binds or connects from.
-fn fresh_loopback_ip() -> std::net::Ipv4Addr {
+pub fn fresh_loopback_ip() -> std::net::Ipv4Addr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
