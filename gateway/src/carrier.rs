@@ -212,11 +212,12 @@ impl Carriers {
         self: Arc<Self>,
         listener: TcpListener,
         identity: Arc<CurrentIdentity>,
-        drivers: Arc<crate::connection::Drivers>,
+        settings: Arc<crate::config::TunnelSettings>,
+        notes: crate::note::NoteSender,
     ) {
-        use crate::connection::{InFlight, handshake_gate, refusal};
+        use crate::gate::{InFlight, handshake_gate, refusal};
         use strait_core::handshake::Admit;
-        let gate = handshake_gate(&drivers.settings);
+        let gate = handshake_gate(&settings);
         loop {
             let Ok((tcp, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -236,9 +237,8 @@ impl Carriers {
                 );
             if matches!(admit, Admit::RefuseBusy | Admit::RefuseStrikes) {
                 drop(tcp);
-                let (stage, reason) =
-                    refusal(admit, "TCP carrier handshakes", &drivers.settings, peer);
-                let _ = drivers.notes.send(crate::note::Note::PeerRefused {
+                let (stage, reason) = refusal(admit, "TCP carrier handshakes", &settings, peer);
+                let _ = notes.send(crate::note::Note::PeerRefused {
                     addr: peer,
                     stage,
                     reason,

@@ -245,7 +245,7 @@ pub async fn follow_control(
 /// and beyond `max_handshakes` it is refused.
 pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
     use strait_core::handshake::Admit;
-    let gate = handshake_gate(&drivers.settings);
+    let gate = crate::gate::handshake_gate(&drivers.settings);
     let region = drivers.handle.region().to_owned();
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
@@ -274,7 +274,8 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
             }
             Admit::RefuseBusy | Admit::RefuseStrikes => {
                 incoming.refuse();
-                let (stage, reason) = refusal(admit, "handshakes", &drivers.settings, remote);
+                let (stage, reason) =
+                    crate::gate::refusal(admit, "handshakes", &drivers.settings, remote);
                 let _ = drivers.notes.send(Note::PeerRefused {
                     addr: remote,
                     stage,
@@ -285,7 +286,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
                 let drivers = drivers.clone();
                 let gate = gate.clone();
                 tokio::spawn(async move {
-                    let mut in_flight = InFlight::new(gate, remote.ip());
+                    let mut in_flight = crate::gate::InFlight::new(gate, remote.ip());
                     let result = incoming.await;
                     in_flight.failed = result.is_err();
                     drop(in_flight);
@@ -304,83 +305,6 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, drivers: Arc<Drivers>) {
                 });
             }
         }
-    }
-}
-
-/// One accepted handshake in flight, until it ends either way (a task
-/// dropped mid-handshake counts as failed).
-/// A handshake gate as `[tunnel]` configures it.
-pub(crate) fn handshake_gate(
-    settings: &TunnelSettings,
-) -> Arc<std::sync::Mutex<strait_core::handshake::HandshakeGate>> {
-    use strait_core::handshake::{GateConfig, HandshakeGate};
-    Arc::new(std::sync::Mutex::new(HandshakeGate::new(GateConfig {
-        retry_above: settings.handshake_retry_above,
-        max_in_flight: settings.max_handshakes,
-        strikes: settings.handshake_strikes,
-        ..GateConfig::default()
-    })))
-}
-
-/// The stage and reason of a handshake the gate refused, for the
-/// refusal's note; `what` names the handshakes counted.
-pub(crate) fn refusal(
-    admit: strait_core::handshake::Admit,
-    what: &str,
-    settings: &TunnelSettings,
-    from: SocketAddr,
-) -> (&'static str, String) {
-    use strait_core::handshake::{Admit, GateConfig};
-    if admit == Admit::RefuseBusy {
-        let n = settings.max_handshakes;
-        (
-            "busy",
-            format!("{n} {what} in flight ([tunnel] max_handshakes)"),
-        )
-    } else {
-        let c = GateConfig::default();
-        let reason = format!(
-            "{} failed {what} from {} within {:?}: refused for {:?}",
-            settings.handshake_strikes,
-            from.ip(),
-            c.strike_window,
-            c.penalty
-        );
-        ("strikes", reason)
-    }
-}
-
-/// A handshake the gate let through, counted in flight until dropped;
-/// `failed` unless it became a connection.
-pub(crate) struct InFlight {
-    gate: Arc<std::sync::Mutex<strait_core::handshake::HandshakeGate>>,
-    source: std::net::IpAddr,
-    pub(crate) failed: bool,
-}
-
-impl InFlight {
-    pub(crate) fn new(
-        gate: Arc<std::sync::Mutex<strait_core::handshake::HandshakeGate>>,
-        source: std::net::IpAddr,
-    ) -> Self {
-        InFlight {
-            gate,
-            source,
-            failed: true,
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.gate
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .handle_done(
-                self.source,
-                self.failed,
-                tokio::time::Instant::now().into_std(),
-            );
     }
 }
 

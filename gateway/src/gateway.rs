@@ -372,7 +372,8 @@ pub async fn start(mut config: GatewayConfig) -> Result<RunningGateway, GatewayE
             tasks.push(tokio::spawn(carriers.clone().serve(
                 listener,
                 identity.clone(),
-                drivers.clone(),
+                drivers.settings.clone(),
+                drivers.notes.clone(),
             )));
         }
         Err(e) => tracing::warn!(listen = %quic_addr,

@@ -22,6 +22,7 @@ pub mod drill;
 mod error;
 pub mod events;
 pub mod export;
+pub mod gate;
 mod gateway;
 pub mod handle;
 pub mod import;
