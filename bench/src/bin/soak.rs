@@ -172,10 +172,6 @@ fn draw(d: &mut Draw) -> Fault {
     }
 }
 
-/// The gateways' QUIC idle timeout (the default): a cut at least this long
-/// closes the tunnels in it, and may cost the streams on them.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Whether a failed stream may be `fault`'s doing: streams on a killed or
 /// frozen gateway, and streams caught in a cut that lasts at least the QUIC
 /// idle timeout. Shorter partitions and black holes, loss, delay,
@@ -189,12 +185,15 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// probe timeout grew past the idle timeout. The vendored quinn-proto takes
 /// no RTT sample from such an ACK any more.
 fn explains(fault: &Fault, target: Option<usize>) -> bool {
+    // The soak's gateways keep the default: a cut at least this long closes
+    // the tunnels in it, and may cost the streams on them.
+    let idle_timeout = strait_gateway::config::TunnelSettings::default().idle_timeout;
     match fault {
         Fault::Kill { gateway, .. } | Fault::Freeze { gateway, .. } => {
             target.is_none_or(|t| EXPORTERS[t].0 == gateway)
         }
-        Fault::Partition { duration, .. } => *duration >= IDLE_TIMEOUT,
-        Fault::Flap { on, .. } => *on >= IDLE_TIMEOUT,
+        Fault::Partition { duration, .. } => *duration >= idle_timeout,
+        Fault::Flap { on, .. } => *on >= idle_timeout,
         Fault::Link { .. } | Fault::Reload { .. } => false,
     }
 }
